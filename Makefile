@@ -1,0 +1,48 @@
+# Treadle: `make up` runs it, `make test` tests it. Both install what they need
+# into ./.venv from uv.lock first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.synced
+
+.PHONY: up test install protos check-protos lint typecheck buf-lint bench clean
+
+$(STAMP): pyproject.toml uv.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv sync --frozen --quiet --python $(BIN)/python
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	exec $(BIN)/treadle up
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Regenerate the checked-in stubs from protos/ (one command).
+protos: $(STAMP)
+	$(BIN)/python scripts/protos.py
+
+# Fails when the checked-in stubs differ from what `make protos` generates.
+check-protos: $(STAMP)
+	$(BIN)/python scripts/protos.py --check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# buf comes from the npm registry, at the version package-lock.json holds.
+buf-lint:
+	npm install --silent --no-audit --no-fund
+	cd protos && ../node_modules/.bin/buf lint
+
+bench: $(STAMP)
+	$(BIN)/treadle bench -n 10000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

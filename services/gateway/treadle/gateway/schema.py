@@ -1,0 +1,297 @@
+"""The GraphQL schema: queries, mutations and a subscription, each one call to the scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncGenerator, Callable, Sequence
+
+import strawberry
+from graphql import GraphQLError, located_error
+from opentelemetry import trace
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from treadle.client import Client
+from treadle.common import tasks
+from treadle.common.errors import InvalidArgument, NotFound
+from treadle.gateway import tracing
+from treadle.gateway.errors import CodedErrors, log_errors
+from treadle.gateway.stats import SCALARS, StatsQuery
+from treadle.gateway.types import (
+    CreateScheduleInput,
+    Queue,
+    Replica,
+    Schedule,
+    SubmitTaskInput,
+    Task,
+    TaskConnection,
+    TaskState,
+    UpdateQueueInput,
+)
+
+MAX_DEPTH = 10
+MAX_ALIASES = 20
+MAX_TOKENS = 2000
+
+
+@dataclasses.dataclass
+class Context:
+    """What every resolver gets as `info.context`."""
+
+    client: Client
+    request: Request | WebSocket
+    response: Response | WebSocket | None = None
+
+
+Info = strawberry.Info[Context, None]
+
+
+async def get_task(info: Info, id: strawberry.ID) -> Task | None:
+    try:
+        return Task.from_task(await info.context.client.get(id))
+    except NotFound:
+        return None
+
+
+async def list_tasks(
+    info: Info,
+    queue: str | None = None,
+    state: TaskState | None = None,
+    first: int = 50,
+    after: str | None = None,
+) -> TaskConnection:
+    if first < 1:
+        raise InvalidArgument(f"first must be at least 1, got {first}")
+    page = await info.context.client.list(
+        queue=queue,
+        state=None if state is None else state.to_state(),
+        page_size=first,
+        cursor=after,
+    )
+    return TaskConnection.from_page(page)
+
+
+async def submit(info: Info, input: SubmitTaskInput) -> Task:
+    task = await info.context.client.submit(
+        input.name,
+        input.payload,
+        queue=input.queue,
+        priority=input.priority,
+        run_at=input.run_at,
+        max_attempts=input.max_attempts,
+        idempotency_key=input.idempotency_key,
+        delay_seconds=input.delay_seconds,
+        timeout_seconds=input.timeout_seconds,
+        retry=input.retry.to_policy() if input.retry else None,
+    )
+    return Task.from_task(task)
+
+
+async def cancel(info: Info, id: strawberry.ID) -> Task:
+    return Task.from_task(await info.context.client.cancel(id))
+
+
+async def retry(info: Info, id: strawberry.ID) -> Task:
+    return Task.from_task(await info.context.client.retry(id))
+
+
+async def list_replicas(info: Info) -> list[Replica]:
+    return [Replica.from_replica(r) for r in await info.context.client.list_replicas()]
+
+
+async def list_queues(info: Info) -> list[Queue]:
+    return [Queue.from_queue(q) for q in await info.context.client.list_queues()]
+
+
+async def get_queue(info: Info, name: str) -> Queue | None:
+    try:
+        return Queue.from_queue(await info.context.client.get_queue(name))
+    except NotFound:
+        return None
+
+
+async def update_queue(info: Info, input: UpdateQueueInput) -> Queue:
+    queue = await info.context.client.update_queue(
+        input.name,
+        max_concurrent=input.max_concurrent,
+        max_attempts=input.max_attempts,
+        timeout_seconds=input.timeout_seconds,
+        retry=input.retry.to_policy() if input.retry else None,
+    )
+    return Queue.from_queue(queue)
+
+
+async def pause_queue(info: Info, name: str) -> Queue:
+    return Queue.from_queue(await info.context.client.pause_queue(name))
+
+
+async def resume_queue(info: Info, name: str) -> Queue:
+    return Queue.from_queue(await info.context.client.resume_queue(name))
+
+
+async def list_schedules(info: Info) -> list[Schedule]:
+    return [Schedule.from_schedule(s) for s in await info.context.client.list_schedules()]
+
+
+async def create_schedule(info: Info, input: CreateScheduleInput) -> Schedule:
+    schedule = input.schedule()
+    created = await info.context.client.create_schedule(
+        schedule.name, schedule.cron, schedule.task, schedule.timezone
+    )
+    return Schedule.from_schedule(created)
+
+
+async def pause_schedule(info: Info, name: str) -> Schedule:
+    return Schedule.from_schedule(await info.context.client.pause_schedule(name))
+
+
+async def resume_schedule(info: Info, name: str) -> Schedule:
+    return Schedule.from_schedule(await info.context.client.resume_schedule(name))
+
+
+async def delete_schedule(info: Info, name: str) -> bool:
+    await info.context.client.delete_schedule(name)
+    return True
+
+
+@strawberry.type
+class Query(StatsQuery):
+    task: Task | None = strawberry.field(
+        resolver=get_task, description="One task, or null when there is no such task."
+    )
+    tasks: TaskConnection = strawberry.field(
+        resolver=list_tasks,
+        description="Tasks newest first, `first` at a time, filtered by queue and state.",
+    )
+    schedules: list[Schedule] = strawberry.field(
+        resolver=list_schedules, description="Every cron schedule, by name."
+    )
+    replicas: list[Replica] = strawberry.field(
+        resolver=list_replicas,
+        description="Scheduler replicas that registered recently, alive or gone.",
+    )
+    queues: list[Queue] = strawberry.field(
+        resolver=list_queues, description="Every queue that has been used or configured."
+    )
+    queue: Queue | None = strawberry.field(
+        resolver=get_queue, description="One queue, or null when there is no such queue."
+    )
+
+
+@strawberry.type
+class Mutation:
+    submit_task: Task = strawberry.mutation(
+        resolver=submit,
+        description="Submit a task; a known idempotency key returns the existing task.",
+    )
+    cancel_task: Task = strawberry.mutation(
+        resolver=cancel,
+        description="Cancel a waiting task at once; a running one is cancelled on the "
+        "replica running it (cancelRequested until its handler stops).",
+    )
+    retry_task: Task = strawberry.mutation(
+        resolver=retry, description="Requeue a DEAD or CANCELLED task with fresh attempts."
+    )
+    update_queue: Queue = strawberry.mutation(
+        resolver=update_queue, description="Change a queue's settings."
+    )
+    pause_queue: Queue = strawberry.mutation(
+        resolver=pause_queue, description="Accept the queue's tasks but start none."
+    )
+    resume_queue: Queue = strawberry.mutation(
+        resolver=resume_queue, description="Start the queue's tasks again."
+    )
+    create_schedule: Schedule = strawberry.mutation(
+        resolver=create_schedule,
+        description="Submit a task from a template on every tick of a cron expression.",
+    )
+    pause_schedule: Schedule = strawberry.mutation(
+        resolver=pause_schedule, description="Stop a schedule firing until it is resumed."
+    )
+    resume_schedule: Schedule = strawberry.mutation(
+        resolver=resume_schedule,
+        description="Resume a paused schedule; its next tick is computed from now.",
+    )
+    delete_schedule: bool = strawberry.mutation(
+        resolver=delete_schedule,
+        description="Remove a schedule; the tasks it submitted stay.",
+    )
+
+
+async def task_updates(info: Info, id: strawberry.ID) -> AsyncGenerator[Task, None]:
+    # The first read happens before the subscription starts, so that an unknown
+    # task is an `error` message (with its code), not a stream of errors.
+    updates = info.context.client.watch(id)
+    first = await anext(updates)
+    return _following(info, first, updates)
+
+
+async def _following(
+    info: Info, first: tasks.Task, updates: AsyncGenerator[tasks.Task, None]
+) -> AsyncGenerator[Task, None]:
+    async with contextlib.aclosing(updates):
+        yield Task.from_task(first)
+        try:
+            async for task in updates:
+                yield Task.from_task(task)
+        except Exception as exc:
+            # Give the field's path, as a resolver's error has, so the error is
+            # coded or masked like any other (see `errors`).
+            raise located_error(exc, None, info.path.as_list()) from exc
+
+
+@strawberry.type
+class Subscription:
+    task_updates: AsyncGenerator[Task, None] = strawberry.subscription(
+        resolver=task_updates,
+        description=(
+            "The task now, then again each time its state changes; completes after "
+            "SUCCEEDED, DEAD or CANCELLED. States that come and go between two reads "
+            "may be skipped."
+        ),
+    )
+
+
+class Schema(strawberry.Schema):
+    """Logs only what operators need: Treadle's own errors are the client's business."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_errors(errors)
+
+
+def create_schema(
+    tracer_provider: trace.TracerProvider | None = None,
+    extensions: Sequence[Callable[[], SchemaExtension]] = (),
+) -> Schema:
+    """The schema; with a `tracer_provider`, each operation and resolver is a span.
+    `extensions` (factories) run outermost, around every other extension."""
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        config=StrawberryConfig(scalar_map=SCALARS),
+        extensions=[
+            *extensions,
+            ParserCache,
+            ValidationCache,
+            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+            CodedErrors,
+            *tracing.extensions(tracer_provider),
+        ],
+    )

@@ -1,0 +1,341 @@
+"""The GraphQL types, converted from the plain dataclasses of `treadle.common.tasks`."""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from treadle.common import tasks
+
+
+@strawberry.enum(description="Where a task is in its lifecycle.")
+class TaskState(enum.Enum):
+    # Mirrors `treadle.common.tasks.TaskState` (a test keeps them equal).
+    QUEUED = "QUEUED"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    RETRYING = "RETRYING"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+
+    @classmethod
+    def from_state(cls, state: tasks.TaskState) -> TaskState:
+        return cls[state.name]
+
+    def to_state(self) -> tasks.TaskState:
+        return tasks.TaskState[self.name]
+
+
+@strawberry.type(description="Why an attempt failed.")
+class TaskError:
+    type: str
+    message: str
+    traceback: str
+    attempt: int = strawberry.field(description="The attempt that failed (1 for the first).")
+    failed_at: datetime | None
+
+    @classmethod
+    def from_error(cls, error: tasks.TaskError) -> TaskError:
+        return cls(
+            type=error.type,
+            message=error.message,
+            traceback=error.traceback,
+            attempt=error.attempt,
+            failed_at=error.failed_at,
+        )
+
+
+@strawberry.type(
+    description="Backoff between attempts: baseSeconds * factor^(attempt-1), "
+    "at most maxSeconds, times a random jitter in [0.5, 1]."
+)
+class RetryPolicy:
+    base_seconds: float
+    factor: float
+    max_seconds: float
+
+    @classmethod
+    def from_policy(cls, policy: tasks.RetryPolicy) -> RetryPolicy:
+        return cls(
+            base_seconds=policy.base_seconds, factor=policy.factor, max_seconds=policy.max_seconds
+        )
+
+
+@strawberry.input(description="Backoff between attempts.")
+class RetryPolicyInput:
+    base_seconds: float = 1.0
+    factor: float = 2.0
+    max_seconds: float = 300.0
+
+    def to_policy(self) -> tasks.RetryPolicy:
+        return tasks.RetryPolicy(self.base_seconds, self.factor, self.max_seconds)
+
+
+@strawberry.type(description="A queue's settings.")
+class Queue:
+    name: str
+    max_concurrent: int | None = strawberry.field(
+        description="Tasks RUNNING at once across all replicas; null: no limit."
+    )
+    paused: bool = strawberry.field(description="Paused queues accept tasks but start none.")
+    max_attempts: int = strawberry.field(description="Default for tasks submitted without one.")
+    timeout_seconds: float | None = strawberry.field(
+        description="Default time limit per attempt; null: none."
+    )
+    retry: RetryPolicy
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_queue(cls, queue: tasks.Queue) -> Queue:
+        return cls(
+            name=queue.name,
+            max_concurrent=queue.max_concurrent,
+            paused=queue.paused,
+            max_attempts=queue.max_attempts,
+            timeout_seconds=queue.timeout_seconds,
+            retry=RetryPolicy.from_policy(queue.retry),
+            created_at=queue.created_at,
+            updated_at=queue.updated_at,
+        )
+
+
+@strawberry.input(description="Queue settings to change; the ones left out stay as they are.")
+class UpdateQueueInput:
+    name: str
+    max_concurrent: int | None = strawberry.field(default=None, description="0 removes the limit.")
+    max_attempts: int | None = None
+    timeout_seconds: float | None = strawberry.field(
+        default=None, description="0 removes the time limit."
+    )
+    retry: RetryPolicyInput | None = None
+
+
+@strawberry.type(description="A stored task.")
+class Task:
+    id: strawberry.ID
+    name: str
+    queue: str
+    state: TaskState
+    payload: JSON | None
+    result: JSON | None
+    error: TaskError | None
+    attempts: int
+    max_attempts: int
+    priority: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    idempotency_key: str | None
+    errors: list[TaskError] = strawberry.field(description="Every failed attempt, oldest first.")
+    cancel_requested: bool = strawberry.field(
+        description="A cancel was asked for while the task was running."
+    )
+    timeout_seconds: float | None = strawberry.field(
+        description="Time limit per attempt; null: none."
+    )
+    retry: RetryPolicy
+
+    @classmethod
+    def from_task(cls, task: tasks.Task) -> Task:
+        return cls(
+            id=strawberry.ID(task.id),
+            name=task.name,
+            queue=task.queue,
+            state=TaskState.from_state(task.state),
+            payload=None if task.payload is None else JSON(task.payload),
+            result=None if task.result is None else JSON(task.result),
+            error=None if task.error is None else TaskError.from_error(task.error),
+            attempts=task.attempts,
+            max_attempts=task.max_attempts,
+            priority=task.priority,
+            run_at=task.run_at,
+            created_at=task.created_at,
+            started_at=task.started_at,
+            finished_at=task.finished_at,
+            idempotency_key=task.idempotency_key,
+            errors=[TaskError.from_error(e) for e in task.errors],
+            cancel_requested=task.cancel_requested,
+            timeout_seconds=task.timeout_seconds,
+            retry=RetryPolicy.from_policy(task.retry),
+        )
+
+
+@strawberry.type
+class TaskEdge:
+    node: Task
+    cursor: str | None = strawberry.field(
+        description=(
+            "Pass as `after` to continue after this task. Only the last edge of a page "
+            "that has a next page carries one: the scheduler's cursors are per page."
+        )
+    )
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None = strawberry.field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
+
+
+@strawberry.type(description="One page of tasks, newest first.")
+class TaskConnection:
+    edges: list[TaskEdge]
+    nodes: list[Task]
+    page_info: PageInfo
+
+    @classmethod
+    def from_page(cls, page: tasks.TaskPage) -> TaskConnection:
+        nodes = [Task.from_task(t) for t in page.tasks]
+        edges = [
+            TaskEdge(node=node, cursor=page.next_cursor if i == len(nodes) - 1 else None)
+            for i, node in enumerate(nodes)
+        ]
+        return cls(
+            edges=edges,
+            nodes=nodes,
+            page_info=PageInfo(
+                has_next_page=page.next_cursor is not None, end_cursor=page.next_cursor
+            ),
+        )
+
+
+@strawberry.input(description="A task to submit.")
+class SubmitTaskInput:
+    name: str
+    payload: JSON | None = None
+    queue: str | None = strawberry.field(
+        default=None, description="Defaults to the handler's queue."
+    )
+    priority: int = strawberry.field(default=0, description="-100..100; higher runs first.")
+    run_at: datetime | None = strawberry.field(
+        default=None, description="Run no earlier than this (with a time zone); default now."
+    )
+    max_attempts: int | None = strawberry.field(
+        default=None, description="At least 1; default: the queue's."
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Submitting the same key again returns the existing task."
+    )
+    delay_seconds: float | None = strawberry.field(
+        default=None, description="Run this many seconds from now (instead of runAt)."
+    )
+    timeout_seconds: float | None = strawberry.field(
+        default=None, description="Time limit per attempt; default: the queue's."
+    )
+    retry: RetryPolicyInput | None = strawberry.field(
+        default=None, description="Backoff between attempts; default: the queue's."
+    )
+
+
+@strawberry.type(description="The task a schedule submits on every tick.")
+class TaskTemplate:
+    name: str
+    payload: JSON | None
+    queue: str
+    priority: int
+    max_attempts: int | None = strawberry.field(description="Null: the queue's default.")
+    timeout_seconds: float | None = strawberry.field(description="Null: the queue's default.")
+    retry: RetryPolicy | None = strawberry.field(description="Null: the queue's default.")
+
+
+@strawberry.type(description="Submits a task from its template on every tick of a cron expression.")
+class Schedule:
+    name: str
+    cron: str = strawberry.field(
+        description="Five fields (minute hour day-of-month month day-of-week), "
+        "or six with seconds first, or a nickname such as @daily."
+    )
+    timezone: str = strawberry.field(description="The IANA time zone the expression is read in.")
+    task: TaskTemplate
+    paused: bool
+    next_fire_at: datetime
+    last_fired_at: datetime | None
+    created_at: datetime | None
+
+    @classmethod
+    def from_schedule(cls, schedule: tasks.Schedule) -> Schedule:
+        assert schedule.next_fire_at is not None, "a stored schedule always has a next tick"
+        spec = schedule.task
+        return cls(
+            name=schedule.name,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
+            task=TaskTemplate(
+                name=spec.name,
+                payload=JSON(json.loads(spec.payload_json)),
+                queue=spec.queue or "",
+                priority=spec.priority,
+                max_attempts=spec.max_attempts,
+                timeout_seconds=spec.timeout_seconds,
+                retry=None if spec.retry is None else RetryPolicy.from_policy(spec.retry),
+            ),
+            paused=schedule.paused,
+            next_fire_at=schedule.next_fire_at,
+            last_fired_at=schedule.last_fired_at,
+            created_at=schedule.created_at,
+        )
+
+
+@strawberry.input(description="A schedule to create.")
+class CreateScheduleInput:
+    name: str = strawberry.field(description="Unique; letters, digits, '.', '_', '-'.")
+    cron: str = strawberry.field(
+        description="Five fields (minute hour day-of-month month day-of-week), "
+        "or six with seconds first, or a nickname such as @daily."
+    )
+    task: SubmitTaskInput = strawberry.field(
+        description="The task to submit on every tick "
+        "(runAt, delaySeconds and idempotencyKey are ignored)."
+    )
+    timezone: str = strawberry.field(default="UTC", description="An IANA time zone.")
+
+    def schedule(self) -> tasks.Schedule:
+        task = self.task
+        spec = tasks.TaskSpec(
+            name=task.name,
+            payload_json=json.dumps(task.payload),
+            queue=task.queue,
+            priority=task.priority,
+            max_attempts=task.max_attempts,
+            timeout_seconds=task.timeout_seconds,
+            retry=task.retry.to_policy() if task.retry else None,
+        )
+        return tasks.Schedule(name=self.name, cron=self.cron, task=spec, timezone=self.timezone)
+
+
+@strawberry.type(description="A scheduler replica as the registry sees it.")
+class Replica:
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    alive: bool = strawberry.field(
+        description="False once it stopped, or was silent for longer than a lease."
+    )
+    stopped_at: datetime | None
+    running: int = strawberry.field(description="Tasks it holds leases on.")
+
+    @classmethod
+    def from_replica(cls, replica: tasks.ReplicaInfo) -> Replica:
+        return cls(
+            id=replica.id,
+            host=replica.host,
+            pid=replica.pid,
+            version=replica.version,
+            started_at=replica.started_at,
+            last_heartbeat_at=replica.last_heartbeat_at,
+            alive=replica.alive,
+            stopped_at=replica.stopped_at,
+            running=replica.running,
+        )

@@ -1,0 +1,14 @@
+"""The Treadle scheduler: a grpc.aio service that stores tasks in PostgreSQL and runs them.
+
+Handlers are registered in a user's module with `task`:
+
+    from treadle.scheduler import task
+
+    @task("email.send", queue="email")
+    async def send(payload):
+        ...
+"""
+
+from treadle.scheduler.registry import Permanent, task
+
+__all__ = ["Permanent", "task"]

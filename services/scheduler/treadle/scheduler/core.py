@@ -1,0 +1,208 @@
+"""The scheduler's use cases: submit, read, list and cancel tasks.
+
+Speaks only domain types; knows nothing of gRPC or asyncpg. Validation lives
+here (and in `model`), so every entry point refuses bad input the same way
+and nothing is stored when a submission is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import builtins
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+
+from treadle.common.errors import InvalidArgument, InvalidState, NotFound
+from treadle.common.tasks import (
+    Queue,
+    QueueUpdate,
+    ReplicaInfo,
+    Submitted,
+    Task,
+    TaskPage,
+    TaskSpec,
+    TaskState,
+)
+from treadle.scheduler import tracing
+from treadle.scheduler.metrics import SchedulerMetrics
+from treadle.scheduler.model import NewTask, check_queue_update, check_spec, parse_task_id
+from treadle.scheduler.registry import Registry
+from treadle.scheduler.settings import Settings
+from treadle.scheduler.stats import StatsRecorder
+from treadle.scheduler.store import Store
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_BATCH = 10_000
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "seq":
+            raise ValueError(kind)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(f"invalid page cursor {cursor!r}") from None
+
+
+class Scheduler:
+    """Submit, read, list and cancel tasks in one installation."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: Settings,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tracer: trace.Tracer | None = None,
+        stats: StatsRecorder | None = None,
+        metrics: SchedulerMetrics | None = None,
+    ) -> None:
+        self.store = store
+        #: Prometheus counters of submissions (None: not counted).
+        self.metrics = metrics
+        #: Counts new tasks and cancellations (None: not counted).
+        self.stats = stats
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock
+        #: None: tracing is off.
+        self.tracer = tracer
+
+    def _check(
+        self,
+        spec: TaskSpec,
+        index: int | None = None,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> NewTask:
+        try:
+            handler = self.registry.get(spec.name)
+            if spec.name and handler is None:
+                raise InvalidArgument(
+                    f"no handler is registered for task {spec.name!r}; "
+                    f"known tasks: {', '.join(self.registry.names) or 'none'}"
+                )
+            default_queue = handler.queue if handler else ""
+            return check_spec(
+                spec, default_queue, self.settings.max_payload_bytes, self.clock(), trace_context
+            )
+        except InvalidArgument as exc:
+            if index is None:
+                raise
+            raise InvalidArgument(f"task {index}: {exc.message}") from None
+
+    async def submit(self, spec: TaskSpec) -> Submitted:
+        checked = self._check(spec, trace_context=tracing.submitted())
+        with tracing.inserting(self.tracer, self.store.schema, 1):
+            (submitted,) = await self.store.insert([checked])
+        if self.stats is not None:
+            self.stats.submissions([submitted])
+        if self.metrics is not None:
+            self.metrics.submitted([submitted])
+        return submitted
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Submitted]:
+        """Store every task or none, in one statement."""
+        if not specs:
+            raise InvalidArgument("no tasks to submit")
+        if len(specs) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} tasks per batch, got {len(specs)}")
+        context = tracing.submitted()
+        checked = [self._check(spec, i, context) for i, spec in enumerate(specs)]
+        keys = [(t.queue, t.idempotency_key) for t in checked if t.idempotency_key]
+        if len(keys) != len(set(keys)):
+            raise InvalidArgument("the same idempotency key appears twice in one batch")
+        with tracing.inserting(self.tracer, self.store.schema, len(checked)):
+            submitted = await self.store.insert(checked)
+        if self.stats is not None:
+            self.stats.submissions(submitted)
+        if self.metrics is not None:
+            self.metrics.submitted(submitted)
+        return submitted
+
+    async def get(self, task_id: str) -> Task:
+        task = await self.store.get(parse_task_id(task_id))
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def list(
+        self,
+        queue: str | None = None,
+        state: TaskState | None = None,
+        page_size: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        size = page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
+        before = decode_cursor(cursor) if cursor else None
+        tasks, last_seq = await self.store.page(queue or None, state, before, size)
+        return TaskPage(tasks, encode_cursor(last_seq) if last_seq is not None else None)
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a waiting task at once. A running one is marked cancel-requested
+        and its replica is told; it ends CANCELLED once its handler stops."""
+        parsed = parse_task_id(task_id)
+        cancelled = await self.store.cancel(parsed)
+        if cancelled is not None:
+            if self.stats is not None and cancelled.state is TaskState.CANCELLED:
+                self.stats.cancelled(cancelled.queue)
+            return cancelled
+        task = await self.store.get(parsed)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        raise InvalidState(f"task {task_id} has already finished ({task.state.value})")
+
+    async def retry(self, task_id: str) -> Task:
+        """Requeue a DEAD or CANCELLED task with fresh attempts."""
+        parsed = parse_task_id(task_id)
+        retried = await self.store.retry(parsed)
+        if retried is not None:
+            return retried
+        task = await self.store.get(parsed)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        raise InvalidState(
+            f"task {task_id} is {task.state.value}; only DEAD or CANCELLED tasks can be retried"
+        )
+
+    async def replicas(self) -> builtins.list[ReplicaInfo]:
+        """Replicas that registered recently; silent longer than a lease means gone."""
+        return await self.store.replicas(self.settings.lease_seconds)
+
+    # -- queues ---------------------------------------------------------------
+
+    async def queues(self) -> builtins.list[Queue]:
+        return await self.store.queues()
+
+    async def queue(self, name: str) -> Queue:
+        queue = await self.store.queue(name)
+        if queue is None:
+            raise NotFound(f"queue {name!r} not found")
+        return queue
+
+    async def update_queue(
+        self, name: str, update: QueueUpdate, paused: bool | None = None
+    ) -> Queue:
+        """Change a queue's settings (None leaves one as it is)."""
+        check_queue_update(update)
+        queue = await self.store.update_queue(name, update, paused)
+        if queue is None:
+            raise NotFound(f"queue {name!r} not found")
+        return queue
+
+    async def pause_queue(self, name: str) -> Queue:
+        return await self.update_queue(name, QueueUpdate(), paused=True)
+
+    async def resume_queue(self, name: str) -> Queue:
+        return await self.update_queue(name, QueueUpdate(), paused=False)

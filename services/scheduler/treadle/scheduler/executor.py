@@ -1,0 +1,130 @@
+"""Runs one attempt of a handler and says how it ended.
+
+Coroutine handlers run on the event loop (the caller wraps them in a task);
+plain `def` handlers run in a thread pool through `run_in_executor`, so
+nothing blocking runs on the loop. A per-attempt timeout cancels a coroutine
+at its deadline; a sync handler cannot be stopped, so its late result is
+discarded and the attempt counts as timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import json
+import random
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from opentelemetry import trace
+
+from treadle.common.tasks import Task, TaskError, TaskState
+from treadle.scheduler import tracing
+from treadle.scheduler.model import Outcome, after_failure
+from treadle.scheduler.registry import Handler, Permanent
+
+Clock = Callable[[], datetime]
+TRACEBACK_FRAMES = 8
+
+
+def error_of(exc: BaseException, attempt: int, at: datetime) -> TaskError:
+    """The stored form of a handler's exception: type, message, a short traceback."""
+    frames = traceback.format_exception(exc, limit=-TRACEBACK_FRAMES)
+    return TaskError(
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(frames)[-4000:],
+        attempt=attempt,
+        failed_at=at,
+    )
+
+
+class Executor:
+    """Runs handlers: coroutines inline, sync callables in a bounded thread pool."""
+
+    def __init__(
+        self,
+        threads: int,
+        clock: Clock,
+        random: Callable[[], float] = random.random,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self.threads = threads
+        self.clock = clock
+        self.random = random
+        #: None: tracing is off, and attempts make no spans.
+        self.tracer = tracer
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="treadle-handler")
+        #: Threads running a handler now (for metrics and health).
+        self.busy = 0
+        self._busy_lock = threading.Lock()
+
+    async def _call(self, task: Task, handler: Handler) -> object:
+        if handler.is_async:
+            return await handler.fn(task.payload)
+        loop = asyncio.get_running_loop()
+        # The thread sees the attempt's context (its span, for logs and child spans).
+        call = functools.partial(contextvars.copy_context().run, handler.fn, task.payload)
+        return await loop.run_in_executor(self._pool, self._counted, call)
+
+    def _counted(self, call: Callable[[], object]) -> object:
+        """Run `call` in a pool thread, counted in `busy` while it runs."""
+        with self._busy_lock:
+            self.busy += 1
+        try:
+            return call()
+        finally:
+            with self._busy_lock:
+                self.busy -= 1
+
+    @property
+    def queued(self) -> int:
+        """Handler calls waiting for a free thread."""
+        return self._pool._work_queue.qsize()
+
+    async def run(self, task: Task, handler: Handler) -> Outcome:
+        """Run one attempt. Cancellation propagates; anything else the handler
+        raises becomes a failed attempt that is retried or ends the task DEAD.
+        With tracing on, the attempt runs in its own span (see `tracing`)."""
+        if self.tracer is None:
+            return await self._run(task, handler)
+        with tracing.attempt(self.tracer, task) as span:
+            outcome = await self._run(task, handler)
+            tracing.ended(span, outcome)
+            return outcome
+
+    async def _run(self, task: Task, handler: Handler) -> Outcome:
+        try:
+            async with asyncio.timeout(task.timeout_seconds):
+                value = await self._call(task, handler)
+            try:
+                result_json = json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise Permanent(f"handler result is not JSON-serialisable: {exc}") from None
+            return Outcome(task.id, task.attempts, TaskState.SUCCEEDED, self.clock(), result_json)
+        except TimeoutError as exc:
+            now = self.clock()
+            error = error_of(exc, task.attempts, now)
+            if not error.message:
+                error = TaskError(
+                    "TimeoutError",
+                    f"timed out after {task.timeout_seconds:g}s",
+                    error.traceback,
+                    task.attempts,
+                    now,
+                )
+            return after_failure(task, error, True, now, self.random)
+        except Exception as exc:
+            now = self.clock()
+            retryable = not isinstance(exc, Permanent)
+            return after_failure(
+                task, error_of(exc, task.attempts, now), retryable, now, self.random
+            )
+
+    def shutdown(self) -> None:
+        """Stop the thread pool; handlers still running finish in their threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,412 @@
+"""The scheduler's Prometheus metrics: one `SchedulerMetrics` per replica, in its own registry.
+
+Where the numbers come from:
+
+- counters and histograms are updated where things happen: submit (`core`),
+  claim, start and end of an attempt, and each flush of outcomes (`worker`);
+  every SQL statement (a query logger on each pool connection, named after
+  its block in `sql/`); every gRPC call (`grpc_metrics` interceptor);
+- gauges of live state (pool, executor, worker, background loops) and the
+  worker's own counters (claims, leases, stale outcomes) are read when
+  Prometheus scrapes;
+- queue gauges (depth by state, oldest ready task, running, limit, paused),
+  the database size and the replicas alive come from one round of indexed
+  queries every `TREADLE_METRICS_INTERVAL` seconds (`run`, the replica's
+  `treadle-metrics` loop), never from a per-task row update; scrapes read the
+  last round. The same loop measures the event loop's lag.
+
+Labels stay bounded: `task` is a registered handler name (else "other"),
+`queue` one of the first MAX_QUEUES queue names this replica meets (its
+handlers' queues first; else "other"), `query` a named query from `sql/`
+(else "other").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from treadle.common import exposition, grpc_metrics
+from treadle.common.errors import TreadleError
+from treadle.common.health import QueueBacklog
+from treadle.common.loop_metrics import CounterChild, HistogramChild, LoopSeries
+from treadle.common.tasks import Submitted, Task, TaskState
+from treadle.scheduler import postgres
+from treadle.scheduler.live_metrics import LiveCollector
+from treadle.scheduler.metrics_store import MetricsStore
+from treadle.scheduler.model import Outcome
+
+if TYPE_CHECKING:
+    from treadle.scheduler.registry import Registry
+    from treadle.scheduler.store import Store
+    from treadle.scheduler.supervisor import Replica
+
+log = logging.getLogger("treadle.scheduler.metrics")
+
+OTHER = "other"
+#: The `outcome` label of `treadle_tasks_finished_total`.
+OUTCOMES = ("succeeded", "failed", "timed_out", "dead", "cancelled")
+#: Distinct queue names used as label values; later ones count as "other".
+MAX_QUEUES = 100
+#: Seconds between two probes of the event loop's lag.
+LAG_PROBE = 0.25
+#: Seconds one periodic round may take before it is abandoned (and counted as failed).
+REFRESH_TIMEOUT = 30.0
+
+#: Seconds from due to start: a few milliseconds when idle, minutes in a backlog.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+)  # fmt: skip
+#: Seconds a handler runs.
+RUN_BUCKETS = (
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    900.0, 3600.0,
+)  # fmt: skip
+#: Seconds one SQL statement takes.
+QUERY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+)  # fmt: skip
+#: Rows per claim or outcomes per flush.
+BATCH_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+
+def outcome_label(outcome: Outcome) -> str:
+    """succeeded, failed (will retry), timed_out (will retry), dead, or cancelled."""
+    if outcome.state is TaskState.SUCCEEDED:
+        return "succeeded"
+    if outcome.state is TaskState.CANCELLED:
+        return "cancelled"
+    if outcome.state is TaskState.DEAD:
+        return "dead"
+    return "timed_out" if timed_out(outcome) else "failed"
+
+
+def timed_out(outcome: Outcome) -> bool:
+    return outcome.error is not None and outcome.error.type == "TimeoutError"
+
+
+def error_kind(exc: BaseException) -> str:
+    """A bounded name for why a statement failed."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(exc, (TimeoutError, asyncpg.QueryCanceledError)):
+        return "timeout"
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return "unique_violation"
+    if isinstance(exc, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)):
+        return "conflict"
+    if isinstance(
+        exc,
+        (
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError,
+            asyncpg.InterfaceError,
+            ConnectionError,
+            OSError,
+        ),
+    ):
+        return "connection"
+    if isinstance(exc, asyncpg.PostgresError):
+        return "database"
+    return OTHER
+
+
+@dataclasses.dataclass(slots=True)
+class _TaskSeries:
+    """The series of one (queue, task) pair."""
+
+    started: CounterChild
+    latency: HistogramChild
+    run: HistogramChild
+    retries: CounterChild
+    timeouts: CounterChild
+    finished: dict[str, CounterChild]
+
+
+class SchedulerMetrics:
+    """Every metric family of one replica, in `self.registry`."""
+
+    def __init__(self, handlers: Registry | None = None) -> None:
+        self.registry = exposition.new_registry("scheduler")
+        r = self.registry
+        self._task_names = set(handlers.names) if handlers is not None else set()
+        self._queue_names: set[str] = set()
+        for handler in handlers.handlers if handlers is not None else ():
+            self.queue_label(handler.queue)
+        self._query_names = {text: name for name, text in postgres.load_queries().items()}
+        self._by_task: dict[tuple[str, str], _TaskSeries] = {}
+        #: A connection failed (to open, or mid-statement) since the last one opened.
+        self._unreachable = False
+        #: The replica whose live state scrapes read (`attach`).
+        self.replica: Replica | None = None
+        #: The last round of periodic queries; None until the first.
+        self.backlog: tuple[QueueBacklog, ...] = ()
+        self.backlog_as_of: datetime | None = None
+        self.database_size: int | None = None
+        self.replicas_alive: int | None = None
+        self.loop_lag = 0.0
+
+        self.grpc = grpc_metrics.ServerMetrics(r)
+        # Updated on the replica's event loop, per task or per statement: see loop_metrics.
+        fast = LoopSeries()
+        qt = ("queue", "task")
+        # -- tasks ---------------------------------------------------------------
+        self.tasks_submitted = fast.counter(
+            "treadle_tasks_submitted_total",
+            "Tasks stored by submissions to this replica (gRPC, GraphQL through the "
+            "gateway); a submission whose idempotency key was taken is not counted here.",
+            qt,
+        )
+        self.tasks_deduplicated = fast.counter(
+            "treadle_tasks_deduplicated_total",
+            "Submissions that returned an existing task because its idempotency key was taken.",
+            ("queue",),
+        )
+        self.tasks_started = fast.counter(
+            "treadle_tasks_started_total",
+            "Attempts this replica started (a handler began to run).",
+            qt,
+        )
+        self.tasks_finished = fast.counter(
+            "treadle_tasks_finished_total",
+            "Attempts that ended on this replica, by outcome: succeeded; failed or timed_out "
+            "(the task will retry); dead (no attempts left, or Permanent); cancelled.",
+            (*qt, "outcome"),
+        )
+        self.task_retries = fast.counter(
+            "treadle_task_retries_total",
+            "Retries scheduled after a failed or timed-out attempt.",
+            qt,
+        )
+        self.task_timeouts = fast.counter(
+            "treadle_task_timeouts_total",
+            "Attempts that ran past their timeout (whether the task retries or is dead).",
+            qt,
+        )
+        self.start_latency = fast.histogram(
+            "treadle_task_start_latency_seconds",
+            "Seconds from when a task was due (submitted, or its run time) to its start.",
+            qt,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.run_duration = fast.histogram(
+            "treadle_task_run_duration_seconds",
+            "Seconds an attempt's handler ran.",
+            qt,
+            buckets=RUN_BUCKETS,
+        )
+        # -- the worker's batches ------------------------------------------------
+        self.claim_batch = fast.histogram(
+            "treadle_claim_batch_size",
+            "Tasks claimed per claim round (one statement per limited queue, one for the rest).",
+            buckets=BATCH_BUCKETS,
+        )
+        self.claim_duration = fast.histogram(
+            "treadle_claim_duration_seconds",
+            "Seconds one claim round took.",
+            buckets=QUERY_BUCKETS,
+        )
+        self.flush_batch = fast.histogram(
+            "treadle_outcome_flush_batch_size",
+            "Outcomes written per flush (one statement).",
+            buckets=BATCH_BUCKETS,
+        )
+        self.flush_duration = fast.histogram(
+            "treadle_outcome_flush_duration_seconds",
+            "Seconds one flush of outcomes took.",
+            buckets=QUERY_BUCKETS,
+        )
+        self.outcome_latency = fast.histogram(
+            "treadle_outcome_flush_latency_seconds",
+            "Seconds from the end of an attempt to its outcome being written.",
+            buckets=QUERY_BUCKETS,
+        )
+        # -- database ------------------------------------------------------------
+        self.query_duration = fast.histogram(
+            "treadle_database_query_duration_seconds",
+            "Seconds each SQL statement took, by its name in sql/ (other: unnamed statements).",
+            ("query",),
+            buckets=QUERY_BUCKETS,
+        )
+        self.query_errors = fast.counter(
+            "treadle_database_errors_total",
+            'SQL statements (and connection attempts, query="connect") that failed, by '
+            "query name and kind of error (connection, timeout, conflict, unique_violation, "
+            "cancelled, database, other).",
+            ("query", "kind"),
+        )
+        self.connections_opened = fast.counter(
+            "treadle_database_connections_opened_total",
+            "Connections the pool opened (start-up, growth, recycling and reconnects).",
+        )
+        self.reconnects = fast.counter(
+            "treadle_database_reconnects_total",
+            "Times the pool connected again after the database was unreachable (a "
+            "connection failed to open, or broke mid-statement).",
+        )
+        # -- the periodic round ---------------------------------------------------
+        self.refresh_duration = fast.histogram(
+            "treadle_metrics_refresh_duration_seconds",
+            "Seconds one round of the periodic queue and database queries took.",
+            buckets=QUERY_BUCKETS,
+        )
+        self.refresh_errors = fast.counter(
+            "treadle_metrics_refresh_errors_total",
+            "Rounds of the periodic queries that failed (the gauges keep the last values).",
+        )
+        r.register(fast)
+        r.register(LiveCollector(self))
+
+    # -- labels ---------------------------------------------------------------
+
+    def task_label(self, name: str) -> str:
+        return name if name in self._task_names else OTHER
+
+    def queue_label(self, name: str) -> str:
+        if name in self._queue_names:
+            return name
+        if len(self._queue_names) < MAX_QUEUES:
+            self._queue_names.add(name)
+            return name
+        return OTHER
+
+    def _labels(self, task: Task) -> tuple[str, str]:
+        return self.queue_label(task.queue), self.task_label(task.name)
+
+    def _series(self, task: Task) -> _TaskSeries:
+        """The series of a task's (bounded) queue and task labels, made once per pair."""
+        labels = self._labels(task)
+        series = self._by_task.get(labels)
+        if series is None:
+            series = self._by_task[labels] = _TaskSeries(
+                started=self.tasks_started.labels(*labels),
+                latency=self.start_latency.labels(*labels),
+                run=self.run_duration.labels(*labels),
+                retries=self.task_retries.labels(*labels),
+                timeouts=self.task_timeouts.labels(*labels),
+                finished={o: self.tasks_finished.labels(*labels, o) for o in OUTCOMES},
+            )
+        return series
+
+    # -- hooks ----------------------------------------------------------------
+
+    def attach(self, replica: Replica) -> None:
+        """Read live state (pool, worker, loops) from `replica` at scrape time."""
+        self.replica = replica
+
+    def submitted(self, results: Iterable[Submitted]) -> None:
+        new: collections.Counter[tuple[str, str]] = collections.Counter()
+        existing: collections.Counter[str] = collections.Counter()
+        for s in results:
+            if s.existing:
+                existing[self.queue_label(s.task.queue)] += 1
+            else:
+                new[self._labels(s.task)] += 1
+        for labels, count in new.items():
+            self.tasks_submitted.labels(*labels).inc(count)
+        for queue, count in existing.items():
+            self.tasks_deduplicated.labels(queue).inc(count)
+
+    def claimed(self, count: int, seconds: float) -> None:
+        self.claim_batch.observe(count)
+        self.claim_duration.observe(seconds)
+
+    def task_started(self, task: Task) -> None:
+        series = self._series(task)
+        series.started.value += 1
+        if task.started_at is not None:
+            waited = (task.started_at - task.run_at).total_seconds()
+            series.latency.observe(waited if waited > 0 else 0.0)
+
+    def attempt_ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+        """An attempt's outcome was decided here; `seconds` its handler ran (None: never ran)."""
+        series = self._series(task)
+        if outcome.state is TaskState.SUCCEEDED:
+            series.finished["succeeded"].value += 1
+        else:
+            series.finished[outcome_label(outcome)].value += 1
+            if outcome.state is TaskState.RETRYING:
+                series.retries.value += 1
+            if timed_out(outcome):
+                series.timeouts.value += 1
+        if seconds is not None:
+            series.run.observe(seconds)
+
+    def flushed(self, batch: Sequence[Outcome], seconds: float) -> None:
+        self.flush_batch.observe(len(batch))
+        self.flush_duration.observe(seconds)
+        now = datetime.now(UTC)
+        for outcome in batch:
+            self.outcome_latency.observe(max(0.0, (now - outcome.finished_at).total_seconds()))
+
+    async def connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        """The pool's `connect`: `asyncpg.connect`, counted, with every
+        statement on the new connection timed (a query logger)."""
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(*args, **kwargs)
+        except (Exception, asyncio.CancelledError) as exc:
+            self.query_errors.labels("connect", error_kind(exc)).inc()
+            self._unreachable = True
+            raise
+        conn.add_query_logger(self._logged)
+        self.connections_opened.inc()
+        if self._unreachable:
+            self._unreachable = False
+            self.reconnects.inc()
+        return conn
+
+    def _logged(self, record: Any) -> None:
+        name = self._query_names.get(record.query, OTHER)
+        self.query_duration.labels(name).observe(record.elapsed)
+        if record.exception is not None:
+            kind = error_kind(record.exception)
+            self.query_errors.labels(name, kind).inc()
+            if kind == "connection":
+                self._unreachable = True
+
+    # -- the periodic round ---------------------------------------------------
+
+    async def run(self, store: Store, interval: float, lease_seconds: float) -> None:
+        """The `treadle-metrics` loop: count queues, size the database and the
+        replicas alive every `interval` seconds, and probe the event loop's lag
+        in between. Errors are logged and counted; this loop never stops the replica."""
+        loop = asyncio.get_running_loop()
+        probe = MetricsStore(store.pool)
+        due = 0.0
+        while True:
+            if loop.time() >= due:
+                try:
+                    async with asyncio.timeout(REFRESH_TIMEOUT):
+                        await self.refresh(probe, store, lease_seconds)
+                except (TreadleError, TimeoutError) as exc:
+                    self.refresh_errors.inc()
+                    log.warning("metrics round failed: %s", exc)
+                except Exception:
+                    self.refresh_errors.inc()
+                    log.exception("metrics round failed unexpectedly")
+                due = loop.time() + interval
+            began = loop.time()
+            await asyncio.sleep(LAG_PROBE)
+            self.loop_lag = max(0.0, loop.time() - began - LAG_PROBE)
+
+    async def refresh(self, probe: MetricsStore, store: Store, lease_seconds: float) -> None:
+        began = time.perf_counter()
+        backlog = await probe.queues()
+        size = await probe.database_size()
+        replicas = await store.replicas(lease_seconds)
+        self.backlog = tuple(backlog)
+        self.backlog_as_of = datetime.now(UTC)
+        self.database_size = size
+        self.replicas_alive = sum(1 for r in replicas if r.alive)
+        self.refresh_duration.observe(time.perf_counter() - began)

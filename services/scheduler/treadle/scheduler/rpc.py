@@ -1,0 +1,368 @@
+"""The gRPC edge: decode requests, call the core, encode replies.
+
+The only scheduler module that touches protobuf. Treadle's errors become gRPC
+statuses through `treadle.common.status`; anything unexpected is logged with
+its traceback and sent as a generic INTERNAL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from treadle.api.v1 import scheduler_pb2 as pb
+from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
+from treadle.common import errors, stats_wire, status, wire
+from treadle.common.health import SchedulerHealth, health_to_proto
+from treadle.common.tasks import QueueUpdate
+from treadle.scheduler.core import Scheduler
+from treadle.scheduler.schedules import Schedules
+from treadle.scheduler.stats import Stats
+from treadle.scheduler.watch import Watchers
+
+log = logging.getLogger("treadle.scheduler.rpc")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SchedulerService"].full_name
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Method = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
+#: What GetHealth answers (`treadle.scheduler.health.HealthReporter.report`).
+HealthReport = Callable[[], Awaitable[SchedulerHealth]]
+StreamMethod = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncGenerator[Resp, None]]
+
+
+def _edge(method: Method[Req, Resp]) -> Method[Req, Resp]:
+    """Map errors raised by a servicer method to gRPC statuses."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> Resp:
+        try:
+            return await method(self, request, context)
+        except errors.TreadleError as exc:
+            if isinstance(exc, errors.Internal):
+                log.error("%s failed: %s", method.__name__, exc, exc_info=exc)
+            error: errors.TreadleError = exc
+        except Exception:
+            log.exception("%s failed unexpectedly", method.__name__)
+            error = errors.Internal()
+        # abort() raises, so it must run outside the handlers above.
+        await context.abort(status.to_grpc(error), error.message)
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+def _edge_stream(method: StreamMethod[Req, Resp]) -> StreamMethod[Req, Resp]:
+    """`_edge` for server-streaming methods (async generators): an error ends
+    the stream with its status, after the messages already sent. A client that
+    goes away cancels the generator, which closes the method's own."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp]
+    ) -> AsyncGenerator[Resp, None]:
+        try:
+            async with contextlib.aclosing(method(self, request, context)) as responses:
+                async for response in responses:
+                    yield response
+            return
+        except errors.TreadleError as exc:
+            if isinstance(exc, errors.Internal):
+                log.error("%s failed: %s", method.__name__, exc, exc_info=exc)
+            error: errors.TreadleError = exc
+        except Exception:
+            log.exception("%s failed unexpectedly", method.__name__)
+            error = errors.Internal()
+        await context.abort(status.to_grpc(error), error.message)
+
+    return wrapper
+
+
+class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        schedules: Schedules | None = None,
+        watchers: Watchers | None = None,
+        stats: Stats | None = None,
+        health_report: HealthReport | None = None,
+    ) -> None:
+        self.scheduler = scheduler
+        self._schedules = schedules
+        self._health_report = health_report
+        self._stats = stats
+        # Without the replica's (woken by NOTIFY), watches only poll.
+        self.watchers = watchers or Watchers(scheduler.get, scheduler.settings.poll_interval)
+
+    @property
+    def schedules(self) -> Schedules:
+        if self._schedules is None:
+            raise errors.Unavailable("cron schedules are not enabled on this replica")
+        return self._schedules
+
+    @property
+    def stats(self) -> Stats:
+        if self._stats is None:
+            raise errors.Unavailable("statistics are not enabled on this replica")
+        return self._stats
+
+    @_edge
+    async def SubmitTask(
+        self, request: pb.SubmitTaskRequest, context: Any
+    ) -> pb.SubmitTaskResponse:
+        submitted = await self.scheduler.submit(wire.spec_from_proto(request.task))
+        return pb.SubmitTaskResponse(
+            task=wire.task_to_proto(submitted.task), existing=submitted.existing
+        )
+
+    @_edge
+    async def SubmitTasks(
+        self, request: pb.SubmitTasksRequest, context: Any
+    ) -> pb.SubmitTasksResponse:
+        specs = [wire.spec_from_proto(spec) for spec in request.tasks]
+        submitted = await self.scheduler.submit_many(specs)
+        return pb.SubmitTasksResponse(task_ids=[s.task.id for s in submitted])
+
+    @_edge
+    async def GetTask(self, request: pb.GetTaskRequest, context: Any) -> pb.GetTaskResponse:
+        return pb.GetTaskResponse(task=wire.task_to_proto(await self.scheduler.get(request.id)))
+
+    @_edge
+    async def ListTasks(self, request: pb.ListTasksRequest, context: Any) -> pb.ListTasksResponse:
+        page = await self.scheduler.list(
+            queue=request.queue or None,
+            state=wire.state_from_proto(request.state),
+            page_size=request.page_size or None,
+            cursor=request.page_token or None,
+        )
+        return pb.ListTasksResponse(
+            tasks=[wire.task_to_proto(t) for t in page.tasks],
+            next_page_token=page.next_cursor or "",
+        )
+
+    @_edge
+    async def CancelTask(
+        self, request: pb.CancelTaskRequest, context: Any
+    ) -> pb.CancelTaskResponse:
+        return pb.CancelTaskResponse(
+            task=wire.task_to_proto(await self.scheduler.cancel(request.id))
+        )
+
+    @_edge
+    async def ListReplicas(
+        self, request: pb.ListReplicasRequest, context: Any
+    ) -> pb.ListReplicasResponse:
+        replicas = await self.scheduler.replicas()
+        return pb.ListReplicasResponse(replicas=[wire.replica_to_proto(r) for r in replicas])
+
+    @_edge
+    async def GetHealth(self, request: pb.GetHealthRequest, context: Any) -> pb.GetHealthResponse:
+        if self._health_report is None:
+            raise errors.Unavailable("health reports are not enabled on this server")
+        return health_to_proto(await self._health_report())
+
+    @_edge
+    async def RetryTask(self, request: pb.RetryTaskRequest, context: Any) -> pb.RetryTaskResponse:
+        return pb.RetryTaskResponse(task=wire.task_to_proto(await self.scheduler.retry(request.id)))
+
+    @_edge_stream
+    async def WatchTask(
+        self, request: pb.WatchTaskRequest, context: Any
+    ) -> AsyncGenerator[pb.WatchTaskResponse, None]:
+        async with contextlib.aclosing(self.watchers.watch(request.id)) as updates:
+            async for task in updates:
+                yield pb.WatchTaskResponse(task=wire.task_to_proto(task))
+
+    # -- queues ---------------------------------------------------------------
+
+    @_edge
+    async def ListQueues(
+        self, request: pb.ListQueuesRequest, context: Any
+    ) -> pb.ListQueuesResponse:
+        queues = await self.scheduler.queues()
+        return pb.ListQueuesResponse(queues=[wire.queue_to_proto(q) for q in queues])
+
+    @_edge
+    async def GetQueue(self, request: pb.GetQueueRequest, context: Any) -> pb.GetQueueResponse:
+        return pb.GetQueueResponse(
+            queue=wire.queue_to_proto(await self.scheduler.queue(request.name))
+        )
+
+    @_edge
+    async def UpdateQueue(
+        self, request: pb.UpdateQueueRequest, context: Any
+    ) -> pb.UpdateQueueResponse:
+        update = QueueUpdate(
+            max_concurrent=(request.max_concurrent if request.HasField("max_concurrent") else None),
+            max_attempts=request.max_attempts if request.HasField("max_attempts") else None,
+            timeout_seconds=(
+                request.timeout_seconds if request.HasField("timeout_seconds") else None
+            ),
+            retry=wire.retry_from_proto(request.retry) if request.HasField("retry") else None,
+        )
+        queue = await self.scheduler.update_queue(request.name, update)
+        return pb.UpdateQueueResponse(queue=wire.queue_to_proto(queue))
+
+    @_edge
+    async def PauseQueue(
+        self, request: pb.PauseQueueRequest, context: Any
+    ) -> pb.PauseQueueResponse:
+        queue = await self.scheduler.pause_queue(request.name)
+        return pb.PauseQueueResponse(queue=wire.queue_to_proto(queue))
+
+    @_edge
+    async def ResumeQueue(
+        self, request: pb.ResumeQueueRequest, context: Any
+    ) -> pb.ResumeQueueResponse:
+        queue = await self.scheduler.resume_queue(request.name)
+        return pb.ResumeQueueResponse(queue=wire.queue_to_proto(queue))
+
+    # -- schedules ------------------------------------------------------------
+
+    @_edge
+    async def CreateSchedule(
+        self, request: pb.CreateScheduleRequest, context: Any
+    ) -> pb.CreateScheduleResponse:
+        created = await self.schedules.create(wire.schedule_from_proto(request.schedule))
+        return pb.CreateScheduleResponse(schedule=wire.schedule_to_proto(created))
+
+    @_edge
+    async def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: Any
+    ) -> pb.ListSchedulesResponse:
+        found = await self.schedules.list()
+        return pb.ListSchedulesResponse(schedules=[wire.schedule_to_proto(s) for s in found])
+
+    @_edge
+    async def PauseSchedule(
+        self, request: pb.PauseScheduleRequest, context: Any
+    ) -> pb.PauseScheduleResponse:
+        paused = await self.schedules.pause(request.name)
+        return pb.PauseScheduleResponse(schedule=wire.schedule_to_proto(paused))
+
+    @_edge
+    async def ResumeSchedule(
+        self, request: pb.ResumeScheduleRequest, context: Any
+    ) -> pb.ResumeScheduleResponse:
+        resumed = await self.schedules.resume(request.name)
+        return pb.ResumeScheduleResponse(schedule=wire.schedule_to_proto(resumed))
+
+    @_edge
+    async def DeleteSchedule(
+        self, request: pb.DeleteScheduleRequest, context: Any
+    ) -> pb.DeleteScheduleResponse:
+        await self.schedules.delete(request.name)
+        return pb.DeleteScheduleResponse()
+
+    # -- statistics -----------------------------------------------------------
+
+    @_edge
+    async def GetQueueStats(
+        self, request: pb.GetQueueStatsRequest, context: Any
+    ) -> pb.GetQueueStatsResponse:
+        found = await self.stats.queue(request.queue)
+        return pb.GetQueueStatsResponse(stats=stats_wire.queue_stats_to_proto(found))
+
+    @_edge
+    async def ListQueueStats(
+        self, request: pb.ListQueueStatsRequest, context: Any
+    ) -> pb.ListQueueStatsResponse:
+        found = await self.stats.queues()
+        return pb.ListQueueStatsResponse(stats=[stats_wire.queue_stats_to_proto(q) for q in found])
+
+    @_edge
+    async def GetOverview(
+        self, request: pb.GetOverviewRequest, context: Any
+    ) -> pb.GetOverviewResponse:
+        overview = await self.stats.overview()
+        return pb.GetOverviewResponse(overview=stats_wire.overview_to_proto(overview))
+
+    @_edge
+    async def GetTrends(self, request: pb.GetTrendsRequest, context: Any) -> pb.GetTrendsResponse:
+        trends = await self.stats.trends(
+            since=wire.time_from_proto(request, "since"),
+            until=wire.time_from_proto(request, "until"),
+            granularity=stats_wire.granularity_from_proto(request.granularity),
+            queues=list(request.queues),
+        )
+        return stats_wire.trends_to_proto(trends)
+
+    @_edge
+    async def GetErrorPatterns(
+        self, request: pb.GetErrorPatternsRequest, context: Any
+    ) -> pb.GetErrorPatternsResponse:
+        patterns = await self.stats.error_patterns(
+            since=wire.time_from_proto(request, "since"),
+            until=wire.time_from_proto(request, "until"),
+            queue=request.queue or None,
+            limit=request.limit or None,
+        )
+        return pb.GetErrorPatternsResponse(
+            patterns=[stats_wire.pattern_to_proto(p) for p in patterns]
+        )
+
+    @_edge
+    async def GetSystemHealth(
+        self, request: pb.GetSystemHealthRequest, context: Any
+    ) -> pb.GetSystemHealthResponse:
+        return stats_wire.health_to_proto(await self.stats.health())
+
+
+class Server:
+    """The replica's grpc.aio server: SchedulerService, grpc.health.v1 and reflection."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        host: str,
+        port: int,
+        schedules: Schedules | None = None,
+        watchers: Watchers | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        stats: Stats | None = None,
+        health_report: HealthReport | None = None,
+    ) -> None:
+        self.server = grpc.aio.server(interceptors=list(interceptors) or None)
+        servicer = SchedulerServicer(scheduler, schedules, watchers, stats, health_report)
+        pb_grpc.add_SchedulerServiceServicer_to_server(servicer, self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if self.port == 0:
+            raise errors.Unavailable(f"cannot listen on {host}:{port}")
+        self.address = f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.set_serving(True)
+
+    async def set_serving(self, serving: bool) -> None:
+        state = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, state)
+
+    async def stop(self, grace: float) -> None:
+        await self.set_serving(False)
+        await self.server.stop(grace)

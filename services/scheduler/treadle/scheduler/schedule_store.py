@@ -1,0 +1,181 @@
+"""The schedule store: every read and write of schedule rows, through the named
+queries of `sql/schedules.sql`, and the one transaction that fires due schedules.
+
+Speaks `Schedule` on one side and asyncpg on the other; driver errors become
+Treadle's errors in `postgres.acquired` / `postgres.translated`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from treadle.common.errors import InvalidArgument
+from treadle.common.tasks import RetryPolicy, Schedule, TaskSpec
+from treadle.scheduler import postgres
+
+_QUERIES = postgres.load_queries()
+
+#: Schedules fired per transaction: the LIMIT of schedule_lock_due.
+FIRE_BATCH = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Fire:
+    """One tick of one schedule, about to be fired."""
+
+    schedule: Schedule
+    #: The tick fired: the schedule's stored next_fire_at.
+    tick: datetime
+    #: The tick after it; None pauses the schedule (it has no further tick).
+    next_fire_at: datetime | None
+    task_id: uuid.UUID
+    idempotency_key: str
+
+
+def template_json(spec: TaskSpec) -> str:
+    """A task template as stored in `schedules.task`: TaskSpec fields as JSON."""
+    try:
+        payload = json.loads(spec.payload_json)
+        return json.dumps(
+            {
+                "name": spec.name,
+                "payload": payload,
+                "queue": spec.queue,
+                "priority": spec.priority,
+                "max_attempts": spec.max_attempts,
+                "timeout_seconds": spec.timeout_seconds,
+                "retry": None if spec.retry is None else dataclasses.asdict(spec.retry),
+            },
+            allow_nan=False,
+        )
+    except ValueError as exc:
+        raise InvalidArgument(f"payload is not valid JSON: {exc}") from None
+
+
+def _template(data: dict[str, Any]) -> TaskSpec:
+    retry = data.get("retry")
+    return TaskSpec(
+        name=data["name"],
+        payload_json=json.dumps(data.get("payload")),
+        queue=data.get("queue"),
+        priority=data.get("priority", 0),
+        max_attempts=data.get("max_attempts"),
+        timeout_seconds=data.get("timeout_seconds"),
+        retry=None if retry is None else RetryPolicy(**retry),
+    )
+
+
+def _schedule(row: asyncpg.Record) -> Schedule:
+    return Schedule(
+        name=row["name"],
+        cron=row["cron"],
+        timezone=row["timezone"],
+        task=_template(json.loads(row["task"])),
+        paused=row["paused"],
+        next_fire_at=row["next_fire_at"],
+        last_fired_at=row["last_fired_at"],
+        created_at=row["created_at"],
+    )
+
+
+def _task_columns(fires: Sequence[Fire]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(12)]
+    for fire in fires:
+        spec = fire.schedule.task
+        retry = spec.retry
+        row = (
+            fire.task_id,
+            spec.name,
+            spec.queue,
+            spec.payload_json,
+            spec.max_attempts,
+            spec.priority,
+            fire.tick,
+            fire.idempotency_key,
+            spec.timeout_seconds,
+            None if retry is None else retry.base_seconds,
+            None if retry is None else retry.factor,
+            None if retry is None else retry.max_seconds,
+        )
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+class ScheduleStore:
+    """Schedule rows in one schema of one PostgreSQL database."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with postgres.acquired(self.pool) as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(_QUERIES[query], *args)
+            return rows
+
+    async def _one(self, query: str, *args: Any) -> Schedule | None:
+        rows = await self._fetch(query, *args)
+        return _schedule(rows[0]) if rows else None
+
+    async def insert(
+        self, name: str, cron: str, timezone: str, task: TaskSpec, next_fire_at: datetime
+    ) -> Schedule | None:
+        """Store a new schedule; None when the name is taken."""
+        return await self._one(
+            "schedule_insert", name, cron, timezone, template_json(task), next_fire_at
+        )
+
+    async def list(self) -> builtins.list[Schedule]:
+        return [_schedule(r) for r in await self._fetch("schedule_list")]
+
+    async def get(self, name: str) -> Schedule | None:
+        return await self._one("schedule_get", name)
+
+    async def pause(self, name: str) -> Schedule | None:
+        return await self._one("schedule_pause", name)
+
+    async def resume(self, name: str, next_fire_at: datetime) -> Schedule | None:
+        """Resume a paused schedule; None when it is missing or not paused."""
+        return await self._one("schedule_resume", name, next_fire_at)
+
+    async def delete(self, name: str) -> bool:
+        return bool(await self._fetch("schedule_delete", name))
+
+    async def fire_due(
+        self, plan: Callable[[Schedule, datetime], Fire]
+    ) -> tuple[builtins.list[Fire], set[uuid.UUID]]:
+        """Fire up to FIRE_BATCH due schedules in one transaction: lock them
+        (skipping those another replica holds), insert one task per tick and
+        move each to the tick `plan` gives. Returns the fires and the ids of
+        the tasks inserted (fewer when a tick had fired already)."""
+        async with postgres.acquired(self.pool) as conn, conn.transaction():
+            rows = await conn.fetch(_QUERIES["schedule_lock_due"])
+            if not rows:
+                return [], set()
+            now: datetime = rows[0]["now"]
+            fires = [plan(_schedule(row), now) for row in rows]
+            await conn.execute(
+                _QUERIES["schedule_ensure_queues"], [f.schedule.task.queue for f in fires]
+            )
+            inserted = await conn.fetch(_QUERIES["schedule_insert_tasks"], *_task_columns(fires))
+            await conn.execute(
+                _QUERIES["schedule_advance"],
+                [f.schedule.name for f in fires],
+                [f.tick for f in fires],
+                [f.next_fire_at for f in fires],
+            )
+        return fires, {r["id"] for r in inserted}
+
+    async def seconds_until_due(self) -> float | None:
+        """Seconds until the next tick of any running schedule (<= 0: overdue)."""
+        async with postgres.acquired(self.pool) as conn:
+            value: float | None = await conn.fetchval(_QUERIES["schedule_next_due"])
+            return value

@@ -1,0 +1,292 @@
+"""Cron schedules: submit a task from a template on every tick of a cron expression.
+
+The rules (names, cron expressions, time zones, the next tick, what one firing
+does) are pure functions of their inputs, the clock included. `Schedules`
+holds the use cases (create, list, pause, resume, delete) and the firing loop
+that every replica runs as `treadle-cron`.
+
+Exactly once per tick, across replicas: a replica locks the due schedule rows
+(`FOR UPDATE SKIP LOCKED`), inserts one task per row and moves the row's
+`next_fire_at` past now, all in one transaction, so no other replica can fire
+the same tick. The task's idempotency key, `cron:<name>:<tick>`, makes a
+second insert of the same tick a no-op even if that ever failed.
+
+Missed ticks (every replica down, or a firing later than the next tick) fire
+once: the schedule fires its earliest missed tick, then continues with the
+first tick strictly after now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import dataclasses
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from treadle.common.errors import AlreadyExists, InvalidArgument, NotFound, TreadleError
+from treadle.common.tasks import Schedule, TaskSpec
+from treadle.scheduler.core import Scheduler
+from treadle.scheduler.schedule_store import FIRE_BATCH, Fire, ScheduleStore
+from treadle.scheduler.settings import Settings
+
+log = logging.getLogger("treadle.scheduler.schedules")
+
+Clock = Callable[[], datetime]
+
+MAX_NAME_LENGTH = 200
+MAX_CRON_LENGTH = 200
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+#: Shorthands accepted for common expressions.
+NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+#: Seconds to wait after a failed database call before firing again (doubling).
+ERROR_BACKOFF = (0.1, 5.0)
+#: Seconds to wait when a due schedule is being fired by another replica.
+LOCKED_RETRY = 0.05
+#: Ticks examined for one "next tick" before giving up (see `next_tick`).
+_MAX_STEPS = 1000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- rules ----------------------------------------------------------------------
+
+
+def check_name(name: str) -> None:
+    if not name:
+        raise InvalidArgument("schedule name must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgument(f"schedule name is longer than {MAX_NAME_LENGTH} characters")
+    if not _NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"schedule name {name!r} may hold only letters, digits, '.', '_' and '-'"
+        )
+
+
+def expand(cron: str) -> str:
+    """The five- or six-field expression behind `cron` (nicknames like @daily resolved)."""
+    text = " ".join(cron.split())
+    return NICKNAMES.get(text.lower(), text)
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` ("" means UTC), or `InvalidArgument`."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidArgument(
+            f"unknown time zone {name!r}: use an IANA name such as 'UTC' or 'Europe/Paris'"
+        ) from None
+
+
+def next_tick(cron: str, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """The first tick of `cron`, read in `tz`, strictly after `after`, in UTC.
+
+    None when the expression has no tick in the next 50 years. Raises
+    `CronSimError` for an expression that does not parse.
+    """
+    after = after.astimezone(UTC)
+    start = after if tz.key == "UTC" else after.astimezone(tz)
+    # Near a daylight-saving change cronsim reads fixed-time expressions in
+    # local wall time and can return an instant at or before `after` (the
+    # first pass of a repeated hour); such ticks have already been had.
+    # (Compared in UTC: datetimes sharing a tzinfo compare by wall time.)
+    for step, local in enumerate(CronSim(expand(cron), start)):
+        tick = local.astimezone(UTC)
+        if tick > after:
+            return tick
+        if step >= _MAX_STEPS:
+            break
+    return None
+
+
+def check_cron(cron: str, tz: ZoneInfo, now: datetime) -> datetime:
+    """Check `cron` and return its first tick after `now`, or raise `InvalidArgument`."""
+    if not cron.strip():
+        raise InvalidArgument("cron expression must not be empty")
+    if len(cron) > MAX_CRON_LENGTH:
+        raise InvalidArgument(f"cron expression is longer than {MAX_CRON_LENGTH} characters")
+    try:
+        first = next_tick(cron, tz, now)
+    except (CronSimError, ValueError) as exc:
+        raise InvalidArgument(
+            f"invalid cron expression {cron!r} ({exc}): expected five fields "
+            "(minute hour day-of-month month day-of-week) or six with seconds first"
+        ) from None
+    if first is None:
+        raise InvalidArgument(f"cron expression {cron!r} never fires")
+    return first
+
+
+def template(spec: TaskSpec, queue: str | None) -> TaskSpec:
+    """The task a schedule submits: the spec with its queue resolved; run_at,
+    delay_seconds and idempotency_key are set per tick, so they are dropped."""
+    return dataclasses.replace(
+        spec, queue=queue, run_at=None, delay_seconds=None, idempotency_key=None
+    )
+
+
+def idempotency_key(name: str, tick: datetime) -> str:
+    return f"cron:{name}:{tick.astimezone(UTC).isoformat()}"
+
+
+def plan(schedule: Schedule, now: datetime) -> Fire:
+    """What firing a due `schedule` at `now` does: submit its task for the
+    stored tick, then wait for the first tick strictly after now (so ticks
+    missed while nothing ran fire once, not once each)."""
+    tick = schedule.next_fire_at
+    assert tick is not None, "a stored schedule always has a next tick"
+    try:
+        following = next_tick(schedule.cron, zone(schedule.timezone), max(now, tick))
+    except (CronSimError, ValueError, InvalidArgument) as exc:
+        log.error("schedule %s cannot compute its next tick: %s", schedule.name, exc)
+        following = None
+    if following is None:
+        log.error("schedule %s has no further tick; pausing it", schedule.name)
+    return Fire(
+        schedule=schedule,
+        tick=tick,
+        next_fire_at=following,
+        task_id=uuid.uuid4(),
+        idempotency_key=idempotency_key(schedule.name, tick),
+    )
+
+
+# -- use cases --------------------------------------------------------------------
+
+
+class Schedules:
+    """Create, list, pause, resume and delete schedules, and fire them when due."""
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        scheduler: Scheduler,
+        settings: Settings,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.settings = settings
+        self.clock = clock
+        self._wake = asyncio.Event()
+        #: Ticks this replica fired, and how many of them found their task already there.
+        self.fired_total = 0
+        self.duplicates_total = 0
+
+    def wake(self) -> None:
+        """A schedule was created or resumed: look at the next tick again."""
+        self._wake.set()
+
+    async def create(self, schedule: Schedule) -> Schedule:
+        check_name(schedule.name)
+        tz = zone(schedule.timezone)
+        first = check_cron(schedule.cron, tz, self.clock())
+        checked = self.scheduler._check(template(schedule.task, schedule.task.queue))
+        created = await self.store.insert(
+            schedule.name, schedule.cron, tz.key, template(schedule.task, checked.queue), first
+        )
+        if created is None:
+            raise AlreadyExists(f"schedule {schedule.name!r} already exists")
+        self.wake()
+        return created
+
+    async def list(self) -> builtins.list[Schedule]:
+        return await self.store.list()
+
+    async def pause(self, name: str) -> Schedule:
+        paused = await self.store.pause(name)
+        if paused is None:
+            raise NotFound(f"schedule {name!r} not found")
+        return paused
+
+    async def resume(self, name: str) -> Schedule:
+        """Fire again from the first tick after now; a running schedule is left as it is."""
+        current = await self.store.get(name)
+        if current is None:
+            raise NotFound(f"schedule {name!r} not found")
+        if not current.paused:
+            return current
+        following = check_cron(current.cron, zone(current.timezone), self.clock())
+        resumed = await self.store.resume(name, following)
+        if resumed is None:  # resumed or deleted meanwhile
+            return await self._get(name)
+        self.wake()
+        return resumed
+
+    async def delete(self, name: str) -> None:
+        if not await self.store.delete(name):
+            raise NotFound(f"schedule {name!r} not found")
+
+    async def _get(self, name: str) -> Schedule:
+        found = await self.store.get(name)
+        if found is None:
+            raise NotFound(f"schedule {name!r} not found")
+        return found
+
+    # -- firing ---------------------------------------------------------------
+
+    async def fire_due(self) -> int:
+        """Fire every due schedule no other replica is firing (up to a batch);
+        returns how many fired."""
+        fires, inserted_ids = await self.store.fire_due(plan)
+        inserted = len(inserted_ids)
+        if self.scheduler.stats is not None:
+            self.scheduler.stats.submitted(
+                f.schedule.task.queue or "" for f in fires if f.task_id in inserted_ids
+            )
+        if fires:
+            self.fired_total += len(fires)
+            self.duplicates_total += len(fires) - inserted
+            log.debug("fired %d schedule(s): %s", len(fires), [f.idempotency_key for f in fires])
+        if inserted < len(fires):
+            log.warning("%d tick(s) had fired already; no task added", len(fires) - inserted)
+        return len(fires)
+
+    def _sleep_for(self, due_in: float | None) -> float:
+        poll = self.settings.poll_interval
+        if due_in is None:
+            return poll
+        if due_in <= 0:
+            # Due, yet not fired here: another replica holds it right now.
+            return min(poll, LOCKED_RETRY)
+        return min(poll, due_in + 0.001)
+
+    async def run(self) -> None:
+        """Fire schedules as they come due, until cancelled. Sleeps until the
+        next tick (at most the poll interval); `wake()` cuts the sleep short."""
+        delay = 0.0
+        while True:
+            self._wake.clear()
+            try:
+                fired = await self.fire_due()
+                if fired >= FIRE_BATCH:
+                    continue  # more may be due
+                due_in = await self.store.seconds_until_due()
+            except TreadleError as exc:
+                delay = min(ERROR_BACKOFF[1], max(ERROR_BACKOFF[0], delay * 2))
+                log.warning("firing cron schedules failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            delay = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._sleep_for(due_in))

@@ -1,0 +1,313 @@
+-- Every task and queue statement the scheduler runs, one named block each.
+-- Tables are unqualified: each connection's search_path is the installation's schema.
+
+-- name: insert_tasks
+-- One statement for a whole batch. Unset max_attempts, timeout and backoff
+-- come from the queue's settings; queues are created on first use. Rows whose
+-- idempotency key is taken are skipped here and read back by select_by_idempotency.
+WITH s AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                         $7::timestamptz[], $8::text[], $9::float8[], $10::float8[],
+                         $11::float8[], $12::float8[], $13::text[]) WITH ORDINALITY
+        AS s(id, name, queue, payload, max_attempts, priority, run_at, idempotency_key,
+             timeout_seconds, backoff_base, backoff_factor, backoff_max, trace_context, ord)
+), new_queues AS (
+    INSERT INTO queues (name) SELECT DISTINCT queue FROM s ON CONFLICT DO NOTHING
+)
+INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at,
+                   idempotency_key, timeout_seconds, backoff_base, backoff_factor, backoff_max,
+                   trace_context)
+SELECT s.id, s.name, s.queue,
+       CASE WHEN s.run_at > now() THEN 'SCHEDULED' ELSE 'QUEUED' END,
+       s.payload::jsonb,
+       coalesce(s.max_attempts, q.max_attempts, 1),
+       s.priority,
+       coalesce(s.run_at, now()),
+       s.idempotency_key,
+       coalesce(s.timeout_seconds, q.timeout_seconds),
+       coalesce(s.backoff_base, q.backoff_base, 1),
+       coalesce(s.backoff_factor, q.backoff_factor, 2),
+       coalesce(s.backoff_max, q.backoff_max, 300),
+       s.trace_context::jsonb
+FROM s LEFT JOIN queues q ON q.name = s.queue
+ORDER BY s.ord
+ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: select_by_idempotency
+SELECT t.* FROM tasks t
+JOIN unnest($1::text[], $2::text[]) AS k(queue, idempotency_key)
+  ON t.queue = k.queue AND t.idempotency_key = k.idempotency_key;
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = $1;
+
+-- Listing: newest first; the cursor is the seq of the last row of the
+-- previous page. One statement per filter combination, so each has its index.
+
+-- name: list_tasks
+SELECT * FROM tasks WHERE ($1::bigint IS NULL OR seq < $1)
+ORDER BY seq DESC LIMIT $2;
+
+-- name: list_tasks_by_queue
+-- Walks (queue, state, seq): a merge over the states of the queue.
+SELECT * FROM tasks WHERE queue = $1 AND ($2::bigint IS NULL OR seq < $2)
+ORDER BY seq DESC LIMIT $3;
+
+-- name: list_tasks_by_state
+SELECT * FROM tasks WHERE state = $1 AND ($2::bigint IS NULL OR seq < $2)
+ORDER BY seq DESC LIMIT $3;
+
+-- name: list_tasks_by_queue_state
+SELECT * FROM tasks WHERE queue = $1 AND state = $2 AND ($3::bigint IS NULL OR seq < $3)
+ORDER BY queue, state, seq DESC LIMIT $4;
+
+-- name: cancel_task
+-- Waiting tasks are cancelled at once; a running one is marked, and the
+-- replica holding it is told on treadle_cancel_<schema>.
+WITH cancelled AS (
+    UPDATE tasks SET state = 'CANCELLED', finished_at = now()
+    WHERE id = $1 AND state IN ('QUEUED', 'SCHEDULED', 'RETRYING')
+    RETURNING *
+), requested AS (
+    UPDATE tasks SET cancel_requested = true
+    WHERE id = $1 AND state = 'RUNNING'
+    RETURNING *
+), told AS (
+    SELECT pg_notify($2, id::text) FROM requested
+)
+SELECT * FROM cancelled
+UNION ALL
+SELECT requested.* FROM requested LEFT JOIN told ON true;
+
+-- name: retry_task
+-- A dead or cancelled task goes back to the queue with fresh attempts; its
+-- error history is kept.
+UPDATE tasks
+SET state = 'QUEUED', attempts = 0, run_at = now(), result = NULL, error = NULL,
+    started_at = NULL, finished_at = NULL, cancel_requested = false,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = $1 AND state IN ('DEAD', 'CANCELLED')
+RETURNING *;
+
+-- name: promote_due
+-- Scheduled and retrying tasks whose time has come become ready.
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE state IN ('SCHEDULED', 'RETRYING') AND run_at <= now()
+    ORDER BY run_at
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t SET state = 'QUEUED' FROM due WHERE t.id = due.id;
+
+-- name: next_due
+SELECT min(run_at) FROM tasks WHERE state IN ('SCHEDULED', 'RETRYING');
+
+-- name: claim
+-- Claim up to $1 ready tasks of queues that are neither paused nor limited:
+-- highest priority first, then by run time, then submission order. Other
+-- replicas skip the locked rows instead of waiting. The ORDER BY matches the
+-- partial index tasks_ready, so the plan is an ordered index scan that stops
+-- after $1 rows, however stale the statistics.
+WITH ready AS (
+    SELECT id FROM tasks
+    WHERE state = 'QUEUED'
+      AND queue NOT IN (SELECT name FROM queues WHERE paused OR max_concurrent IS NOT NULL)
+    ORDER BY priority DESC, run_at, seq
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t
+SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
+    lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3)
+FROM ready WHERE t.id = ready.id
+RETURNING t.*;
+
+-- name: limited_queues_ready
+-- Queues with a max_concurrent limit, not paused, with ready tasks. The
+-- scalar subquery probes each (few) limited queue; an EXISTS here let the
+-- planner scan the whole backlog instead.
+SELECT name FROM queues q
+WHERE max_concurrent IS NOT NULL AND NOT paused
+  AND (SELECT true FROM tasks t WHERE t.state = 'QUEUED' AND t.queue = q.name LIMIT 1);
+
+-- name: lock_queue
+-- Held until commit: claims in a limited queue are serialised across replicas.
+SELECT pg_advisory_xact_lock(hashtext($1));
+
+-- name: claim_limited
+-- Claim from one limited queue no more than its free slots (max_concurrent
+-- minus tasks RUNNING anywhere) and $2. Run under lock_queue.
+WITH q AS (
+    SELECT greatest(0, max_concurrent - (
+        SELECT count(*) FROM tasks WHERE state = 'RUNNING' AND queue = $1)) AS free
+    FROM queues WHERE name = $1 AND NOT paused AND max_concurrent IS NOT NULL
+), ready AS (
+    SELECT id FROM tasks
+    WHERE state = 'QUEUED' AND queue = $1
+    ORDER BY queue, priority DESC, run_at, seq
+    LIMIT least($2, coalesce((SELECT free FROM q), 0))
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t
+SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
+    lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4)
+FROM ready WHERE t.id = ready.id
+RETURNING t.*;
+
+-- name: complete
+-- Record many outcomes in one statement. An outcome applies only while its
+-- claim still holds the lease; the ids returned are the ones applied.
+-- (lease_owner is set only while a task runs, so owner and claim say it all;
+-- leaving state out keeps the plan on the primary key whatever the statistics.)
+-- A cancel asked for while the task ran wins over the outcome.
+UPDATE tasks t
+SET state = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE o.state END,
+    result = o.result::jsonb,
+    error = coalesce(o.error::jsonb, t.error),
+    errors = CASE WHEN o.error IS NULL THEN t.errors ELSE t.errors || o.error::jsonb END,
+    run_at = coalesce(o.run_at, t.run_at),
+    finished_at = CASE WHEN t.cancel_requested OR o.state IN ('SUCCEEDED', 'DEAD', 'CANCELLED')
+                       THEN o.finished_at END,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+            $7::timestamptz[])
+     AS o(id, claim, state, result, error, finished_at, run_at)
+WHERE t.id = o.id AND t.claims = o.claim
+  AND t.lease_owner = $8
+RETURNING t.id, t.queue, t.state, t.started_at;
+
+-- name: release
+-- Hand running tasks back without charging the attempt: ready again at once
+-- ($4 = 0, graceful shutdown) or after $4 seconds (no handler on this replica).
+UPDATE tasks t
+SET state = CASE WHEN $4 > 0 THEN 'SCHEDULED' ELSE 'QUEUED' END,
+    run_at = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) ELSE t.run_at END,
+    attempts = t.attempts - 1, started_at = NULL,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest($1::uuid[], $2::int[]) AS r(id, claim)
+WHERE t.id = r.id AND t.claims = r.claim
+  AND t.lease_owner = $3
+RETURNING t.id;
+
+-- name: notify_ready
+SELECT pg_notify($1, 'ready');
+
+-- name: prune_finished
+-- Delete up to $2 finished tasks that finished before $1, oldest first.
+DELETE FROM tasks WHERE id IN (
+    SELECT id FROM tasks
+    WHERE state IN ('SUCCEEDED', 'DEAD', 'CANCELLED') AND finished_at < $1
+    ORDER BY seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: expire_idempotency_keys
+-- Free up to $2 idempotency keys of tasks created before $1.
+UPDATE tasks SET idempotency_key = NULL WHERE id IN (
+    SELECT id FROM tasks
+    WHERE idempotency_key IS NOT NULL AND created_at < $1
+    ORDER BY created_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+);
+
+-- name: ensure_queues
+INSERT INTO queues (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING;
+
+-- name: list_queues
+SELECT * FROM queues ORDER BY name;
+
+-- name: get_queue
+SELECT * FROM queues WHERE name = $1;
+
+-- name: update_queue
+-- Null leaves a setting as it is; 0 removes max_concurrent or timeout_seconds.
+UPDATE queues SET
+    max_concurrent = CASE WHEN $2::int IS NULL THEN max_concurrent
+                          ELSE nullif($2::int, 0) END,
+    max_attempts = coalesce($3::int, max_attempts),
+    timeout_seconds = CASE WHEN $4::float8 IS NULL THEN timeout_seconds
+                           ELSE nullif($4::float8, 0) END,
+    backoff_base = coalesce($5::float8, backoff_base),
+    backoff_factor = coalesce($6::float8, backoff_factor),
+    backoff_max = coalesce($7::float8, backoff_max),
+    paused = coalesce($8::bool, paused),
+    updated_at = now()
+WHERE name = $1
+RETURNING *;
+
+-- name: register_replica
+INSERT INTO replicas (id, host, pid, version) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, version = $4, started_at = now(),
+    last_heartbeat_at = now(), stopped_at = NULL;
+
+-- name: heartbeat
+-- One statement per interval: the replica is alive, and every lease it still
+-- holds ($2 ids at claims $3) runs for another $4 seconds. Returns the ids
+-- whose lease it still holds.
+WITH alive AS (
+    UPDATE replicas SET last_heartbeat_at = now() WHERE id = $1
+)
+UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $4)
+FROM unnest($2::uuid[], $3::int[]) AS h(id, claim)
+WHERE t.id = h.id AND t.claims = h.claim AND t.lease_owner = $1
+RETURNING t.id;
+
+-- name: stop_replica
+UPDATE replicas SET stopped_at = now(), last_heartbeat_at = now() WHERE id = $1;
+
+-- name: reap_expired
+-- Take back up to $2 tasks whose lease expired (their replica died or lost the
+-- database for longer than a lease). One replica at a time reaps ($1 names the
+-- advisory lock). The lost attempt is not charged; after more than $3 losses
+-- the task is DEAD. Returns each task, its old owner and its new state.
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(hashtext($1)) AS held
+), expired AS (
+    SELECT id, lease_owner, jsonb_build_object(
+               'type', 'LeaseExpired',
+               'message', format('replica %s stopped renewing its lease', lease_owner),
+               'traceback', '', 'attempt', attempts, 'failed_at', now()) AS error
+    FROM tasks
+    WHERE state = 'RUNNING' AND lease_expires_at < now() AND (SELECT held FROM lock)
+    ORDER BY lease_expires_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), reclaimed AS (
+    UPDATE tasks t
+    SET state = CASE WHEN t.reclaims >= $3 THEN 'DEAD' ELSE 'QUEUED' END,
+        attempts = CASE WHEN t.reclaims >= $3 THEN t.attempts ELSE t.attempts - 1 END,
+        reclaims = t.reclaims + 1,
+        error = expired.error,
+        errors = t.errors || expired.error,
+        finished_at = CASE WHEN t.reclaims >= $3 THEN now() END,
+        started_at = CASE WHEN t.reclaims >= $3 THEN t.started_at END,
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM expired
+    WHERE t.id = expired.id
+    RETURNING t.id, t.state, t.queue
+)
+SELECT reclaimed.id, reclaimed.state, reclaimed.queue, expired.lease_owner,
+       expired.error::text AS error
+FROM reclaimed JOIN expired USING (id);
+
+-- name: list_replicas
+SELECT r.*, coalesce(n.running, 0) AS running,
+       r.stopped_at IS NULL AND r.last_heartbeat_at > now() - make_interval(secs => $1) AS alive
+FROM replicas r
+LEFT JOIN (
+    SELECT lease_owner, count(*) AS running FROM tasks
+    WHERE state = 'RUNNING' GROUP BY lease_owner
+) n ON n.lease_owner = r.id
+ORDER BY r.started_at DESC
+LIMIT 200;
+
+-- name: prune_replicas
+DELETE FROM replicas
+WHERE coalesce(stopped_at, last_heartbeat_at) < now() - make_interval(secs => $1);
+
+-- name: ping
+SELECT 1;

@@ -1,0 +1,416 @@
+"""The task store: every read and write of task rows, through named queries.
+
+Speaks domain types (`Task`, `NewTask`, `Outcome`) on one side and asyncpg on
+the other; driver errors become Treadle's errors in `postgres.translated`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from treadle.common.tasks import (
+    Queue,
+    QueueUpdate,
+    ReplicaInfo,
+    RetryPolicy,
+    Submitted,
+    Task,
+    TaskError,
+    TaskState,
+)
+from treadle.scheduler import postgres
+from treadle.scheduler.model import Applied, NewTask, Outcome
+
+_QUERIES = postgres.load_queries()
+#: Seconds between looks for limited queues while none has ready tasks.
+LIMITED_RECHECK = 0.5
+
+
+def ready_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel that says tasks are ready ('ready') or
+    scheduled ('due') in `schema`."""
+    return f"treadle_ready_{schema}"
+
+
+def cancel_channel(schema: str) -> str:
+    """The channel on which a running task's id asks its replica to cancel it."""
+    return f"treadle_cancel_{schema}"
+
+
+def _queue(row: asyncpg.Record) -> Queue:
+    return Queue(
+        name=row["name"],
+        max_concurrent=row["max_concurrent"],
+        paused=row["paused"],
+        max_attempts=row["max_attempts"],
+        timeout_seconds=row["timeout_seconds"],
+        retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _error(data: dict[str, Any]) -> TaskError:
+    failed_at = data.get("failed_at")
+    return TaskError(
+        type=data["type"],
+        message=data["message"],
+        traceback=data.get("traceback", ""),
+        attempt=data.get("attempt", 0),
+        failed_at=datetime.fromisoformat(failed_at) if failed_at else None,
+    )
+
+
+def error_json(error: TaskError) -> str:
+    data = dataclasses.asdict(error)
+    data["failed_at"] = error.failed_at.isoformat() if error.failed_at else None
+    return json.dumps(data)
+
+
+def _task(row: asyncpg.Record) -> Task:
+    error = json.loads(row["error"]) if row["error"] is not None else None
+    return Task(
+        id=str(row["id"]),
+        name=row["name"],
+        queue=row["queue"],
+        state=TaskState(row["state"]),
+        payload=json.loads(row["payload"]),
+        result=json.loads(row["result"]) if row["result"] is not None else None,
+        error=_error(error) if error else None,
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        priority=row["priority"],
+        run_at=row["run_at"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        idempotency_key=row["idempotency_key"],
+        errors=tuple(_error(e) for e in json.loads(row["errors"])),
+        cancel_requested=row["cancel_requested"],
+        timeout_seconds=row["timeout_seconds"],
+        retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
+        trace_context=_trace_context(row),
+        claims=row["claims"],
+    )
+
+
+def _trace_context(row: asyncpg.Record) -> dict[str, str] | None:
+    raw = row.get("trace_context")
+    return json.loads(raw) if raw else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Reclaimed:
+    """A task the reaper took back: its new state (QUEUED, or DEAD after too
+    many losses), queue, the replica that lost it, and the error recorded."""
+
+    task_id: str
+    state: TaskState
+    queue: str
+    owner: str
+    error: TaskError
+
+
+class Store:
+    """Task rows in one schema of one PostgreSQL database."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.channel = ready_channel(schema)
+        self.cancel_channel = cancel_channel(schema)
+        #: Queues with a max_concurrent limit and ready tasks, as of the last claim.
+        self.limited: set[str] = set()
+        self._limited_checked_at = float("-inf")
+
+    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with postgres.acquired(self.pool) as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(_QUERIES[query], *args)
+            return rows
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        async with postgres.acquired(self.pool) as conn:
+            return await conn.fetchval(_QUERIES[query], *args)
+
+    async def insert(self, tasks: Sequence[NewTask]) -> list[Submitted]:
+        """Store `tasks` in one statement; an idempotency key already in use
+        in the task's queue yields the existing task instead."""
+        columns: list[list[Any]] = [[] for _ in range(13)]
+        for t in tasks:
+            retry = t.retry
+            for column, value in zip(
+                columns,
+                (
+                    t.id,
+                    t.name,
+                    t.queue,
+                    t.payload_json,
+                    t.max_attempts,
+                    t.priority,
+                    t.run_at,
+                    t.idempotency_key,
+                    t.timeout_seconds,
+                    retry.base_seconds if retry else None,
+                    retry.factor if retry else None,
+                    retry.max_seconds if retry else None,
+                    json.dumps(t.trace_context) if t.trace_context else None,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+        async with postgres.acquired(self.pool) as conn:
+            rows = await conn.fetch(_QUERIES["insert_tasks"], *columns)
+            inserted = {row["id"]: _task(row) for row in rows}
+            skipped = [t for t in tasks if t.id not in inserted]
+            existing: dict[tuple[str, str | None], Task] = {}
+            if skipped:
+                found = await conn.fetch(
+                    _QUERIES["select_by_idempotency"],
+                    [t.queue for t in skipped],
+                    [t.idempotency_key for t in skipped],
+                )
+                existing = {(r["queue"], r["idempotency_key"]): _task(r) for r in found}
+        out = []
+        for t in tasks:
+            if t.id in inserted:
+                out.append(Submitted(inserted[t.id]))
+            else:
+                out.append(Submitted(existing[(t.queue, t.idempotency_key)], existing=True))
+        return out
+
+    async def get(self, task_id: uuid.UUID) -> Task | None:
+        rows = await self._fetch("get_task", task_id)
+        return _task(rows[0]) if rows else None
+
+    async def page(
+        self, queue: str | None, state: TaskState | None, before_seq: int | None, limit: int
+    ) -> tuple[list[Task], int | None]:
+        """A page of tasks, newest first, and the cursor for the next page (or None)."""
+        if queue is not None and state is not None:
+            rows = await self._fetch(
+                "list_tasks_by_queue_state", queue, state.value, before_seq, limit + 1
+            )
+        elif queue is not None:
+            rows = await self._fetch("list_tasks_by_queue", queue, before_seq, limit + 1)
+        elif state is not None:
+            rows = await self._fetch("list_tasks_by_state", state.value, before_seq, limit + 1)
+        else:
+            rows = await self._fetch("list_tasks", before_seq, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_task(r) for r in rows], (rows[-1]["seq"] if more else None)
+
+    async def cancel(self, task_id: uuid.UUID) -> Task | None:
+        """Cancel a waiting task, or ask the replica running it to cancel it.
+        None when the task is missing or already finished."""
+        rows = await self._fetch("cancel_task", task_id, self.cancel_channel)
+        return _task(rows[0]) if rows else None
+
+    async def retry(self, task_id: uuid.UUID) -> Task | None:
+        """Requeue a DEAD or CANCELLED task; None when it is missing or in another state."""
+        async with postgres.acquired(self.pool) as conn:
+            rows = await conn.fetch(_QUERIES["retry_task"], task_id)
+            if rows:
+                await conn.execute(_QUERIES["notify_ready"], self.channel)
+        return _task(rows[0]) if rows else None
+
+    async def promote_due(self) -> int:
+        """Make due scheduled tasks ready; returns how many."""
+        async with postgres.acquired(self.pool) as conn:
+            status: str = await conn.execute(_QUERIES["promote_due"])
+            count = int(status.rsplit(" ", 1)[-1])
+            if count:
+                await conn.execute(_QUERIES["notify_ready"], self.channel)
+            return count
+
+    async def next_due(self) -> datetime | None:
+        value: datetime | None = await self._fetchval("next_due")
+        return value
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
+        """Claim up to `limit` ready tasks: first from queues with a
+        max_concurrent limit (serialised per queue across replicas, never past
+        the limit), then from the others, in priority order."""
+        async with postgres.acquired(self.pool) as conn:
+            rows: list[asyncpg.Record] = []
+            now = time.monotonic()
+            if self.limited or now - self._limited_checked_at >= LIMITED_RECHECK:
+                # Most installations limit no queue: ask again only every
+                # LIMITED_RECHECK seconds then. The plain claim below skips
+                # limited queues by itself, so no limit is ever exceeded; a
+                # newly limited queue just waits that long for its next claim.
+                self._limited_checked_at = now
+                self.limited = {q for (q,) in await conn.fetch(_QUERIES["limited_queues_ready"])}
+            for queue in sorted(self.limited):
+                if len(rows) >= limit:
+                    break
+                async with conn.transaction():
+                    await conn.execute(_QUERIES["lock_queue"], f"treadle:{self.schema}:{queue}")
+                    rows += await conn.fetch(
+                        _QUERIES["claim_limited"], queue, limit - len(rows), owner, lease_seconds
+                    )
+            if len(rows) < limit:
+                rows += await conn.fetch(_QUERIES["claim"], limit - len(rows), owner, lease_seconds)
+        return [_task(r) for r in rows]
+
+    async def complete(self, owner: str, outcomes: Sequence[Outcome]) -> dict[str, Applied]:
+        """Record outcomes in one statement; returns the outcomes that applied,
+        by task id. Finishing tasks of a limited queue frees slots: every
+        replica is told."""
+        async with postgres.acquired(self.pool) as conn:
+            rows = await conn.fetch(
+                _QUERIES["complete"],
+                [uuid.UUID(o.task_id) for o in outcomes],
+                [o.claim for o in outcomes],
+                [o.state.value for o in outcomes],
+                [None if o.result_json is None else o.result_json for o in outcomes],
+                [None if o.error is None else error_json(o.error) for o in outcomes],
+                [o.finished_at for o in outcomes],
+                [o.run_at for o in outcomes],
+                owner,
+            )
+            if self.limited and any(r["queue"] in self.limited for r in rows):
+                await conn.execute(_QUERIES["notify_ready"], self.channel)
+        return {
+            str(r["id"]): Applied(r["queue"], TaskState(r["state"]), r["started_at"]) for r in rows
+        }
+
+    async def release(
+        self, owner: str, held: Sequence[tuple[str, int]], delay: float = 0.0
+    ) -> set[str]:
+        """Hand running tasks back without charging their attempt, ready again
+        at once or, with `delay`, after that many seconds."""
+        if not held:
+            return set()
+        async with postgres.acquired(self.pool) as conn:
+            rows = await conn.fetch(
+                _QUERIES["release"],
+                [uuid.UUID(i) for i, _ in held],
+                [a for _, a in held],
+                owner,
+                delay,
+            )
+            if rows and not delay:
+                await conn.execute(_QUERIES["notify_ready"], self.channel)
+        return {str(r["id"]) for r in rows}
+
+    async def prune(
+        self, finished_before: datetime, keys_before: datetime, batch: int
+    ) -> tuple[int, int]:
+        """Delete one batch of finished tasks and free one batch of expired
+        idempotency keys; returns how many of each."""
+        async with postgres.acquired(self.pool) as conn:
+            deleted = await conn.execute(_QUERIES["prune_finished"], finished_before, batch)
+            expired = await conn.execute(_QUERIES["expire_idempotency_keys"], keys_before, batch)
+        return int(deleted.rsplit(" ", 1)[-1]), int(expired.rsplit(" ", 1)[-1])
+
+    # -- queues ---------------------------------------------------------------
+
+    async def ensure_queues(self, names: Sequence[str]) -> None:
+        async with postgres.acquired(self.pool) as conn:
+            await conn.execute(_QUERIES["ensure_queues"], list(names))
+
+    async def queues(self) -> list[Queue]:
+        return [_queue(r) for r in await self._fetch("list_queues")]
+
+    async def queue(self, name: str) -> Queue | None:
+        rows = await self._fetch("get_queue", name)
+        return _queue(rows[0]) if rows else None
+
+    async def update_queue(
+        self, name: str, update: QueueUpdate, paused: bool | None = None
+    ) -> Queue | None:
+        """Change a queue's settings; None when there is no such queue."""
+        retry = update.retry
+        async with postgres.acquired(self.pool) as conn:
+            rows = await conn.fetch(
+                _QUERIES["update_queue"],
+                name,
+                update.max_concurrent,
+                update.max_attempts,
+                update.timeout_seconds,
+                retry.base_seconds if retry else None,
+                retry.factor if retry else None,
+                retry.max_seconds if retry else None,
+                paused,
+            )
+            if rows:
+                # resumed or widened: its ready tasks may run now
+                await conn.execute(_QUERIES["notify_ready"], self.channel)
+        return _queue(rows[0]) if rows else None
+
+    # -- leases and replicas --------------------------------------------------
+
+    async def register_replica(self, replica_id: str, host: str, pid: int, version: str) -> None:
+        async with postgres.acquired(self.pool) as conn:
+            await conn.execute(_QUERIES["register_replica"], replica_id, host, pid, version)
+
+    async def stop_replica(self, replica_id: str) -> None:
+        async with postgres.acquired(self.pool) as conn:
+            await conn.execute(_QUERIES["stop_replica"], replica_id)
+
+    async def heartbeat(
+        self, replica_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
+    ) -> set[str]:
+        """Say the replica is alive and extend the leases it holds, in one
+        statement; returns the ids whose lease it still holds."""
+        rows = await self._fetch(
+            "heartbeat",
+            replica_id,
+            [uuid.UUID(i) for i, _ in held],
+            [a for _, a in held],
+            lease_seconds,
+        )
+        return {str(r["id"]) for r in rows}
+
+    async def reap(self, batch: int, max_reclaims: int) -> list[Reclaimed]:
+        """Take back tasks whose lease expired."""
+        async with postgres.acquired(self.pool) as conn:
+            rows = await conn.fetch(
+                _QUERIES["reap_expired"], f"treadle-reaper:{self.schema}", batch, max_reclaims
+            )
+            if any(r["state"] == "QUEUED" for r in rows):
+                await conn.execute(_QUERIES["notify_ready"], self.channel)
+        return [
+            Reclaimed(
+                str(r["id"]),
+                TaskState(r["state"]),
+                r["queue"],
+                r["lease_owner"],
+                _error(json.loads(r["error"])),
+            )
+            for r in rows
+        ]
+
+    async def replicas(self, lease_seconds: float) -> list[ReplicaInfo]:
+        rows = await self._fetch("list_replicas", lease_seconds)
+        return [
+            ReplicaInfo(
+                id=r["id"],
+                host=r["host"],
+                pid=r["pid"],
+                version=r["version"],
+                started_at=r["started_at"],
+                last_heartbeat_at=r["last_heartbeat_at"],
+                alive=r["alive"],
+                stopped_at=r["stopped_at"],
+                running=r["running"],
+            )
+            for r in rows
+        ]
+
+    async def prune_replicas(self, older_than_seconds: float) -> None:
+        async with postgres.acquired(self.pool) as conn:
+            await conn.execute(_QUERIES["prune_replicas"], older_than_seconds)
+
+    async def ping(self) -> None:
+        """Raise `Unavailable` unless the database answers."""
+        await self._fetchval("ping")

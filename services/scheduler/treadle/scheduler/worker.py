@@ -1,0 +1,417 @@
+"""The worker: claims ready tasks, runs them, and records their outcomes.
+
+Three loops, each started by the supervisor as a named task:
+
+- `dispatch`: claims up to the free capacity in one statement, starts each
+  handler as an asyncio task, then sleeps until a NOTIFY, a freed slot or
+  the poll interval;
+- `promote`: turns scheduled and retrying tasks into ready ones when their
+  time comes, sleeping until the next one is due;
+- `flush`: writes finished outcomes in batches, every few milliseconds;
+- `prune`: deletes finished tasks past the retention period and frees expired
+  idempotency keys, in small batches.
+
+A cancel asked for on another replica arrives through `cancel()`: a coroutine
+handler is cancelled (it sees `asyncio.CancelledError`), a sync handler's
+result is discarded.
+
+`drain()` stops claiming, lets running handlers finish up to a timeout, and
+hands the rest back without charging their attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+from opentelemetry import trace
+
+from treadle.common.errors import TreadleError
+from treadle.common.tasks import Task, TaskState
+from treadle.scheduler.executor import Clock, Executor
+from treadle.scheduler.metrics import SchedulerMetrics
+from treadle.scheduler.model import Outcome
+from treadle.scheduler.registry import Handler, Registry
+from treadle.scheduler.settings import Settings
+from treadle.scheduler.stats import StatsRecorder
+from treadle.scheduler.store import Store
+
+log = logging.getLogger("treadle.scheduler.worker")
+
+#: Seconds to wait after a failed database call before the loop tries again.
+ERROR_BACKOFF = (0.1, 5.0)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Backoff:
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    async def failed(self, what: str, exc: Exception) -> None:
+        self.delay = min(ERROR_BACKOFF[1], max(ERROR_BACKOFF[0], self.delay * 2))
+        log.warning("%s failed (%s); retrying in %.1fs", what, exc, self.delay)
+        await asyncio.sleep(self.delay)
+
+    def ok(self) -> None:
+        self.delay = 0.0
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: Settings,
+        clock: Clock = utcnow,
+        tracer: trace.Tracer | None = None,
+        stats: StatsRecorder | None = None,
+        metrics: SchedulerMetrics | None = None,
+    ) -> None:
+        self.store = store
+        #: Prometheus metrics of claims, attempts and flushes (None: not measured).
+        self.metrics = metrics
+        #: Counts the outcomes that applied (None: not counted).
+        self.stats = stats
+        self.registry = registry
+        self.settings = settings
+        self.owner = settings.replica_id
+        self.executor = Executor(settings.executor_threads, clock, tracer=tracer)
+        self._running: dict[str, tuple[asyncio.Task[None], Task]] = {}
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._outcomes: list[Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._handed_back: set[str] = set()
+        self._cancelled: set[str] = set()
+        self._due = asyncio.Event()
+        self.clock = clock
+        self._claiming = True
+        self._forced = asyncio.Event()
+        self.claimed_total = 0
+        self.completed_total = 0
+        self.stale_total = 0
+        self.leases_extended_total = 0
+        self.leases_lost_total = 0
+        self.reclaimed_total = 0
+
+    # -- signals from outside -------------------------------------------------
+
+    def wake(self) -> None:
+        """Tasks may be ready: claim now."""
+        self._wake.set()
+
+    def wake_promoter(self) -> None:
+        """Scheduled or retrying tasks may be due sooner than planned."""
+        self._due.set()
+
+    def on_ready(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        """LISTEN callback: 'due' means a task was scheduled, anything else ready."""
+        if payload == "due":
+            self._due.set()
+        else:
+            self._wake.set()
+
+    def on_cancel(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        """LISTEN callback: `payload` is the id of a task someone cancelled."""
+        self.cancel(payload)
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a task running here; False when it does not run here."""
+        entry = self._running.get(task_id)
+        if entry is None:
+            return False
+        self._cancelled.add(task_id)
+        entry[0].cancel()
+        log.info("cancelling running task %s", task_id)
+        return True
+
+    def force(self) -> None:
+        """Cut a drain in progress short (a second SIGTERM/SIGINT)."""
+        self._forced.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # -- dispatch -------------------------------------------------------------
+
+    async def dispatch(self) -> None:
+        backoff = _Backoff()
+        min_claim = max(1, self.settings.concurrency // 4)
+        while self._claiming:
+            free = self.settings.concurrency - len(self._running)
+            if 0 < free < min_claim:
+                # Busy: let a few more slots free up so claims stay batched
+                # (one statement for many rows), at most a flush interval.
+                await asyncio.sleep(self.settings.flush_interval)
+                free = self.settings.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._wake.clear()
+            began = time.perf_counter()
+            try:
+                tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
+            except TreadleError as exc:
+                await backoff.failed("claim", exc)
+                continue
+            backoff.ok()
+            if self.metrics is not None:
+                self.metrics.claimed(len(tasks), time.perf_counter() - began)
+            unknown = [(t.id, t.claims) for t in tasks if self.registry.get(t.name) is None]
+            for task in tasks:
+                if self.registry.get(task.name) is not None:
+                    self._start(task)
+            if unknown:
+                await self._defer_unknown(unknown)
+            if len(tasks) < free and self._claiming:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+
+    async def _defer_unknown(self, held: list[tuple[str, int]]) -> None:
+        """Give back tasks this replica has no handler for (another replica's app),
+        uncharged, for a poll interval, so replicas that can run them claim them."""
+        log.warning(
+            "no handler on this replica for %d claimed task(s); handing them back", len(held)
+        )
+        try:
+            await self.store.release(self.owner, held, delay=self.settings.poll_interval)
+        except TreadleError as exc:
+            log.warning("could not hand back tasks without a handler: %s", exc)
+
+    def _start(self, task: Task) -> None:
+        handler = self.registry.get(task.name)
+        assert handler is not None
+        self.claimed_total += 1
+        if task.cancel_requested:
+            cancelled = Outcome(
+                task.id, task.attempts, TaskState.CANCELLED, self.clock(), claim=task.claims
+            )
+            if self.metrics is not None:
+                self.metrics.attempt_ended(task, cancelled, None)
+            self._record(cancelled)
+            return
+        if self.metrics is not None:
+            self.metrics.task_started(task)
+        runner = asyncio.create_task(self._attempt(task, handler), name=f"treadle-task-{task.id}")
+        self._running[task.id] = (runner, task)
+        runner.add_done_callback(lambda _: self._finished(task.id))
+
+    async def _attempt(self, task: Task, handler: Handler) -> None:
+        began = time.perf_counter()
+        try:
+            outcome = await self.executor.run(task, handler)
+        except asyncio.CancelledError:
+            if task.id not in self._cancelled or task.id in self._handed_back:
+                raise  # shutting down: the task is handed back
+            outcome = Outcome(task.id, task.attempts, TaskState.CANCELLED, self.clock())
+        if task.id in self._handed_back:
+            return
+        if task.id in self._cancelled:
+            outcome = Outcome(task.id, task.attempts, TaskState.CANCELLED, self.clock())
+        if self.metrics is not None:
+            self.metrics.attempt_ended(task, outcome, time.perf_counter() - began)
+        self._record(dataclasses.replace(outcome, claim=task.claims))
+
+    def _record(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+
+    def _finished(self, task_id: str) -> None:
+        self._running.pop(task_id, None)
+        self._cancelled.discard(task_id)
+        self._slot_free.set()
+        if self.settings.concurrency - len(self._running) == 1:
+            # capacity came back from zero: let the dispatcher claim again
+            self._wake.set()
+
+    # -- promote --------------------------------------------------------------
+
+    async def promote(self) -> None:
+        backoff = _Backoff()
+        while True:
+            self._due.clear()
+            try:
+                await self.store.promote_due()
+                due = await self.store.next_due()
+            except TreadleError as exc:
+                await backoff.failed("promote", exc)
+                continue
+            backoff.ok()
+            wait = self.settings.poll_interval
+            if due is not None:
+                wait = max(0.0, min(wait, (due - utcnow()).total_seconds()))
+            # Woken early when a task is scheduled sooner than we planned for.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), wait)
+
+    # -- leases ---------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Every heartbeat interval, renew the lease of every task running here
+        in one statement (and say this replica is alive). A task whose lease
+        was taken meanwhile (the database was out of reach for longer than a
+        lease and another replica reclaimed it) is cancelled here: it runs
+        elsewhere now, and its outcome would be discarded anyway."""
+        s = self.settings
+        backoff = _Backoff()
+        while True:
+            held = [(task_id, task.claims) for task_id, (_, task) in self._running.items()]
+            try:
+                kept = await self.store.heartbeat(self.owner, held, s.lease_seconds)
+            except TreadleError as exc:
+                await backoff.failed("heartbeat", exc)
+                continue
+            backoff.ok()
+            self.leases_extended_total += len(kept)
+            lost = [task_id for task_id, _ in held if task_id not in kept]
+            for task_id in lost:
+                entry = self._running.get(task_id)
+                if entry is None:
+                    continue  # it finished while we were renewing
+                self.leases_lost_total += 1
+                self._handed_back.add(task_id)
+                entry[0].cancel()
+                log.warning("lost the lease of task %s; cancelled it here", task_id)
+            await asyncio.sleep(s.heartbeat_interval)
+
+    async def reap(self) -> None:
+        """Take back tasks whose lease expired (their replica died), so they
+        run again within about a lease plus a heartbeat of the crash."""
+        s = self.settings
+        backoff = _Backoff()
+        while True:
+            try:
+                reclaimed = await self.store.reap(s.prune_batch, s.max_reclaims)
+            except TreadleError as exc:
+                await backoff.failed("reaping expired leases", exc)
+                continue
+            backoff.ok()
+            if reclaimed:
+                self.reclaimed_total += len(reclaimed)
+                owners = sorted({r.owner for r in reclaimed})
+                dead = [r for r in reclaimed if r.state is TaskState.DEAD]
+                if self.stats is not None:
+                    for r in dead:
+                        self.stats.lost(r.queue, r.task_id, r.error)
+                log.warning(
+                    "reclaimed %d task(s) whose lease expired (from %s)%s",
+                    len(reclaimed),
+                    ", ".join(owners),
+                    f"; {len(dead)} lost their replica too often and are DEAD" if dead else "",
+                )
+                continue  # there may be more
+            await asyncio.sleep(s.heartbeat_interval)
+
+    # -- prune ----------------------------------------------------------------
+
+    async def prune(self) -> None:
+        """Delete finished tasks past retention and free expired idempotency
+        keys, a batch at a time, then sleep for the prune interval."""
+        s = self.settings
+        backoff = _Backoff()
+        while True:
+            try:
+                while True:
+                    now = utcnow()
+                    deleted, expired = await self.store.prune(
+                        now - timedelta(seconds=s.retention_seconds),
+                        now - timedelta(seconds=s.idempotency_retention_seconds),
+                        s.prune_batch,
+                    )
+                    if deleted:
+                        log.info("pruned %d finished task(s)", deleted)
+                    if deleted < s.prune_batch and expired < s.prune_batch:
+                        break
+                    await asyncio.sleep(0)  # let others use the pool between batches
+                await self.store.prune_replicas(s.retention_seconds)
+            except TreadleError as exc:
+                await backoff.failed("prune", exc)
+                continue
+            backoff.ok()
+            await asyncio.sleep(s.prune_interval)
+
+    # -- flush ----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        backoff = _Backoff()
+        while True:
+            await self._outcome_ready.wait()
+            await asyncio.sleep(self.settings.flush_interval)
+            try:
+                await self.flush_now()
+            except TreadleError as exc:
+                await backoff.failed("recording outcomes", exc)
+                continue
+            backoff.ok()
+
+    async def flush_now(self) -> None:
+        """Write every pending outcome in one statement."""
+        self._outcome_ready.clear()
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        began = time.perf_counter()
+        try:
+            applied = await self.store.complete(self.owner, batch)
+        except BaseException:
+            self._outcomes[:0] = batch
+            self._outcome_ready.set()
+            raise
+        if self.metrics is not None:
+            self.metrics.flushed(batch, time.perf_counter() - began)
+        self.completed_total += len(applied)
+        if self.stats is not None:
+            self.stats.outcomes(batch, applied)
+        if any(o.run_at is not None for o in batch):
+            self._due.set()  # a retry is due at some point: let the promoter plan for it
+        stale = [o.task_id for o in batch if o.task_id not in applied]
+        if stale:
+            self.stale_total += len(stale)
+            log.warning("discarded %d outcome(s) whose lease had moved on: %s", len(stale), stale)
+
+    # -- drain ----------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Stop claiming, let running handlers finish up to `timeout` seconds,
+        then cancel the rest and hand them back without charging an attempt."""
+        self._claiming = False
+        self._wake.set()
+        self._slot_free.set()
+        runners = [runner for runner, _ in self._running.values()]
+        if runners:
+            log.info("draining %d running task(s), up to %.1fs", len(runners), timeout)
+            all_done = asyncio.ensure_future(asyncio.wait(runners))
+            forced = asyncio.ensure_future(self._forced.wait())
+            await asyncio.wait(
+                {all_done, forced}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in (all_done, forced):
+                waiter.cancel()
+            await asyncio.gather(all_done, forced, return_exceptions=True)
+        left = [(task_id, task) for task_id, (_, task) in self._running.items()]
+        for task_id, _ in left:
+            self._handed_back.add(task_id)
+        for runner, _ in list(self._running.values()):
+            runner.cancel()
+        if self._running:
+            await asyncio.wait([r for r, _ in self._running.values()], timeout=1.0)
+        try:
+            await self.flush_now()
+            released = await self.store.release(
+                self.owner, [(task_id, task.claims) for task_id, task in left]
+            )
+        except TreadleError as exc:
+            log.error("could not record the last outcomes on shutdown: %s", exc)
+            released = set()
+        if left:
+            log.info("handed back %d task(s) without charging an attempt", len(released))
+        self.executor.shutdown()

@@ -1,0 +1,92 @@
+"""`treadle queue ...`: list, show, update, pause and resume queues.
+
+The client (and so grpc) is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+from treadle.common.tasks import Queue, RetryPolicy
+
+
+def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add `queue` and its subcommands to the `treadle` parser."""
+    queue = sub.add_parser(
+        "queue",
+        help="list, show, update, pause or resume queues",
+        description="Manage queues: a limit on tasks running at once across all replicas, "
+        "pause/resume, and the default retry policy and timeout of their tasks. "
+        "Queues are printed as JSON.",
+    )
+    actions = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="list every queue", description="List queues.")
+    add_address(listing)
+    for action, text in (
+        ("show", "print one queue"),
+        ("pause", "accept the queue's tasks but start none of them"),
+        ("resume", "start the queue's tasks again"),
+    ):
+        p = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("name", help="queue name")
+        add_address(p)
+    update = actions.add_parser(
+        "update",
+        help="change a queue's settings",
+        description="Change the settings given; the others stay as they are.",
+    )
+    update.add_argument("name", help="queue name")
+    update.add_argument(
+        "--max-concurrent", type=int, help="tasks running at once across replicas (0: no limit)"
+    )
+    update.add_argument("--max-attempts", type=int, help="default attempts per task")
+    update.add_argument("--timeout", type=float, help="default seconds per attempt (0: none)")
+    update.add_argument("--backoff-base", type=float, help="seconds before the 2nd attempt")
+    update.add_argument("--backoff-factor", type=float, help="growth per attempt (>= 1)")
+    update.add_argument("--backoff-max", type=float, help="longest wait between attempts")
+    add_address(update)
+
+
+def queue_dict(queue: Queue) -> dict[str, Any]:
+    data = dataclasses.asdict(queue)
+    for key in ("created_at", "updated_at"):
+        data[key] = data[key].isoformat() if data[key] else None
+    return data
+
+
+async def run(args: argparse.Namespace, address: str) -> str:
+    """Carry out one `treadle queue` action; returns what to print."""
+    from treadle.client import Client
+
+    action: str = args.queue_command
+    async with Client(address) as client:
+        if action == "list":
+            return json.dumps([queue_dict(q) for q in await client.list_queues()], indent=2)
+        if action == "show":
+            queue = await client.get_queue(args.name)
+        elif action == "pause":
+            queue = await client.pause_queue(args.name)
+        elif action == "resume":
+            queue = await client.resume_queue(args.name)
+        else:
+            retry = None
+            backoff = (args.backoff_base, args.backoff_factor, args.backoff_max)
+            if any(v is not None for v in backoff):
+                current = (await client.get_queue(args.name)).retry
+                retry = RetryPolicy(
+                    current.base_seconds if args.backoff_base is None else args.backoff_base,
+                    current.factor if args.backoff_factor is None else args.backoff_factor,
+                    current.max_seconds if args.backoff_max is None else args.backoff_max,
+                )
+            queue = await client.update_queue(
+                args.name,
+                max_concurrent=args.max_concurrent,
+                max_attempts=args.max_attempts,
+                timeout_seconds=args.timeout,
+                retry=retry,
+            )
+        return json.dumps(queue_dict(queue), indent=2)

@@ -1,0 +1,72 @@
+"""The Python client for Treadle's SchedulerService.
+
+    async with Client("127.0.0.1:50051") as client:
+        task = await client.submit("echo", {"hello": "world"})
+        done = await client.wait(task.id, timeout=10)
+
+Calls return the plain dataclasses of `treadle.common.tasks` and raise
+Treadle's errors (`treadle.common.errors`), never raw gRPC errors.
+`SyncClient` offers the same calls for code without an event loop.
+"""
+
+from treadle.client._async import Client
+from treadle.client._sync import SyncClient
+from treadle.common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+    TreadleError,
+    Unavailable,
+)
+from treadle.common.stats import (
+    Alert,
+    ErrorPattern,
+    Granularity,
+    Overview,
+    QueueStats,
+    SystemHealth,
+    SystemStatus,
+    TrendBucket,
+    Trends,
+)
+from treadle.common.tasks import (
+    Queue,
+    RetryPolicy,
+    Schedule,
+    Submitted,
+    Task,
+    TaskError,
+    TaskPage,
+    TaskSpec,
+    TaskState,
+)
+
+__all__ = [
+    "Alert",
+    "Client",
+    "DeadlineExceeded",
+    "ErrorPattern",
+    "Granularity",
+    "InvalidArgument",
+    "InvalidState",
+    "NotFound",
+    "Overview",
+    "Queue",
+    "QueueStats",
+    "RetryPolicy",
+    "Schedule",
+    "Submitted",
+    "SyncClient",
+    "SystemHealth",
+    "SystemStatus",
+    "Task",
+    "TaskError",
+    "TaskPage",
+    "TaskSpec",
+    "TaskState",
+    "TreadleError",
+    "TrendBucket",
+    "Trends",
+    "Unavailable",
+]

@@ -1,0 +1,418 @@
+"""The async client: grpc.aio calls through the generated stubs."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from treadle.api.v1 import scheduler_pb2 as pb
+from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
+from treadle.common import errors, stats_wire, status, wire
+from treadle.common.health import SchedulerHealth, health_from_proto
+from treadle.common.stats import (
+    ErrorPattern,
+    Granularity,
+    Overview,
+    QueueStats,
+    SystemHealth,
+    Trends,
+)
+from treadle.common.tasks import (
+    Queue,
+    ReplicaInfo,
+    RetryPolicy,
+    Schedule,
+    Submitted,
+    Task,
+    TaskPage,
+    TaskSpec,
+    TaskState,
+)
+
+T = TypeVar("T")
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+# Reads are idempotent: let gRPC retry them when the scheduler is briefly unreachable
+# (a stream only until its first message).
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "treadle.api.v1.SchedulerService", "method": "GetTask"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "ListTasks"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "WatchTask"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "GetQueueStats"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "ListQueueStats"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "GetOverview"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "GetTrends"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "GetErrorPatterns"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "GetSystemHealth"},
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Raise Treadle's errors instead of gRPC's."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise status.from_grpc(exc.code(), exc.details() or "") from None
+
+
+def encode_payload(payload: Any) -> str:
+    try:
+        return json.dumps(payload, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidArgument(f"payload is not JSON-serialisable: {exc}") from None
+
+
+class Client:
+    """An async client for one scheduler address (any replica will do)."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float = 10.0,
+        channel: grpc.aio.Channel | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
+        """`interceptors` wrap every call on the client's own channel (not on a
+        `channel` passed in), e.g. `treadle.common.telemetry.client_interceptors()`."""
+        self.address = address
+        self.timeout = timeout
+        self._channel = channel or grpc.aio.insecure_channel(
+            address,
+            interceptors=list(interceptors) or None,
+            options=[
+                ("grpc.service_config", _SERVICE_CONFIG),
+                ("grpc.enable_retries", 1),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self._stub = pb_grpc.SchedulerServiceStub(self._channel)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, call: Callable[..., Awaitable[T]], request: Any) -> T:
+        with translated():
+            return await call(request, timeout=self.timeout)
+
+    async def submit(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        delay_seconds: float | None = None,
+        timeout_seconds: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Task:
+        """Submit one task; returns it as stored (state QUEUED or SCHEDULED).
+        Unset `max_attempts`, `timeout_seconds` and `retry` take the queue's."""
+        spec = TaskSpec(
+            name=name,
+            payload_json=encode_payload(payload),
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            idempotency_key=idempotency_key,
+            delay_seconds=delay_seconds,
+            timeout_seconds=timeout_seconds,
+            retry=retry,
+        )
+        return (await self.submit_spec(spec)).task
+
+    async def submit_spec(self, spec: TaskSpec) -> Submitted:
+        """Submit one task; says whether its idempotency key matched an existing task."""
+        reply = await self._call(
+            self._stub.SubmitTask, pb.SubmitTaskRequest(task=wire.spec_to_proto(spec))
+        )
+        return Submitted(wire.task_from_proto(reply.task), existing=reply.existing)
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
+        """Submit many tasks in one call (all or none); returns their ids in order."""
+        request = pb.SubmitTasksRequest(tasks=[wire.spec_to_proto(s) for s in specs])
+        reply = await self._call(self._stub.SubmitTasks, request)
+        return list(reply.task_ids)
+
+    async def get(self, task_id: str) -> Task:
+        reply = await self._call(self._stub.GetTask, pb.GetTaskRequest(id=task_id))
+        return wire.task_from_proto(reply.task)
+
+    async def list(
+        self,
+        *,
+        queue: str | None = None,
+        state: TaskState | None = None,
+        page_size: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of tasks, newest first; pass `next_cursor` back for the next page."""
+        request = pb.ListTasksRequest(
+            queue=queue or "",
+            state=wire.state_to_proto(state),
+            page_size=page_size or 0,
+            page_token=cursor or "",
+        )
+        reply = await self._call(self._stub.ListTasks, request)
+        return TaskPage(
+            [wire.task_from_proto(t) for t in reply.tasks], reply.next_page_token or None
+        )
+
+    async def iter_tasks(
+        self, *, queue: str | None = None, state: TaskState | None = None, page_size: int = 500
+    ) -> AsyncIterator[Task]:
+        """Every matching task, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.list(queue=queue, state=state, page_size=page_size, cursor=cursor)
+            for task in page.tasks:
+                yield task
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def cancel(self, task_id: str) -> Task:
+        """Cancel a waiting task at once; for a running task, ask its replica to
+        cancel the handler (the task ends CANCELLED when the handler stops)."""
+        reply = await self._call(self._stub.CancelTask, pb.CancelTaskRequest(id=task_id))
+        return wire.task_from_proto(reply.task)
+
+    async def retry(self, task_id: str) -> Task:
+        """Requeue a DEAD or CANCELLED task with fresh attempts."""
+        reply = await self._call(self._stub.RetryTask, pb.RetryTaskRequest(id=task_id))
+        return wire.task_from_proto(reply.task)
+
+    async def list_replicas(self) -> builtins.list[ReplicaInfo]:
+        """Scheduler replicas that registered recently; `alive` is False for gone ones."""
+        reply = await self._call(self._stub.ListReplicas, pb.ListReplicasRequest())
+        return [wire.replica_from_proto(r) for r in reply.replicas]
+
+    async def health(self, timeout: float | None = None) -> SchedulerHealth:
+        """The replica's report on itself (GetHealth): database, pool, executor,
+        backlog per queue, background loops, replicas alive. Not retried; raises
+        `Unavailable` (or `DeadlineExceeded`) when the replica does not answer
+        within `timeout` seconds (default: the client's timeout)."""
+        with translated():
+            reply = await self._stub.GetHealth(
+                pb.GetHealthRequest(), timeout=self.timeout if timeout is None else timeout
+            )
+        return health_from_proto(reply)
+
+    async def list_queues(self) -> builtins.list[Queue]:
+        reply = await self._call(self._stub.ListQueues, pb.ListQueuesRequest())
+        return [wire.queue_from_proto(q) for q in reply.queues]
+
+    async def get_queue(self, name: str) -> Queue:
+        reply = await self._call(self._stub.GetQueue, pb.GetQueueRequest(name=name))
+        return wire.queue_from_proto(reply.queue)
+
+    async def update_queue(
+        self,
+        name: str,
+        *,
+        max_concurrent: int | None = None,
+        max_attempts: int | None = None,
+        timeout_seconds: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Queue:
+        """Change the settings given (None leaves one as it is; a
+        `max_concurrent` or `timeout_seconds` of 0 removes the limit)."""
+        request = pb.UpdateQueueRequest(
+            name=name,
+            max_concurrent=max_concurrent,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
+        )
+        if retry is not None:
+            request.retry.CopyFrom(wire.retry_to_proto(retry))
+        reply = await self._call(self._stub.UpdateQueue, request)
+        return wire.queue_from_proto(reply.queue)
+
+    async def pause_queue(self, name: str) -> Queue:
+        """Keep accepting the queue's tasks but start none of them."""
+        reply = await self._call(self._stub.PauseQueue, pb.PauseQueueRequest(name=name))
+        return wire.queue_from_proto(reply.queue)
+
+    async def resume_queue(self, name: str) -> Queue:
+        reply = await self._call(self._stub.ResumeQueue, pb.ResumeQueueRequest(name=name))
+        return wire.queue_from_proto(reply.queue)
+
+    async def create_schedule(
+        self, name: str, cron: str, task: TaskSpec, timezone: str = "UTC"
+    ) -> Schedule:
+        """Submit `task` on every tick of `cron` (five fields, or six with seconds
+        first), read in the IANA time zone `timezone`."""
+        schedule = Schedule(name=name, cron=cron, task=task, timezone=timezone)
+        request = pb.CreateScheduleRequest(schedule=wire.schedule_to_proto(schedule))
+        reply = await self._call(self._stub.CreateSchedule, request)
+        return wire.schedule_from_proto(reply.schedule)
+
+    async def list_schedules(self) -> builtins.list[Schedule]:
+        reply = await self._call(self._stub.ListSchedules, pb.ListSchedulesRequest())
+        return [wire.schedule_from_proto(s) for s in reply.schedules]
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        """Stop the schedule firing until it is resumed."""
+        reply = await self._call(self._stub.PauseSchedule, pb.PauseScheduleRequest(name=name))
+        return wire.schedule_from_proto(reply.schedule)
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Fire again from the first tick after now."""
+        reply = await self._call(self._stub.ResumeSchedule, pb.ResumeScheduleRequest(name=name))
+        return wire.schedule_from_proto(reply.schedule)
+
+    async def delete_schedule(self, name: str) -> None:
+        """Remove the schedule; the tasks it submitted stay."""
+        await self._call(self._stub.DeleteSchedule, pb.DeleteScheduleRequest(name=name))
+
+    # -- statistics -----------------------------------------------------------
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        """One queue now (length, running, oldest ready task) and its lifetime totals."""
+        reply = await self._call(self._stub.GetQueueStats, pb.GetQueueStatsRequest(queue=queue))
+        return stats_wire.queue_stats_from_proto(reply.stats)
+
+    async def list_queue_stats(self) -> builtins.list[QueueStats]:
+        """`queue_stats` for every queue, by name."""
+        reply = await self._call(self._stub.ListQueueStats, pb.ListQueueStatsRequest())
+        return [stats_wire.queue_stats_from_proto(s) for s in reply.stats]
+
+    async def overview(self) -> Overview:
+        """Tasks by state, throughput, error rate, processing time, replicas."""
+        reply = await self._call(self._stub.GetOverview, pb.GetOverviewRequest())
+        return stats_wire.overview_from_proto(reply.overview)
+
+    async def trends(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        granularity: Granularity = Granularity.HOUR,
+        queues: Sequence[str] = (),
+    ) -> Trends:
+        """Per-hour or per-day counts from `since` (default: 24 h before `until`,
+        rounded down) until `until` (default: now), over `queues` (default: all)."""
+        request = pb.GetTrendsRequest(
+            granularity=stats_wire.granularity_to_proto(granularity), queues=list(queues)
+        )
+        wire.time_to_proto(since, request.since)
+        wire.time_to_proto(until, request.until)
+        reply = await self._call(self._stub.GetTrends, request)
+        return stats_wire.trends_from_proto(reply, tuple(queues))
+
+    async def error_patterns(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        queue: str | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[ErrorPattern]:
+        """The most frequent errors (type, message) of attempts that failed in the
+        range (default: the last 24 h), with up to three example task ids each."""
+        if limit is not None and limit < 1:
+            raise errors.InvalidArgument(f"limit must be at least 1, got {limit}")
+        request = pb.GetErrorPatternsRequest(queue=queue or "", limit=limit or 0)
+        wire.time_to_proto(since, request.since)
+        wire.time_to_proto(until, request.until)
+        reply = await self._call(self._stub.GetErrorPatterns, request)
+        return [stats_wire.pattern_from_proto(p) for p in reply.patterns]
+
+    async def system_health(self) -> SystemHealth:
+        """HEALTHY, WARNING or CRITICAL, with the alert thresholds crossed."""
+        reply = await self._call(self._stub.GetSystemHealth, pb.GetSystemHealthRequest())
+        return stats_wire.health_from_proto(reply)
+
+    async def watch(self, task_id: str) -> AsyncGenerator[Task, None]:
+        """The task now, then again each time its state changes; ends after
+        SUCCEEDED, DEAD or CANCELLED. States that come and go between two
+        reads on the scheduler may be skipped; the same state never comes twice
+        in a row.
+
+        Raises `NotFound` before yielding anything for an unknown task, and
+        `Unavailable` when the scheduler cannot be reached or the stream breaks
+        (its replica stopped: watch again). Leaving the loop early ends the call.
+        """
+        async with contextlib.aclosing(self._watch(task_id)) as updates:
+            async for task in updates:
+                yield task
+
+    async def _watch(
+        self, task_id: str, wait_for_ready: bool = False
+    ) -> AsyncGenerator[Task, None]:
+        call = self._stub.WatchTask(pb.WatchTaskRequest(id=task_id), wait_for_ready=wait_for_ready)
+        try:
+            with translated():
+                async for reply in call:
+                    yield wire.task_from_proto(reply.task)
+        finally:
+            call.cancel()
+
+    async def wait(self, task_id: str, timeout: float = 30.0, poll: float = 0.05) -> Task:
+        """Wait until the task is SUCCEEDED, DEAD or CANCELLED and return it.
+
+        Follows the task's stream of states (`watch`). When the stream breaks
+        (its replica stopped), watches again, at most every `poll` seconds,
+        through whichever replica answers, until the deadline. Raises
+        `DeadlineExceeded` when the task is still unfinished after `timeout`
+        seconds, `NotFound` for an unknown task, and `Unavailable` when the
+        scheduler cannot be reached at all.
+        """
+        last: Task | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    # After a break, wait for the channel to reconnect rather than fail fast.
+                    updates = self._watch(task_id, wait_for_ready=last is not None)
+                    try:
+                        async with contextlib.aclosing(updates):
+                            async for task in updates:
+                                last = task
+                                if task.state.terminal:
+                                    return task
+                    except errors.Unavailable:
+                        if last is None:
+                            raise
+                    await asyncio.sleep(poll)
+        except TimeoutError:
+            state = last.state.value if last is not None else "unfinished"
+            raise errors.DeadlineExceeded(
+                f"task {task_id} is still {state} after {timeout}s"
+            ) from None

@@ -1,0 +1,1 @@
+"""What both services and the client share: errors, status mapping, telemetry."""

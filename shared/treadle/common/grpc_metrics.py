@@ -1,0 +1,382 @@
+"""Prometheus metrics for gRPC calls, as grpc.aio interceptors.
+
+`ServerMetrics` counts the calls a grpc.aio server handles (the scheduler
+passes `ServerMetrics(registry).interceptor()` to its server); `ClientMetrics`
+the calls a channel makes (the gateway's client to the scheduler). Labels
+follow go-grpc-prometheus: `grpc_service`, `grpc_method`, `grpc_type`
+(unary, server_stream, client_stream, bidi_stream) and, once a call ended,
+`grpc_code` (OK, NOT_FOUND, UNAVAILABLE, ...).
+
+Only methods a server registers are counted, so an unknown method name sent by
+a client adds no series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: Seconds; spans fast reads (under a millisecond) to slow batch submits.
+DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+def split_method(full: str | bytes) -> tuple[str, str]:
+    """'/pkg.Service/Method' -> ('pkg.Service', 'Method')."""
+    if isinstance(full, bytes):
+        full = full.decode()
+    service, _, method = full.lstrip("/").rpartition("/")
+    return service or "unknown", method or "unknown"
+
+
+def _code_name(code: grpc.StatusCode | None) -> str:
+    return "OK" if code is None else code.name
+
+
+class ServerMetrics:
+    """The metric families of a gRPC server, in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.started = Counter(
+            "treadle_grpc_server_started_total",
+            "gRPC calls the server started.",
+            _LABELS,
+            registry=registry,
+        )
+        self.handled = Counter(
+            "treadle_grpc_server_handled_total",
+            "gRPC calls the server finished, by status code.",
+            (*_LABELS, "grpc_code"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "treadle_grpc_server_handling_seconds",
+            "Seconds from the start of a gRPC call to its end (whole stream for streams).",
+            _LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.received = Counter(
+            "treadle_grpc_server_msg_received_total",
+            "Request messages the server received.",
+            _LABELS,
+            registry=registry,
+        )
+        self.sent = Counter(
+            "treadle_grpc_server_msg_sent_total",
+            "Response messages the server sent.",
+            _LABELS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "treadle_grpc_server_calls_in_flight",
+            "gRPC calls the server is handling now.",
+            ("grpc_service", "grpc_method"),
+            registry=registry,
+        )
+        self._methods: dict[tuple[str, str, str], _Method] = {}
+
+    def interceptor(self) -> grpc.aio.ServerInterceptor:
+        return _ServerInterceptor(self)
+
+
+class _Method:
+    """The series of one method, looked up once (label lookups are the slow part)."""
+
+    def __init__(self, m: ServerMetrics, service: str, method: str, kind: str) -> None:
+        labels = (service, method, kind)
+        self.labels = labels
+        self.started = m.started.labels(*labels)
+        self.received = m.received.labels(*labels)
+        self.sent = m.sent.labels(*labels)
+        self.duration = m.duration.labels(*labels)
+        self.in_flight = m.in_flight.labels(service, method)
+        self._handled = m.handled
+        self._by_code: dict[str, Any] = {}
+
+    def handled(self, code: str) -> Any:
+        child = self._by_code.get(code)
+        if child is None:
+            child = self._by_code[code] = self._handled.labels(*self.labels, code)
+        return child
+
+
+class _Call:
+    """One server call being measured."""
+
+    def __init__(self, method: _Method) -> None:
+        self.method = method
+        self.began = 0.0
+
+    def start(self, requests: int) -> None:
+        self.began = time.perf_counter()
+        self.method.started.inc()
+        if requests:
+            self.method.received.inc(requests)
+        self.method.in_flight.inc()
+
+    def end(self, context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> None:
+        if isinstance(error, asyncio.CancelledError):
+            code = "CANCELLED"
+        elif error is not None and context.code() is None:
+            code = "UNKNOWN"  # an exception grpc turns into UNKNOWN
+        else:
+            code = _code_name(context.code())
+        m = self.method
+        m.in_flight.dec()
+        m.handled(code).inc()
+        m.duration.observe(time.perf_counter() - self.began)
+
+
+class _ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # unknown method: grpc answers UNIMPLEMENTED, we add no series
+        service, method = split_method(handler_call_details.method)
+        methods = self.metrics._methods
+
+        def call(kind: str) -> _Call:
+            found = methods.get((service, method, kind))
+            if found is None:
+                found = methods[service, method, kind] = _Method(
+                    self.metrics, service, method, kind
+                )
+            return _Call(found)
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(handler.unary_unary, call, "unary"),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(handler.unary_stream, call, "server_stream"),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _unary(handler.stream_unary, call, "client_stream"),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _streaming(handler.stream_stream, call, "bidi_stream"),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+Behavior = Callable[..., Any]
+
+
+def _unary(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> Behavior:
+    """Wrap a behavior that returns one response (unary or client-streaming)."""
+    single_request = kind == "unary"
+
+    async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        c = call(kind)
+        c.start(1 if single_request else 0)
+        error: BaseException | None = None
+        try:
+            result = await behavior(request, context)
+            c.method.sent.inc()
+            return result
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            c.end(context, error)
+
+    return measured
+
+
+def _streaming(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> Behavior:
+    """Wrap a behavior that streams responses: an async generator, or a
+    coroutine that writes with `context.write` (grpc_health's Watch)."""
+    single_request = kind == "server_stream"
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def measured_gen(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            c = call(kind)
+            c.start(1 if single_request else 0)
+            sent = c.method.sent
+            error: BaseException | None = None
+            try:
+                # Closing this stream closes the method's own at once.
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        sent.inc()
+                        yield response
+            except GeneratorExit:
+                error = asyncio.CancelledError()  # closed early: the client went away
+                raise
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                c.end(context, error)
+
+        return measured_gen
+
+    async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        c = call(kind)
+        c.start(1 if single_request else 0)
+        error: BaseException | None = None
+        try:
+            return await behavior(request, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            c.end(context, error)
+
+    return measured
+
+
+class ClientMetrics:
+    """The metric families of a gRPC client, in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.started = Counter(
+            "treadle_grpc_client_started_total",
+            "gRPC calls the client started.",
+            _LABELS,
+            registry=registry,
+        )
+        self.handled = Counter(
+            "treadle_grpc_client_handled_total",
+            "gRPC calls the client saw finish, by status code.",
+            (*_LABELS, "grpc_code"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "treadle_grpc_client_handling_seconds",
+            "Seconds from the start of a gRPC call to its status (whole stream for streams).",
+            _LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "treadle_grpc_client_calls_in_flight",
+            "gRPC calls the client has open now.",
+            ("grpc_service", "grpc_method"),
+            registry=registry,
+        )
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def interceptors(self) -> list[grpc.aio.ClientInterceptor]:
+        """Interceptors for `grpc.aio` channels (`treadle.client.Client(interceptors=...)`)."""
+        return [_UnaryClientInterceptor(self), _StreamClientInterceptor(self)]
+
+    def _begin(self, details: grpc.aio.ClientCallDetails, kind: str) -> _ClientCall:
+        service, method = split_method(details.method)
+        self.started.labels(service, method, kind).inc()
+        self.in_flight.labels(service, method).inc()
+        return _ClientCall(self, (service, method, kind), time.perf_counter())
+
+    def _watch(self, call: grpc.aio.Call, measured: _ClientCall) -> None:
+        """Record a streaming call's status once it ends (its done callback cannot await)."""
+
+        async def finish() -> None:
+            measured.end(await call.code())
+
+        def done(_: object) -> None:
+            task = asyncio.get_running_loop().create_task(finish())
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+        call.add_done_callback(done)
+
+
+class _ClientCall:
+    def __init__(self, metrics: ClientMetrics, labels: tuple[str, str, str], began: float) -> None:
+        self.metrics = metrics
+        self.labels = labels
+        self.began = began
+        self.ended = False
+
+    def end(self, code: grpc.StatusCode | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        m = self.metrics
+        m.in_flight.labels(*self.labels[:2]).dec()
+        m.handled.labels(*self.labels, _code_name(code)).inc()
+        m.duration.labels(*self.labels).observe(time.perf_counter() - self.began)
+
+
+class _UnaryClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, metrics: ClientMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        measured = self.metrics._begin(client_call_details, "unary")
+        try:
+            call = await continuation(client_call_details, request)
+            measured.end(await call.code())
+        except grpc.aio.AioRpcError as exc:
+            measured.end(exc.code())
+            raise
+        except asyncio.CancelledError:
+            measured.end(grpc.StatusCode.CANCELLED)
+            raise
+        except BaseException:
+            measured.end(grpc.StatusCode.UNKNOWN)
+            raise
+        return call
+
+
+class _StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, metrics: ClientMetrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        measured = self.metrics._begin(client_call_details, "server_stream")
+        try:
+            call = await continuation(client_call_details, request)
+        except grpc.aio.AioRpcError as exc:
+            measured.end(exc.code())
+            raise
+        except BaseException:
+            measured.end(grpc.StatusCode.UNKNOWN)
+            raise
+        self.metrics._watch(call, measured)
+        return call

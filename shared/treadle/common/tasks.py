@@ -1,0 +1,179 @@
+"""Treadle's public task types: plain frozen dataclasses, no protobuf.
+
+The scheduler's core, the Python client and the gateway all speak these;
+`treadle.common.wire` converts them to and from protobuf at the edges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+#: Priorities run from lowest to highest; higher runs first.
+PRIORITY_MIN = -100
+PRIORITY_MAX = 100
+DEFAULT_QUEUE = "default"
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its lifecycle."""
+
+    QUEUED = "QUEUED"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    RETRYING = "RETRYING"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.DEAD, TaskState.CANCELLED)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskError:
+    """Why an attempt failed."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    attempt: int = 0
+    failed_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff between attempts: base * factor ** (attempt - 1) seconds, at most
+    `max_seconds`, times a random jitter in [0.5, 1]."""
+
+    base_seconds: float = 1.0
+    factor: float = 2.0
+    max_seconds: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A stored task. `payload` and `result` are decoded JSON values."""
+
+    id: str
+    name: str
+    queue: str
+    state: TaskState
+    payload: Any
+    result: Any
+    error: TaskError | None
+    attempts: int
+    max_attempts: int
+    priority: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    idempotency_key: str | None = None
+    #: Every failed attempt's error, oldest first.
+    errors: tuple[TaskError, ...] = ()
+    cancel_requested: bool = False
+    timeout_seconds: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    #: Scheduler-internal, never sent over the wire (None in clients): the
+    #: submitter's W3C trace context, which the execution span continues.
+    trace_context: Mapping[str, str] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+    #: Times a replica claimed the task: the lease token its outcome must name.
+    claims: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A task to submit. `payload_json` is the payload as JSON text."""
+
+    name: str
+    payload_json: str = "null"
+    queue: str | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    #: Run this many seconds from now (instead of `run_at`).
+    delay_seconds: float | None = None
+    #: Per-attempt time limit; None means the queue's.
+    timeout_seconds: float | None = None
+    #: Backoff between attempts; None means the queue's.
+    retry: RetryPolicy | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Submitted:
+    """The reply to one submission: the task, and whether it existed already."""
+
+    task: Task
+    existing: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPage:
+    """One page of a task listing; `next_cursor` is None on the last page."""
+
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Queue:
+    """A queue's settings. `max_concurrent` None means no limit."""
+
+    name: str
+    max_concurrent: int | None = None
+    paused: bool = False
+    max_attempts: int = 1
+    timeout_seconds: float | None = None
+    retry: RetryPolicy = RetryPolicy()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueUpdate:
+    """The settings to change; None leaves a setting as it is. A
+    `max_concurrent` or `timeout_seconds` of 0 removes the limit."""
+
+    max_concurrent: int | None = None
+    max_attempts: int | None = None
+    timeout_seconds: float | None = None
+    retry: RetryPolicy | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Submit `task` on every tick of `cron`, read in `timezone`."""
+
+    name: str
+    cron: str
+    task: TaskSpec
+    timezone: str = "UTC"
+    paused: bool = False
+    next_fire_at: datetime | None = None
+    last_fired_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaInfo:
+    """A scheduler replica as the registry sees it."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    #: False once it stopped, or was silent for longer than a lease.
+    alive: bool
+    stopped_at: datetime | None = None
+    #: Tasks it holds leases on.
+    running: int = 0

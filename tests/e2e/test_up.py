@@ -1,0 +1,122 @@
+"""`treadle up` as a newcomer runs it: embedded PostgreSQL, scheduler and gateway in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from treadle.api.v1 import scheduler_pb2 as pb
+from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def graphql(http: httpx.AsyncClient, query: str, **variables: object) -> dict:  # type: ignore[type-arg]
+    reply = await http.post("/graphql", json={"query": query, "variables": variables})
+    body = reply.json()
+    assert "errors" not in body, body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def postgres_processes(data_dir: Path) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "postgres" and str(data_dir) in " ".join(
+            proc.info["cmdline"] or []
+        ):
+            found.append(proc.pid)
+    return found
+
+
+async def test_up_serves_graphql_and_grpc_then_stops_on_sigint(pg_dir: Path) -> None:
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREADLE_")}
+    data_dir = pg_dir / "data"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "treadle.cli",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--metrics-port",
+        str(metrics_port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    try:
+        while not any("Treadle is up" in line for line in output):
+            line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
+            assert line, "treadle up exited early:\n" + "".join(output)
+            output.append(line)
+        assert postgres_processes(data_dir), "the embedded PostgreSQL runs"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+            assert (await http.get("/health")).json() == {"status": "ok"}
+            assert "treadle_http_requests_total" in (await http.get("/metrics")).text
+            scheduler_metrics = await http.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert "treadle_tasks_submitted_total" in scheduler_metrics.text
+            page = await http.get("/graphql", headers={"Accept": "text/html"})
+            assert "graphiql" in page.text.lower()
+
+            submitted = await graphql(
+                http,
+                'mutation($p: JSON!) { submitTask(input: {name: "echo", payload: $p}) { id } }',
+                p={"hello": "bar"},
+            )
+            graphql_id = submitted["submitTask"]["id"]
+
+            # The same task through the generated stub, visible through GraphQL.
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                health = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service="")
+                )
+                assert health.status == health_pb2.HealthCheckResponse.SERVING
+                reply = await pb_grpc.SchedulerServiceStub(channel).SubmitTask(
+                    pb.SubmitTaskRequest(task=pb.TaskSpec(name="echo", payload='{"via": "grpc"}'))
+                )
+            grpc_id = reply.task.id
+
+            deadline = time.monotonic() + 10
+            for task_id, payload in ((graphql_id, {"hello": "bar"}), (grpc_id, {"via": "grpc"})):
+                while True:
+                    data = await graphql(
+                        http, "query($id: ID!) { task(id: $id) { state result } }", id=task_id
+                    )
+                    if data["task"]["state"] == "SUCCEEDED" or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.05)
+                assert data["task"] == {"state": "SUCCEEDED", "result": payload}
+
+        proc.send_signal(signal.SIGINT)
+        rest = (await asyncio.wait_for(proc.stdout.read(), timeout=20)).decode()
+        assert await proc.wait() == 0, rest
+        assert "Traceback" not in rest
+        assert "cancelled and awaited" in rest
+        assert "treadle-dispatch" in rest
+        assert postgres_processes(data_dir) == [], "the embedded PostgreSQL stopped too"
+        assert (data_dir / "pgdata" / "PG_VERSION").exists(), "its data is kept for next time"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

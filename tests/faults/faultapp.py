@@ -1,0 +1,42 @@
+"""The app the fault-injection tests run in scheduler processes.
+
+`record` writes its payload's `n` and the process id into `fault_results` in
+the test's schema, so a test can see which tasks ran, how often, and where.
+The database comes from FAULT_DATABASE_URL and FAULT_SCHEMA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import asyncpg
+
+from treadle.scheduler import task
+
+_pool: asyncpg.Pool | None = None
+_lock = asyncio.Lock()
+
+
+async def _results() -> asyncpg.Pool:
+    global _pool
+    async with _lock:  # many handlers start at once: create one pool, not fifty
+        if _pool is None:
+            _pool = await asyncpg.create_pool(
+                os.environ["FAULT_DATABASE_URL"],
+                min_size=1,
+                max_size=2,
+                server_settings={"search_path": os.environ["FAULT_SCHEMA"]},
+            )
+    return _pool
+
+
+@task("record")
+async def record(payload: Any) -> int:
+    await asyncio.sleep(float(payload.get("sleep", 0)))
+    pool = await _results()
+    await pool.execute(
+        "INSERT INTO fault_results (n, pid) VALUES ($1, $2)", payload["n"], os.getpid()
+    )
+    return int(payload["n"])

@@ -1,0 +1,217 @@
+"""The GraphQL API end to end: HTTP → gateway → gRPC → scheduler → PostgreSQL → handler."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from strawberry.extensions import ParserCache, QueryDepthLimiter, ValidationCache
+
+from treadle.common import tasks
+from treadle.gateway import types
+from treadle.gateway.errors import CodedErrors
+from treadle.gateway.schema import create_schema
+
+from .helpers import GraphQL, poll
+
+TASK_FIELDS = """
+    id name queue state payload result attempts maxAttempts priority
+    runAt createdAt startedAt finishedAt idempotencyKey
+    error { type message traceback }
+"""
+SUBMIT = f"""
+mutation Submit($input: SubmitTaskInput!) {{ submitTask(input: $input) {{ {TASK_FIELDS} }} }}
+"""
+GET = f"query Get($id: ID!) {{ task(id: $id) {{ {TASK_FIELDS} }} }}"
+CANCEL = "mutation Cancel($id: ID!) { cancelTask(id: $id) { id state finishedAt } }"
+LIST = """
+query List($queue: String, $state: TaskState, $first: Int!, $after: String) {
+  tasks(queue: $queue, state: $state, first: $first, after: $after) {
+    edges { cursor node { id name queue state } }
+    nodes { id }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+
+async def submit(gql: GraphQL, **task: Any) -> dict[str, Any]:
+    body = await gql(SUBMIT, input=task)
+    assert "errors" not in body, body
+    submitted: dict[str, Any] = body["data"]["submitTask"]
+    return submitted
+
+
+async def finished(gql: GraphQL, task_id: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        body = await gql(GET, id=task_id)
+        assert "errors" not in body, body
+        task: dict[str, Any] = body["data"]["task"]
+        return task if task["state"] in ("SUCCEEDED", "DEAD", "CANCELLED") else None
+
+    done: dict[str, Any] = await poll(check)
+    return done
+
+
+def only_error(body: dict[str, Any]) -> dict[str, Any]:
+    assert len(body.get("errors") or []) == 1, body
+    error: dict[str, Any] = body["errors"][0]
+    return error
+
+
+def test_task_states_mirror_the_common_enum() -> None:
+    assert [s.value for s in types.TaskState] == [s.value for s in tasks.TaskState]
+
+
+async def test_submit_echo_then_poll_until_succeeded(gql: GraphQL) -> None:
+    payload = {"hello": "world", "n": [1, 2.5, None, True]}
+    task = await submit(gql, name="echo", payload=payload, idempotencyKey="k-1")
+    assert task["name"] == "echo"
+    assert task["state"] == "QUEUED"
+    assert task["payload"] == payload
+    assert task["result"] is None and task["error"] is None
+    assert task["queue"] == "default" and task["priority"] == 0 and task["maxAttempts"] == 1
+    assert task["idempotencyKey"] == "k-1"
+    assert datetime.fromisoformat(task["createdAt"]).tzinfo is not None
+
+    done = await finished(gql, task["id"])
+    assert done["state"] == "SUCCEEDED"
+    assert done["result"] == payload
+    assert done["attempts"] == 1
+    assert done["startedAt"] is not None and done["finishedAt"] is not None
+
+    again = await submit(gql, name="echo", payload={"other": 1}, idempotencyKey="k-1")
+    assert again["id"] == task["id"]
+
+
+async def test_sync_handler_through_graphql(gql: GraphQL) -> None:
+    task = await submit(gql, name="square", payload={"x": 7})
+    assert task["queue"] == "math"
+    done = await finished(gql, task["id"])
+    assert done["state"] == "SUCCEEDED"
+    assert done["result"]["value"] == 49
+
+
+async def test_failing_handler_reports_its_error(gql: GraphQL) -> None:
+    task = await submit(gql, name="boom", payload="bang")
+    done = await finished(gql, task["id"])
+    assert done["state"] == "DEAD"
+    assert done["result"] is None
+    assert done["error"]["type"] == "ValueError"
+    assert "boom: bang" in done["error"]["message"]
+
+
+async def test_null_payload_is_the_default(gql: GraphQL) -> None:
+    task = await submit(gql, name="noop")
+    assert task["payload"] is None
+    assert (await finished(gql, task["id"]))["state"] == "SUCCEEDED"
+
+
+async def test_list_pages_and_filters(gql: GraphQL) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    ids = [(await submit(gql, name="echo", payload=i, runAt=later))["id"] for i in range(3)]
+    other = (await submit(gql, name="echo", queue="other", runAt=later))["id"]
+
+    # Newest first, two at a time.
+    body = await gql(LIST, queue="default", first=2)
+    assert "errors" not in body, body
+    page = body["data"]["tasks"]
+    assert [e["node"]["id"] for e in page["edges"]] == [ids[2], ids[1]]
+    assert [n["id"] for n in page["nodes"]] == [ids[2], ids[1]]
+    assert page["pageInfo"]["hasNextPage"] is True
+    cursor = page["pageInfo"]["endCursor"]
+    assert cursor and page["edges"][-1]["cursor"] == cursor
+
+    body = await gql(LIST, queue="default", first=2, after=cursor)
+    page = body["data"]["tasks"]
+    assert [n["id"] for n in page["nodes"]] == [ids[0]]
+    assert page["pageInfo"] == {"hasNextPage": False, "endCursor": None}
+
+    body = await gql(LIST, queue="other", first=10)
+    assert [n["id"] for n in body["data"]["tasks"]["nodes"]] == [other]
+
+    body = await gql(LIST, state="SCHEDULED", first=10)
+    assert {n["id"] for n in body["data"]["tasks"]["nodes"]} == {*ids, other}
+    body = await gql(LIST, state="SUCCEEDED", first=10)
+    assert body["data"]["tasks"]["nodes"] == []
+    assert body["data"]["tasks"]["pageInfo"] == {"hasNextPage": False, "endCursor": None}
+
+
+async def test_cancel_a_scheduled_task_then_again(gql: GraphQL) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    task = await submit(gql, name="echo", payload=1, runAt=later.isoformat())
+    assert task["state"] == "SCHEDULED"
+    assert datetime.fromisoformat(task["runAt"]) == later
+
+    body = await gql(CANCEL, id=task["id"])
+    assert "errors" not in body, body
+    assert body["data"]["cancelTask"]["state"] == "CANCELLED"
+    assert body["data"]["cancelTask"]["finishedAt"] is not None
+
+    error = only_error(await gql(CANCEL, id=task["id"]))
+    assert error["extensions"]["code"] == "FAILED_PRECONDITION"
+    assert "already finished (CANCELLED)" in error["message"]
+    assert error["path"] == ["cancelTask"]
+
+
+async def test_unknown_task_is_null_for_queries_and_an_error_for_mutations(gql: GraphQL) -> None:
+    missing = str(uuid.uuid4())
+    body = await gql(GET, id=missing)
+    assert body == {"data": {"task": None}}
+
+    error = only_error(await gql(CANCEL, id=missing))
+    assert error["extensions"]["code"] == "NOT_FOUND"
+    assert missing in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ({"name": "missing"}, "no handler is registered for task 'missing'"),
+        ({"name": ""}, "task name must not be empty"),
+        ({"name": "echo", "priority": 1000}, "priority 1000 is out of range"),
+        ({"name": "echo", "maxAttempts": 0}, "max_attempts must be at least 1, got 0"),
+        ({"name": "echo", "runAt": "2030-01-01T00:00:00"}, "must carry a time zone"),
+    ],
+)
+async def test_bad_submissions_are_invalid_argument(
+    gql: GraphQL, task: dict[str, Any], message: str
+) -> None:
+    body = await gql(SUBMIT, input=task)
+    assert body["data"] is None
+    error = only_error(body)
+    assert error["extensions"] == {"code": "INVALID_ARGUMENT"}
+    assert message in error["message"]
+
+
+async def test_invalid_ids_and_cursors_are_invalid_argument(gql: GraphQL) -> None:
+    for body in (
+        await gql(GET, id="not-a-uuid"),
+        await gql(CANCEL, id="not-a-uuid"),
+        await gql(LIST, first=2, after="garbage!"),
+        await gql(LIST, first=0),
+        await gql(LIST, first=100_000),
+    ):
+        assert only_error(body)["extensions"]["code"] == "INVALID_ARGUMENT", body
+    assert (
+        "'not-a-uuid' is not a valid task id"
+        in only_error(await gql(GET, id="not-a-uuid"))["message"]
+    )
+
+
+async def test_malformed_operations_are_reported_not_masked(gql: GraphQL) -> None:
+    error = only_error(await gql("{ task(id: 1) { nope } }"))
+    assert "Cannot query field 'nope'" in error["message"]
+    error = only_error(await gql(SUBMIT, input={"name": "echo", "runAt": "not a time"}))
+    assert "runAt" in error["message"] or "DateTime" in error["message"]
+    assert error["message"] != "Internal error."
+
+
+async def test_schema_runs_with_caches_depth_limit_and_masking(gql: GraphQL) -> None:
+    extensions = {type(e) for e in create_schema().get_extensions()}
+    assert {ParserCache, ValidationCache, QueryDepthLimiter, CodedErrors} <= extensions
+    # The deepest path the schema has today stays well inside the limit of 10.
+    deepest = "{ tasks { edges { node { error { type } } } } }"
+    assert await gql(deepest) == {"data": {"tasks": {"edges": []}}}

@@ -1,0 +1,186 @@
+"""Start, stop, restart and drain a replica; migrations under concurrency; health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from support import make_settings
+
+from treadle.client import Client, TaskSpec, TaskState
+from treadle.scheduler import postgres
+from treadle.scheduler.core import Scheduler
+from treadle.scheduler.registry import Handler, Registry, load_app
+from treadle.scheduler.store import Store
+from treadle.scheduler.supervisor import Replica
+
+
+async def test_health_serving_and_reflection_lists_service(replica: Replica) -> None:
+    async with grpc.aio.insecure_channel(replica.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "treadle.api.v1.SchedulerService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        names: list[str] = []
+        async for response in stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        ):
+            names += [s.name for s in response.list_services_response.service]
+        assert "treadle.api.v1.SchedulerService" in names
+        assert "grpc.health.v1.Health" in names
+
+
+async def test_queued_tasks_survive_a_restart(database_url: str, schema: str) -> None:
+    settings = make_settings(schema)
+    registry = load_app("taskapp")
+    # Store tasks while no replica runs (the core alone, as a replica would).
+    pool = await postgres.create_pool(database_url, schema, 2)
+    try:
+        async with postgres.acquired(pool) as conn:
+            await postgres.migrate(conn, schema)
+        core = Scheduler(Store(pool, schema), registry, settings)
+        submitted = await core.submit_many(
+            [TaskSpec(name="echo", payload_json=str(i)) for i in range(25)]
+        )
+    finally:
+        await pool.close()
+    assert all(s.task.state is TaskState.QUEUED for s in submitted)
+
+    replica = Replica(settings, registry, database_url)
+    await replica.start()
+    try:
+        async with Client(replica.address) as client:
+            done = [await client.wait(s.task.id, timeout=10) for s in submitted]
+    finally:
+        await replica.stop()
+    assert [t.result for t in done] == list(range(25))
+
+
+async def test_drain_hands_back_unfinished_work_without_charging(
+    database_url: str, schema: str
+) -> None:
+    registry = load_app("taskapp")
+    first = Replica(make_settings(schema, concurrency=2, drain_timeout=0.3), registry, database_url)
+    await first.start()
+    async with Client(first.address) as client:
+        quick = await client.submit("sleep", {"seconds": 0.05})
+        slow = await client.submit("sleep", {"seconds": 30})
+        queued = await client.submit_many([TaskSpec(name="echo")] * 5)
+        for _ in range(100):
+            if (await client.get(slow.id)).state is TaskState.RUNNING:
+                break
+            await asyncio.sleep(0.02)
+    await first.stop()
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            f'SELECT state, attempts, lease_owner FROM "{schema}".tasks WHERE id = $1',
+            uuid.UUID(slow.id),
+        )
+    finally:
+        await conn.close()
+    assert dict(row) == {"state": "QUEUED", "attempts": 0, "lease_owner": None}
+
+    second = Replica(make_settings(schema, drain_timeout=0.1), registry, database_url)
+    await second.start()
+    try:
+        async with Client(second.address) as client:
+            assert (await client.wait(quick.id, 5)).state is TaskState.SUCCEEDED
+            for task_id in queued:
+                assert (await client.wait(task_id, 5)).state is TaskState.SUCCEEDED
+            for _ in range(100):
+                again = await client.get(slow.id)
+                if again.state is TaskState.RUNNING:
+                    break
+                await asyncio.sleep(0.02)
+            assert again.state is TaskState.RUNNING
+            assert again.attempts == 1, "the handed-back attempt was not charged"
+    finally:
+        await second.stop()
+
+
+async def test_stop_cancels_and_awaits_every_background_task(
+    replica: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="treadle.scheduler")
+    loops = sorted(
+        t.get_name()
+        for t in asyncio.all_tasks()
+        if t.get_name().startswith("treadle-") and not t.get_name().startswith("treadle-task-")
+    )
+    assert set(loops) >= {
+        "treadle-dispatch",
+        "treadle-promote",
+        "treadle-flush",
+        "treadle-prune",
+        "treadle-cron",
+    }
+    await replica.stop()
+    await replica.stop()  # idempotent
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("treadle-")]
+    assert left == []
+    assert (
+        f"cancelled and awaited {len(loops)} background task(s): {', '.join(loops)}" in caplog.text
+    )
+
+
+async def test_a_dying_loop_stops_the_replica(
+    replica: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError("loop broke")
+
+    replica._spawn("broken", broken())
+    await asyncio.wait_for(replica.serve(), timeout=10)
+    assert "background loop treadle-broken died" in caplog.text
+
+
+async def test_concurrent_migrations_apply_once(database_url: str, schema: str) -> None:
+    conns = [await asyncpg.connect(database_url) for _ in range(5)]
+    try:
+        results = await asyncio.gather(*(postgres.migrate(c, schema) for c in conns))
+    finally:
+        for c in conns:
+            await c.close()
+    assert sorted(len(r) for r in results) == [0, 0, 0, 0, len(postgres.load_migrations())]
+    conn = await postgres.connect(database_url, schema)
+    try:
+        await postgres.check_schema(conn)
+    finally:
+        await conn.close()
+
+
+async def test_tasks_without_a_local_handler_go_to_a_replica_that_has_one(
+    database_url: str, schema: str
+) -> None:
+    async def elsewhere(payload: object) -> str:
+        return "ran elsewhere"
+
+    other_app = Registry([Handler(name="elsewhere", queue="default", fn=elsewhere)])
+    # A replica of the test app (no "elsewhere" handler) starts first.
+    plain = Replica(make_settings(schema, poll_interval=0.1), load_app("taskapp"), database_url)
+    await plain.start()
+    other = Replica(make_settings(schema, poll_interval=0.1), other_app, database_url)
+    try:
+        assert other_app.get("elsewhere") is not None
+        async with Client(plain.address) as client:
+            echo = await client.submit("echo", "here")
+            assert (await client.wait(echo.id, 5)).state is TaskState.SUCCEEDED
+        await other.start()
+        async with Client(other.address) as client:
+            # Both replicas claim; the one without the handler hands its share back.
+            ids = await client.submit_many([TaskSpec(name="elsewhere")] * 40)
+            done = [await client.wait(task_id, 10) for task_id in ids]
+        assert {t.state for t in done} == {TaskState.SUCCEEDED}
+        assert {t.result for t in done} == {"ran elsewhere"}
+        assert {t.attempts for t in done} == {1}, "hand-backs are not charged"
+    finally:
+        await other.stop()
+        await plain.stop()

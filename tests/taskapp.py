@@ -1,0 +1,94 @@
+"""Handlers the tests run (loaded by module name, like a user's app)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from treadle.scheduler import task
+
+
+@task("echo")
+async def echo(payload: Any) -> Any:
+    return payload
+
+
+@task("square", queue="math")
+def square(payload: Any) -> dict[str, Any]:
+    """Sync: runs in the thread pool; reports which thread ran it."""
+    return {"value": payload["x"] * payload["x"], "thread": threading.current_thread().name}
+
+
+@task("boom")
+async def boom(payload: Any) -> None:
+    raise ValueError(f"boom: {payload}")
+
+
+@task("sync_boom")
+def sync_boom(payload: Any) -> None:
+    raise KeyError("missing")
+
+
+@task("sleep")
+async def sleep(payload: Any) -> str:
+    await asyncio.sleep(float(payload["seconds"]))
+    return "slept"
+
+
+@task("not_json")
+async def not_json(payload: Any) -> object:
+    return object()
+
+
+@task("noop")
+async def noop(payload: Any) -> None:
+    return None
+
+
+#: How many times `flaky` has run per key (tests run the replica in-process).
+FLAKY_RUNS: dict[str, int] = {}
+#: Payloads of `record` in the order their handlers started.
+STARTED: list[Any] = []
+#: Set by `cancellable` when it saw its cancellation.
+CLEANED_UP: set[str] = set()
+
+
+@task("flaky")
+async def flaky(payload: Any) -> str:
+    """Fails `payload["fail"]` times per `payload["key"]`, then succeeds."""
+    key = payload["key"]
+    FLAKY_RUNS[key] = FLAKY_RUNS.get(key, 0) + 1
+    if FLAKY_RUNS[key] <= payload["fail"]:
+        raise RuntimeError(f"flaky failure {FLAKY_RUNS[key]}")
+    return "finally"
+
+
+@task("permanent")
+async def permanent(payload: Any) -> None:
+    from treadle.scheduler import Permanent
+
+    raise Permanent("do not retry me")
+
+
+@task("record")
+async def record(payload: Any) -> None:
+    STARTED.append(payload)
+
+
+@task("cancellable")
+async def cancellable(payload: Any) -> str:
+    try:
+        await asyncio.sleep(float(payload["seconds"]))
+    except asyncio.CancelledError:
+        CLEANED_UP.add(payload["key"])
+        raise
+    return "not cancelled"
+
+
+@task("sync_sleep")
+def sync_sleep(payload: Any) -> str:
+    import time
+
+    time.sleep(float(payload["seconds"]))
+    return "slept"
