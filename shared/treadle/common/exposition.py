@@ -122,7 +122,8 @@ class MetricsServer:
             task.cancel()
         await asyncio.gather(*self._clients, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), 2.0)
+            async with asyncio.timeout(2.0):
+                await server.wait_closed()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -144,7 +145,8 @@ class MetricsServer:
                 await writer.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
+        async with asyncio.timeout(_READ_TIMEOUT):
+            head = await reader.readuntil(b"\r\n\r\n")
         method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
         path = rest.split(" ", 1)[0].split("?", 1)[0]
         if method not in ("GET", "HEAD"):

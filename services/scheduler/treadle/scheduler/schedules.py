@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import dataclasses
 import logging
 import re
@@ -33,6 +32,7 @@ from cronsim import CronSim, CronSimError
 
 from treadle.common.errors import AlreadyExists, InvalidArgument, NotFound, TreadleError
 from treadle.common.tasks import Schedule, TaskSpec
+from treadle.common.wakeup import wait_event
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.schedule_store import FIRE_BATCH, Fire, ScheduleStore
 from treadle.scheduler.settings import Settings
@@ -288,5 +288,4 @@ class Schedules:
                 await asyncio.sleep(delay)
                 continue
             delay = 0.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._sleep_for(due_in))
+            await wait_event(self._wake, self._sleep_for(due_in))

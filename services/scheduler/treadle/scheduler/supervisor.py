@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import socket
@@ -39,6 +40,11 @@ from treadle.scheduler.watch import Watchers, changes_channel
 from treadle.scheduler.worker import Worker, _Backoff
 
 log = logging.getLogger("treadle.scheduler")
+
+#: How long `stop()` waits for the cancelled background loops, and how many
+#: times it cancels one that is still running (see `_cancel_loops`).
+CANCEL_WAIT = 5.0
+CANCEL_ROUNDS = 3
 
 try:
     VERSION = metadata.version("treadle")
@@ -211,7 +217,8 @@ class Replica:
             await asyncio.sleep(interval)
             try:
                 assert self._store is not None
-                await asyncio.wait_for(self._store.ping(), timeout=max(2.0, interval))
+                async with asyncio.timeout(max(2.0, interval)):
+                    await self._store.ping()
                 ok = True
             except (errors.TreadleError, TimeoutError) as exc:
                 ok = False
@@ -225,6 +232,35 @@ class Replica:
             if ok != self.database_ok and self.server is not None:
                 await self.server.set_serving(ok)
             self.database_ok = ok
+
+    async def _cancel_loops(self) -> None:
+        """Cancel every background loop and wait for each to end, logging what
+        ended with an error. A loop that outlives its cancellation (it lost it,
+        which it must not) is logged with its stack and cancelled again, so a
+        stop never hangs on it; one that survives that too is left behind."""
+        pending = set(self._tasks)
+        for attempt in range(1, CANCEL_ROUNDS + 1):
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT)
+            if not pending:
+                break
+            for task in pending:
+                stack = io.StringIO()
+                task.print_stack(file=stack)
+                log.error(
+                    "background loop %s did not end when cancelled (round %d of %d):\n%s",
+                    task.get_name(),
+                    attempt,
+                    CANCEL_ROUNDS,
+                    stack.getvalue(),
+                )
+        for task in self._tasks - pending:
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                log.error("background loop %s ended with %r", task.get_name(), exc)
 
     def _tasks_changed(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         """LISTEN callback: `payload` names the tasks whose state changed."""
@@ -281,12 +317,7 @@ class Replica:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         names = sorted(t.get_name() for t in self._tasks)
-        for task in self._tasks:
-            task.cancel()
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        for task, result in zip(list(self._tasks), results, strict=True):
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                log.error("background loop %s ended with %r", task.get_name(), result)
+        await self._cancel_loops()
         if names:
             log.info(
                 "cancelled and awaited %d background task(s): %s", len(names), ", ".join(names)
@@ -294,15 +325,18 @@ class Replica:
         self._tasks.clear()
         if self._store is not None:
             try:
-                await asyncio.wait_for(self._store.stop_replica(self.settings.replica_id), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._store.stop_replica(self.settings.replica_id)
             except (errors.TreadleError, TimeoutError) as exc:
                 log.warning("could not mark the replica stopped: %s", exc)
         if self._listener is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listener.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._listener.close()
         if self._pool is not None:
             try:
-                await asyncio.wait_for(self._pool.close(), 5.0)
+                async with asyncio.timeout(5.0):
+                    await self._pool.close()
             except (TimeoutError, Exception):
                 self._pool.terminate()
         log.info("replica %s stopped", self.settings.replica_id)

@@ -22,7 +22,6 @@ hands the rest back without charging their attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -32,6 +31,7 @@ from opentelemetry import trace
 
 from treadle.common.errors import TreadleError
 from treadle.common.tasks import Task, TaskState
+from treadle.common.wakeup import wait_event
 from treadle.scheduler.executor import Clock, Executor
 from treadle.scheduler.metrics import SchedulerMetrics
 from treadle.scheduler.model import Outcome
@@ -173,8 +173,7 @@ class Worker:
             if unknown:
                 await self._defer_unknown(unknown)
             if len(tasks) < free and self._claiming:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                await wait_event(self._wake, self.settings.poll_interval)
 
     async def _defer_unknown(self, held: list[tuple[str, int]]) -> None:
         """Give back tasks this replica has no handler for (another replica's app),
@@ -250,8 +249,7 @@ class Worker:
             if due is not None:
                 wait = max(0.0, min(wait, (due - utcnow()).total_seconds()))
             # Woken early when a task is scheduled sooner than we planned for.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._due.wait(), wait)
+            await wait_event(self._due, wait)
 
     # -- leases ---------------------------------------------------------------
 
