@@ -9,10 +9,16 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 import pytest
+from support import make_settings
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.client import Client, InvalidArgument, InvalidState, NotFound, TaskSpec, TaskState
+from treadle.common.tasks import QueueUpdate, RetryPolicy
+from treadle.scheduler import postgres
+from treadle.scheduler.core import Scheduler
+from treadle.scheduler.registry import load_app
+from treadle.scheduler.store import Store
 from treadle.scheduler.supervisor import Replica
 
 
@@ -214,3 +220,44 @@ async def test_higher_priority_runs_first(database_url: str, schema: str) -> Non
         await replica.stop()
     order = [t.result for t in sorted(tasks, key=lambda t: t.started_at)]  # type: ignore[arg-type, return-value]
     assert order == [[10, 5], [10, 7], [5, 1], [5, 3], [0, 0], [0, 4], [-5, 2], [-5, 6]]
+
+
+async def test_submitted_task_is_the_stored_row(database_url: str, schema: str) -> None:
+    """The reply to a submission is built from what was sent plus the columns
+    the database decides (state, defaults from the queue, times); it must
+    equal the task as read back, field for field."""
+    settings = make_settings(schema)
+    pool = await postgres.create_pool(database_url, schema, 2)
+    try:
+        async with postgres.acquired(pool) as conn:
+            await postgres.migrate(conn, schema)
+        core = Scheduler(Store(pool, schema), load_app("taskapp"), settings)
+        await core.submit_many([TaskSpec(name="echo", queue="tuned")])
+        await core.update_queue(
+            "tuned",
+            QueueUpdate(max_attempts=4, timeout_seconds=9.5, retry=RetryPolicy(0.5, 3.0, 60.0)),
+        )
+        specs = [
+            TaskSpec(name="echo"),
+            TaskSpec(name="echo", payload_json='{"a": [1, 2.5, "x"], "b": null}', priority=7),
+            TaskSpec(name="echo", payload_json='"text"', queue="tuned"),
+            TaskSpec(name="echo", queue="tuned", max_attempts=2, timeout_seconds=1.25),
+            TaskSpec(name="echo", retry=RetryPolicy(2.0, 1.5, 30.0), idempotency_key="k1"),
+            TaskSpec(name="echo", delay_seconds=60),
+            TaskSpec(name="echo", run_at=datetime.now(UTC) - timedelta(seconds=5)),
+        ]
+        submitted = await core.submit_many(specs)
+        for s in submitted:
+            assert not s.existing
+            assert s.task == await core.get(s.task.id)
+        states = [s.task.state for s in submitted]
+        assert states == [TaskState.QUEUED] * 5 + [TaskState.SCHEDULED, TaskState.QUEUED]
+        tuned = submitted[2].task
+        assert (tuned.max_attempts, tuned.timeout_seconds) == (4, 9.5)
+        assert tuned.retry == RetryPolicy(0.5, 3.0, 60.0)
+        assert submitted[1].task.payload == {"a": [1, 2.5, "x"], "b": None}
+        again = await core.submit_many([TaskSpec(name="echo", idempotency_key="k1")])
+        assert again[0].existing
+        assert again[0].task == submitted[4].task
+    finally:
+        await pool.close()

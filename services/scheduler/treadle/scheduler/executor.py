@@ -105,7 +105,14 @@ class Executor:
                 result_json = json.dumps(value, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise Permanent(f"handler result is not JSON-serialisable: {exc}") from None
-            return Outcome(task.id, task.attempts, TaskState.SUCCEEDED, self.clock(), result_json)
+            return Outcome(
+                task.id,
+                task.attempts,
+                TaskState.SUCCEEDED,
+                self.clock(),
+                result_json,
+                claim=task.claims,
+            )
         except TimeoutError as exc:
             now = self.clock()
             error = error_of(exc, task.attempts, now)

@@ -10,6 +10,7 @@ import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from treadle.common.errors import InvalidArgument
 from treadle.common.tasks import (
@@ -46,6 +47,8 @@ class NewTask:
     retry: RetryPolicy | None = None
     #: The submitter's W3C trace context, which the execution span continues.
     trace_context: Mapping[str, str] | None = None
+    #: `payload_json` decoded (checking it decodes it anyway).
+    payload: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +125,7 @@ def check_spec(
             f"payload is {size} bytes, over the limit of {max_payload_bytes} bytes"
         )
     try:
-        json.loads(spec.payload_json)
+        payload = json.loads(spec.payload_json)
     except ValueError as exc:
         raise InvalidArgument(f"payload is not valid JSON: {exc}") from None
     if "\\u0000" in spec.payload_json:
@@ -161,6 +164,7 @@ def check_spec(
         timeout_seconds=spec.timeout_seconds,
         retry=spec.retry,
         trace_context=trace_context,
+        payload=payload,
     )
 
 

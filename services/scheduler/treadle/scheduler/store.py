@@ -75,15 +75,24 @@ def error_json(error: TaskError) -> str:
     return json.dumps(data)
 
 
+def _json(raw: str | None) -> Any:
+    """A JSON column's value (SQL NULL as None), the most common ones unparsed."""
+    if raw is None or raw == "null":
+        return None
+    if raw == "[]":
+        return []
+    return json.loads(raw)
+
+
 def _task(row: asyncpg.Record) -> Task:
-    error = json.loads(row["error"]) if row["error"] is not None else None
+    error = _json(row["error"])
     return Task(
         id=str(row["id"]),
         name=row["name"],
         queue=row["queue"],
         state=TaskState(row["state"]),
-        payload=json.loads(row["payload"]),
-        result=json.loads(row["result"]) if row["result"] is not None else None,
+        payload=_json(row["payload"]),
+        result=_json(row["result"]),
         error=_error(error) if error else None,
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
@@ -93,12 +102,34 @@ def _task(row: asyncpg.Record) -> Task:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         idempotency_key=row["idempotency_key"],
-        errors=tuple(_error(e) for e in json.loads(row["errors"])),
+        errors=tuple(_error(e) for e in _json(row["errors"])),
         cancel_requested=row["cancel_requested"],
         timeout_seconds=row["timeout_seconds"],
         retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
         trace_context=_trace_context(row),
         claims=row["claims"],
+    )
+
+
+def _inserted(new: NewTask, row: asyncpg.Record) -> Task:
+    """The task just stored: what was sent, and what the database decided."""
+    return Task(
+        id=str(new.id),
+        name=new.name,
+        queue=new.queue,
+        state=TaskState(row["state"]),
+        payload=new.payload,
+        result=None,
+        error=None,
+        attempts=0,
+        max_attempts=row["max_attempts"],
+        priority=new.priority,
+        run_at=row["run_at"],
+        created_at=row["created_at"],
+        idempotency_key=new.idempotency_key,
+        timeout_seconds=row["timeout_seconds"],
+        retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
+        trace_context=new.trace_context or None,
     )
 
 
@@ -168,7 +199,7 @@ class Store:
                 column.append(value)
         async with postgres.acquired(self.pool) as conn:
             rows = await conn.fetch(_QUERIES["insert_tasks"], *columns)
-            inserted = {row["id"]: _task(row) for row in rows}
+            inserted = {row["id"]: row for row in rows}
             skipped = [t for t in tasks if t.id not in inserted]
             existing: dict[tuple[str, str | None], Task] = {}
             if skipped:
@@ -180,8 +211,9 @@ class Store:
                 existing = {(r["queue"], r["idempotency_key"]): _task(r) for r in found}
         out = []
         for t in tasks:
-            if t.id in inserted:
-                out.append(Submitted(inserted[t.id]))
+            row = inserted.get(t.id)
+            if row is not None:
+                out.append(Submitted(_inserted(t, row)))
             else:
                 out.append(Submitted(existing[(t.queue, t.idempotency_key)], existing=True))
         return out

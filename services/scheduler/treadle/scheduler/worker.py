@@ -218,7 +218,9 @@ class Worker:
             outcome = Outcome(task.id, task.attempts, TaskState.CANCELLED, self.clock())
         if self.metrics is not None:
             self.metrics.attempt_ended(task, outcome, time.perf_counter() - began)
-        self._record(dataclasses.replace(outcome, claim=task.claims))
+        if outcome.claim != task.claims:
+            outcome = dataclasses.replace(outcome, claim=task.claims)
+        self._record(outcome)
 
     def _record(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)

@@ -5,6 +5,7 @@
 -- One statement for a whole batch. Unset max_attempts, timeout and backoff
 -- come from the queue's settings; queues are created on first use. Rows whose
 -- idempotency key is taken are skipped here and read back by select_by_idempotency.
+-- Returns only the columns the database decides; the rest the caller sent.
 WITH s AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
                          $7::timestamptz[], $8::text[], $9::float8[], $10::float8[],
@@ -32,7 +33,8 @@ SELECT s.id, s.name, s.queue,
 FROM s LEFT JOIN queues q ON q.name = s.queue
 ORDER BY s.ord
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING *;
+RETURNING id, state, max_attempts, run_at, created_at, timeout_seconds,
+          backoff_base, backoff_factor, backoff_max;
 
 -- name: select_by_idempotency
 SELECT t.* FROM tasks t
