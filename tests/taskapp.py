@@ -36,6 +36,13 @@ async def sleep(payload: Any) -> str:
     return "slept"
 
 
+@task("own_timeout")
+async def own_timeout(payload: Any) -> None:
+    """Raises the TimeoutError a library call of its own gave up with
+    (what `asyncio.wait_for` raises: no message)."""
+    raise TimeoutError
+
+
 @task("not_json")
 async def not_json(payload: Any) -> object:
     return object()

@@ -101,6 +101,19 @@ async def test_coroutine_past_its_timeout_is_cancelled_and_retried(client: Clien
     assert key in taskapp.CLEANED_UP, "the handler saw CancelledError and cleaned up"
 
 
+async def test_a_handlers_own_timeout_error_is_an_ordinary_failure(client: Client) -> None:
+    """A TimeoutError the handler raises itself, with no deadline of ours set,
+    fails the attempt like any exception (it used to crash the attempt and
+    leave the task RUNNING until its lease expired)."""
+    task = await client.submit("own_timeout", None, max_attempts=2, retry=FAST)
+    done = await client.wait(task.id, timeout=10)
+    assert done.state is TaskState.DEAD
+    assert done.attempts == 2
+    assert [e.type for e in done.errors] == ["TimeoutError", "TimeoutError"]
+    assert [e.message for e in done.errors] == ["", ""]
+    assert "raise TimeoutError" in done.errors[0].traceback
+
+
 async def test_sync_handler_late_result_is_discarded(client: Client) -> None:
     task = await client.submit("sync_sleep", {"seconds": 0.5}, timeout_seconds=0.1)
     done = await client.wait(task.id, timeout=10)

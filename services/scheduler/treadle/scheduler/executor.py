@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import json
 import random
@@ -98,8 +99,9 @@ class Executor:
             return outcome
 
     async def _run(self, task: Task, handler: Handler) -> Outcome:
+        deadline = asyncio.timeout(task.timeout_seconds)
         try:
-            async with asyncio.timeout(task.timeout_seconds):
+            async with deadline:
                 value = await self._call(task, handler)
             try:
                 result_json = json.dumps(value, allow_nan=False)
@@ -116,13 +118,11 @@ class Executor:
         except TimeoutError as exc:
             now = self.clock()
             error = error_of(exc, task.attempts, now)
-            if not error.message:
-                error = TaskError(
-                    "TimeoutError",
-                    f"timed out after {task.timeout_seconds:g}s",
-                    error.traceback,
-                    task.attempts,
-                    now,
+            if deadline.expired() and task.timeout_seconds is not None:
+                # Our deadline, not a TimeoutError the handler raised itself
+                # (that one is an ordinary failure, kept as it was raised).
+                error = dataclasses.replace(
+                    error, message=f"timed out after {task.timeout_seconds:g}s"
                 )
             return after_failure(task, error, True, now, self.random)
         except Exception as exc:
