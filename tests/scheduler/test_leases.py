@@ -98,10 +98,10 @@ async def test_heartbeat_extends_only_leases_still_held(
     claimed = await store.claim("replica-a", 10, 30)
     held = [(t.id, t.claims) for t in claimed]
     await store.register_replica("replica-a", "host", 1, "test")
-    assert await store.heartbeat("replica-a", held, 30) == set(ids)
+    assert set(await store.heartbeat("replica-a", held, 30)) == set(ids)
     await expire_leases(database_url, schema)
     await store.reap(100, max_reclaims=3)
-    assert await store.heartbeat("replica-a", held, 30) == set(), "reclaimed: no longer held"
+    assert set(await store.heartbeat("replica-a", held, 30)) == set(), "reclaimed: no longer held"
 
 
 async def test_a_task_that_keeps_losing_its_replica_ends_dead(

@@ -114,6 +114,53 @@ async def test_a_handlers_own_timeout_error_is_an_ordinary_failure(client: Clien
     assert "raise TimeoutError" in done.errors[0].traceback
 
 
+async def test_a_missed_cancel_notify_is_caught_by_the_heartbeat(
+    database_url: str, schema: str
+) -> None:
+    """A cancel whose NOTIFY never reached the replica (its LISTEN connection
+    was down at the time) still stops the running coroutine: the heartbeat
+    reads each held task's cancel flag."""
+    settings = make_settings(schema, heartbeat_interval=0.2)
+    replica = Replica(settings, load_app("taskapp"), database_url)
+    await replica.start()
+    try:
+        async with Client(replica.address) as client:
+            key = uuid.uuid4().hex
+            task = await client.submit("cancellable", {"seconds": 30, "key": key})
+            await wait_state(client, task.id, TaskState.RUNNING)
+            conn = await asyncpg.connect(database_url)
+            try:  # asked for behind the replica's back: no NOTIFY at all
+                await conn.execute(
+                    f'UPDATE "{schema}".tasks SET cancel_requested = true WHERE id = $1',
+                    uuid.UUID(task.id),
+                )
+            finally:
+                await conn.close()
+            await wait_state(client, task.id, TaskState.CANCELLED, timeout=3)
+            assert key in taskapp.CLEANED_UP, "the handler saw CancelledError"
+    finally:
+        await replica.stop()
+
+
+async def test_a_cancel_that_overtakes_its_claim_still_cancels(
+    replica: Replica, client: Client
+) -> None:
+    """The cancel NOTIFY for a task can reach a replica just before the reply
+    to the claim that hands it the task: the replica remembers the id and
+    cancels the task instead of starting it."""
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    key = uuid.uuid4().hex
+    await client.submit("echo", None, queue=queue)  # the queue exists
+    await client.pause_queue(queue)
+    task = await client.submit("cancellable", {"seconds": 30, "key": key}, queue=queue)
+    assert replica.worker is not None
+    assert replica.worker.cancel(task.id) is False, "not running here (yet)"
+    await client.resume_queue(queue)
+    done = await client.wait(task.id, timeout=5)
+    assert done.state is TaskState.CANCELLED
+    assert key not in taskapp.CLEANED_UP, "it never started"
+
+
 async def test_sync_handler_late_result_is_discarded(client: Client) -> None:
     task = await client.submit("sync_sleep", {"seconds": 0.5}, timeout_seconds=0.1)
     done = await client.wait(task.id, timeout=10)

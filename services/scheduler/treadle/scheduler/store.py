@@ -391,9 +391,10 @@ class Store:
 
     async def heartbeat(
         self, replica_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
-    ) -> set[str]:
+    ) -> dict[str, bool]:
         """Say the replica is alive and extend the leases it holds, in one
-        statement; returns the ids whose lease it still holds."""
+        statement; returns the ids whose lease it still holds, each with
+        whether a cancel was asked for it."""
         rows = await self._fetch(
             "heartbeat",
             replica_id,
@@ -401,7 +402,7 @@ class Store:
             [a for _, a in held],
             lease_seconds,
         )
-        return {str(r["id"]) for r in rows}
+        return {str(r["id"]): r["cancel_requested"] for r in rows}
 
     async def reap(self, batch: int, max_reclaims: int) -> list[Reclaimed]:
         """Take back tasks whose lease expired."""

@@ -44,6 +44,10 @@ log = logging.getLogger("treadle.scheduler.worker")
 
 #: Seconds to wait after a failed database call before the loop tries again.
 ERROR_BACKOFF = (0.1, 5.0)
+#: How long, and for how many ids at most, a cancel for a task that is not
+#: running here is remembered, in case its claim is on the way.
+EARLY_CANCEL_SECONDS = 10.0
+EARLY_CANCELS_MAX = 10_000
 
 
 def utcnow() -> datetime:
@@ -90,6 +94,8 @@ class Worker:
         self._outcome_ready = asyncio.Event()
         self._handed_back: set[str] = set()
         self._cancelled: set[str] = set()
+        #: Cancels asked for tasks not (yet) running here, by monotonic time.
+        self._early_cancels: dict[str, float] = {}
         self._due = asyncio.Event()
         self.clock = clock
         self._claiming = True
@@ -123,9 +129,17 @@ class Worker:
         self.cancel(payload)
 
     def cancel(self, task_id: str) -> bool:
-        """Cancel a task running here; False when it does not run here."""
+        """Cancel a task running here; False when it does not run here. Such
+        an id is remembered for a while: the cancel may have overtaken the
+        claim that brings the task here (NOTIFY and claim reply race)."""
         entry = self._running.get(task_id)
         if entry is None:
+            now = time.monotonic()
+            if len(self._early_cancels) >= EARLY_CANCELS_MAX:
+                recent = now - EARLY_CANCEL_SECONDS
+                self._early_cancels = {i: t for i, t in self._early_cancels.items() if t > recent}
+            if len(self._early_cancels) < EARLY_CANCELS_MAX:
+                self._early_cancels[task_id] = now
             return False
         self._cancelled.add(task_id)
         entry[0].cancel()
@@ -190,6 +204,9 @@ class Worker:
         handler = self.registry.get(task.name)
         assert handler is not None
         self.claimed_total += 1
+        asked_at = self._early_cancels.pop(task.id, None)
+        if asked_at is not None and time.monotonic() - asked_at < EARLY_CANCEL_SECONDS:
+            task = dataclasses.replace(task, cancel_requested=True)
         if task.cancel_requested:
             cancelled = Outcome(
                 task.id, task.attempts, TaskState.CANCELLED, self.clock(), claim=task.claims
@@ -260,7 +277,9 @@ class Worker:
         in one statement (and say this replica is alive). A task whose lease
         was taken meanwhile (the database was out of reach for longer than a
         lease and another replica reclaimed it) is cancelled here: it runs
-        elsewhere now, and its outcome would be discarded anyway."""
+        elsewhere now, and its outcome would be discarded anyway. A task
+        someone asked to cancel is cancelled here too, in case the NOTIFY that
+        said so was missed (the LISTEN connection was down at the time)."""
         s = self.settings
         backoff = _Backoff()
         while True:
@@ -281,6 +300,9 @@ class Worker:
                 self._handed_back.add(task_id)
                 entry[0].cancel()
                 log.warning("lost the lease of task %s; cancelled it here", task_id)
+            for task_id, cancel_requested in kept.items():
+                if cancel_requested and task_id not in self._cancelled:
+                    self.cancel(task_id)
             await asyncio.sleep(s.heartbeat_interval)
 
     async def reap(self) -> None:

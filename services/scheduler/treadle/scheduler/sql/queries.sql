@@ -249,14 +249,15 @@ ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, version = $4, started_at = n
 -- name: heartbeat
 -- One statement per interval: the replica is alive, and every lease it still
 -- holds ($2 ids at claims $3) runs for another $4 seconds. Returns the ids
--- whose lease it still holds.
+-- whose lease it still holds, and whether someone asked to cancel each (the
+-- safety net for a cancel NOTIFY this replica missed).
 WITH alive AS (
     UPDATE replicas SET last_heartbeat_at = now() WHERE id = $1
 )
 UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $4)
 FROM unnest($2::uuid[], $3::int[]) AS h(id, claim)
 WHERE t.id = h.id AND t.claims = h.claim AND t.lease_owner = $1
-RETURNING t.id;
+RETURNING t.id, t.cancel_requested;
 
 -- name: stop_replica
 UPDATE replicas SET stopped_at = now(), last_heartbeat_at = now() WHERE id = $1;
