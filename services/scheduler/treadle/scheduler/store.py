@@ -291,6 +291,8 @@ class Store:
                     )
             if len(rows) < limit:
                 rows += await conn.fetch(_QUERIES["claim"], limit - len(rows), owner, lease_seconds)
+        # UPDATE ... RETURNING promises no order: start them in claim order.
+        rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
         return [_task(r) for r in rows]
 
     async def complete(self, owner: str, outcomes: Sequence[Outcome]) -> dict[str, Applied]:
