@@ -65,6 +65,35 @@ async def test_always_failing_ends_dead_then_retry_brings_it_back(client: Client
     assert len(again.errors) == 6, "the history of the first round is kept"
 
 
+async def test_retry_gives_a_task_dead_from_lost_replicas_a_fresh_start(
+    client: Client, database_url: str, schema: str
+) -> None:
+    """A task that went DEAD because its replicas kept dying gets fresh
+    attempts and a fresh count of lost leases when retried by hand, so the
+    next lost lease does not kill it again at once."""
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    await client.submit("echo", None, queue=queue)
+    await client.pause_queue(queue)
+    task = await client.submit("echo", "again", queue=queue)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            f"UPDATE \"{schema}\".tasks SET state = 'DEAD', reclaims = 4, attempts = 0, "
+            "finished_at = now() WHERE id = $1",
+            uuid.UUID(task.id),
+        )
+        retried = await client.retry(task.id)
+        assert retried.state is TaskState.QUEUED
+        reclaims = await conn.fetchval(
+            f'SELECT reclaims FROM "{schema}".tasks WHERE id = $1', uuid.UUID(task.id)
+        )
+        assert reclaims == 0
+    finally:
+        await conn.close()
+    await client.resume_queue(queue)
+    assert (await client.wait(task.id, timeout=5)).result == "again"
+
+
 async def test_permanent_error_skips_remaining_attempts(client: Client) -> None:
     task = await client.submit("permanent", max_attempts=5, retry=FAST)
     done = await client.wait(task.id, timeout=10)

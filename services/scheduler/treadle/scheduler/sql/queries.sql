@@ -83,10 +83,10 @@ UNION ALL
 SELECT requested.* FROM requested LEFT JOIN told ON true;
 
 -- name: retry_task
--- A dead or cancelled task goes back to the queue with fresh attempts; its
--- error history is kept.
+-- A dead or cancelled task goes back to the queue with fresh attempts (and a
+-- fresh count of lost replicas); its error history is kept.
 UPDATE tasks
-SET state = 'QUEUED', attempts = 0, run_at = now(), result = NULL, error = NULL,
+SET state = 'QUEUED', attempts = 0, reclaims = 0, run_at = now(), result = NULL, error = NULL,
     started_at = NULL, finished_at = NULL, cancel_requested = false,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = $1 AND state IN ('DEAD', 'CANCELLED')
