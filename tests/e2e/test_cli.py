@@ -41,6 +41,19 @@ async def test_submit_wait_and_get(replica: Replica) -> None:
     assert json.loads(out)["id"] == task["id"]
 
 
+async def test_submit_says_when_the_idempotency_key_matched(replica: Replica) -> None:
+    args = ["submit", "echo", "--idempotency-key", "cli-once", "--address", replica.address]
+    code, out, err = await treadle(*args, "--payload", "1")
+    assert code == 0, err
+    assert "matched" not in err
+    first = json.loads(out)
+    code, out, err = await treadle(*args, "--payload", "2")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["id"] == first["id"] and again["payload"] == 1
+    assert f"idempotency key 'cli-once' matched task {first['id']}" in err
+
+
 async def test_failed_task_exits_nonzero_with_wait(replica: Replica) -> None:
     code, out, _ = await treadle("submit", "boom", "--wait", "--address", replica.address)
     assert code == 1

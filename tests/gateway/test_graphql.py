@@ -22,7 +22,9 @@ TASK_FIELDS = """
     error { type message traceback }
 """
 SUBMIT = f"""
-mutation Submit($input: SubmitTaskInput!) {{ submitTask(input: $input) {{ {TASK_FIELDS} }} }}
+mutation Submit($input: SubmitTaskInput!) {{
+    submitTask(input: $input) {{ {TASK_FIELDS} existing }}
+}}
 """
 GET = f"query Get($id: ID!) {{ task(id: $id) {{ {TASK_FIELDS} }} }}"
 CANCEL = "mutation Cancel($id: ID!) { cancelTask(id: $id) { id state finishedAt } }"
@@ -74,6 +76,7 @@ async def test_submit_echo_then_poll_until_succeeded(gql: GraphQL) -> None:
     assert task["result"] is None and task["error"] is None
     assert task["queue"] == "default" and task["priority"] == 0 and task["maxAttempts"] == 1
     assert task["idempotencyKey"] == "k-1"
+    assert task["existing"] is False
     assert datetime.fromisoformat(task["createdAt"]).tzinfo is not None
 
     done = await finished(gql, task["id"])
@@ -84,6 +87,10 @@ async def test_submit_echo_then_poll_until_succeeded(gql: GraphQL) -> None:
 
     again = await submit(gql, name="echo", payload={"other": 1}, idempotencyKey="k-1")
     assert again["id"] == task["id"]
+    assert again["existing"] is True, "the reply says the key matched an existing task"
+    assert again["payload"] == payload, "the existing task, not the new payload"
+    got = await gql("query Get($id: ID!) { task(id: $id) { existing } }", id=task["id"])
+    assert got["data"]["task"]["existing"] is None, "null outside submitTask"
 
 
 async def test_sync_handler_through_graphql(gql: GraphQL) -> None:

@@ -254,7 +254,14 @@ def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     async def submit() -> Task:
         async with Client(_address(args, env)) as client:
-            task = (await client.submit_spec(spec)).task
+            submitted = await client.submit_spec(spec)
+            task = submitted.task
+            if submitted.existing:
+                print(
+                    f"treadle: idempotency key {spec.idempotency_key!r} matched task {task.id}, "
+                    "submitted before: nothing new was submitted",
+                    file=sys.stderr,
+                )
             if args.wait:
                 task = await client.wait(task.id, timeout=args.timeout)
             return task

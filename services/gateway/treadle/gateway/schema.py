@@ -84,19 +84,8 @@ async def list_tasks(
 
 
 async def submit(info: Info, input: SubmitTaskInput) -> Task:
-    task = await info.context.client.submit(
-        input.name,
-        input.payload,
-        queue=input.queue,
-        priority=input.priority,
-        run_at=input.run_at,
-        max_attempts=input.max_attempts,
-        idempotency_key=input.idempotency_key,
-        delay_seconds=input.delay_seconds,
-        timeout_seconds=input.timeout_seconds,
-        retry=input.retry.to_policy() if input.retry else None,
-    )
-    return Task.from_task(task)
+    submitted = await info.context.client.submit_spec(input.spec())
+    return Task.from_task(submitted.task, existing=submitted.existing)
 
 
 async def cancel(info: Info, id: strawberry.ID) -> Task:

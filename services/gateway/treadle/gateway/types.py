@@ -141,9 +141,17 @@ class Task:
         description="Time limit per attempt; null: none."
     )
     retry: RetryPolicy
+    existing: bool | None = strawberry.field(
+        default=None,
+        description=(
+            "Only in submitTask's reply: true when the idempotency key matched a task "
+            "that already existed (this one, returned instead of a new one), false when "
+            "the task is new; null everywhere else."
+        ),
+    )
 
     @classmethod
-    def from_task(cls, task: tasks.Task) -> Task:
+    def from_task(cls, task: tasks.Task, existing: bool | None = None) -> Task:
         return cls(
             id=strawberry.ID(task.id),
             name=task.name,
@@ -164,6 +172,7 @@ class Task:
             cancel_requested=task.cancel_requested,
             timeout_seconds=task.timeout_seconds,
             retry=RetryPolicy.from_policy(task.retry),
+            existing=existing,
         )
 
 
@@ -234,6 +243,20 @@ class SubmitTaskInput:
     retry: RetryPolicyInput | None = strawberry.field(
         default=None, description="Backoff between attempts; default: the queue's."
     )
+
+    def spec(self) -> tasks.TaskSpec:
+        return tasks.TaskSpec(
+            name=self.name,
+            payload_json=json.dumps(self.payload),
+            queue=self.queue,
+            priority=self.priority,
+            run_at=self.run_at,
+            max_attempts=self.max_attempts,
+            idempotency_key=self.idempotency_key,
+            delay_seconds=self.delay_seconds,
+            timeout_seconds=self.timeout_seconds,
+            retry=self.retry.to_policy() if self.retry else None,
+        )
 
 
 @strawberry.type(description="The task a schedule submits on every tick.")
