@@ -69,7 +69,7 @@ def _add_scheduler(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--drain-timeout",
         type=float,
-        help="seconds to let running tasks finish on stop (TREADLE_DRAIN_TIMEOUT)",
+        help="seconds to let running tasks finish on stop (TREADLE_DRAIN_TIMEOUT, default 30)",
     )
 
 
@@ -167,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--wait", action="store_true", help="wait for the task to finish")
     submit.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to --wait (default 60)"
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds --wait waits for the task (default 60); "
+        "not a limit on the handler: see --attempt-timeout",
     )
     _add_address(submit)
 

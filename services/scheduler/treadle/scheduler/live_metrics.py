@@ -142,7 +142,7 @@ class LiveCollector(Collector):
             "treadle_stale_outcomes_discarded": (
                 "stale_total",
                 "Outcomes discarded because their lease had moved on (the task was "
-                "reclaimed or cancelled meanwhile).",
+                "reclaimed meanwhile).",
             ),
             "treadle_leases_extended": (
                 "leases_extended_total",
@@ -164,7 +164,9 @@ class LiveCollector(Collector):
             yield counter
         schedules = replica.schedules if replica is not None else None
         fires = CounterMetricFamily(
-            "treadle_schedule_fires", "Cron ticks this replica fired (each submits one task)."
+            "treadle_schedule_fires",
+            "Cron ticks this replica fired, duplicates included (fires minus duplicate "
+            "fires = tasks submitted).",
         )
         duplicates = CounterMetricFamily(
             "treadle_schedule_duplicate_fires",
