@@ -63,6 +63,50 @@ async def test_queued_tasks_survive_a_restart(database_url: str, schema: str) ->
     assert [t.result for t in done] == list(range(25))
 
 
+async def test_queued_tasks_survive_a_replica_restart(database_url: str, schema: str) -> None:
+    """Tasks accepted by a replica that then stops run on the next one."""
+    settings = make_settings(schema)
+    registry = load_app("taskapp")
+    first = Replica(settings, registry, database_url)
+    await first.start()
+    try:
+        async with Client(first.address) as client:
+            await client.submit("echo", 0, queue="later")
+            await client.pause_queue("later")
+            ids = await client.submit_many(
+                [TaskSpec(name="echo", queue="later", payload_json=str(i)) for i in range(10)]
+            )
+    finally:
+        await first.stop()
+    second = Replica(settings, registry, database_url)
+    await second.start()
+    try:
+        async with Client(second.address) as client:
+            assert {(await client.get(i)).state for i in ids} == {TaskState.QUEUED}
+            await client.resume_queue("later")
+            done = [await client.wait(i, timeout=10) for i in ids]
+    finally:
+        await second.stop()
+    assert [t.result for t in done] == list(range(10))
+
+
+async def test_notify_wakes_the_dispatcher_not_polling(database_url: str, schema: str) -> None:
+    """With a 30 s poll interval, a submitted task still starts at once: the
+    INSERT's NOTIFY wakes the idle dispatcher."""
+    replica = Replica(make_settings(schema, poll_interval=30.0), load_app("taskapp"), database_url)
+    await replica.start()
+    try:
+        async with Client(replica.address) as client:
+            await client.wait((await client.submit("echo", 0)).id, timeout=5)
+            await asyncio.sleep(0.3)  # the dispatcher is idle now, in its 30 s wait
+            task = await client.submit("echo", 1)
+            done = await client.wait(task.id, timeout=5)
+            assert done.started_at is not None
+            assert (done.started_at - done.created_at).total_seconds() < 2.0
+    finally:
+        await replica.stop()
+
+
 async def test_drain_hands_back_unfinished_work_without_charging(
     database_url: str, schema: str
 ) -> None:

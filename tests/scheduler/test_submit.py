@@ -176,6 +176,25 @@ async def test_cancel_before_start(client: Client) -> None:
         await client.cancel("00000000-0000-0000-0000-000000000000")
 
 
+async def test_cancel_of_a_queued_task(client: Client) -> None:
+    """A ready task that has not started (its queue is paused) is cancelled at
+    once and never runs, even after the queue resumes."""
+    queue = "held"
+    await client.submit("echo", 0, queue=queue)
+    await client.pause_queue(queue)
+    task = await client.submit("echo", "never", queue=queue)
+    assert task.state is TaskState.QUEUED
+    cancelled = await client.cancel(task.id)
+    assert cancelled.state is TaskState.CANCELLED
+    assert cancelled.finished_at is not None and cancelled.started_at is None
+    await client.resume_queue(queue)
+    marker = await client.submit("echo", "after", queue=queue)
+    assert (await client.wait(marker.id, timeout=5)).state is TaskState.SUCCEEDED
+    again = await client.get(task.id)
+    assert again.state is TaskState.CANCELLED
+    assert again.attempts == 0 and again.result is None
+
+
 async def test_scheduled_task_runs_when_due(client: Client) -> None:
     soon = datetime.now(UTC) + timedelta(seconds=0.3)
     task = await client.submit("echo", "later", run_at=soon)
