@@ -107,6 +107,18 @@ async def test_bench_reports_figures(replica: Replica) -> None:
     assert report["states"] == {"SUCCEEDED": 300}
     assert report["submit_rate"] > 0 and report["drain_rate"] > 0
     assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    assert "lateness_ms" not in report
+
+
+async def test_bench_with_a_delay_reports_lateness(replica: Replica) -> None:
+    code, out, err = await treadle(
+        "bench", "-n", "50", "--batch", "25", "--delay", "0.5", "--address", replica.address
+    )
+    assert code == 0, err
+    assert "final states   {'SUCCEEDED': 50}" in out
+    assert "lateness       p50 " in out and "(start - run time, delay 0.5 s)" in out
+    code, _, err = await treadle("bench", "--delay", "-1", "--address", replica.address)
+    assert code == 1 and "--delay must not be negative" in err
 
 
 async def test_schedule_create_list_pause_delete(replica: Replica) -> None:

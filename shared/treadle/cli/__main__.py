@@ -215,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-n", "--tasks", type=int, default=10_000, help="tasks (default 10000)")
     bench.add_argument("--batch", type=int, default=500, help="tasks per SubmitTasks call")
     bench.add_argument("--name", default="noop", help="task name to submit (default noop)")
+    bench.add_argument(
+        "--delay",
+        type=float,
+        help="schedule the tasks this many seconds ahead and report their lateness "
+        "(start minus run time); default: run at once",
+    )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_address(bench)
     return parser

@@ -1,5 +1,7 @@
 """`treadle bench`: submit N tasks in batches to a running scheduler and measure
-submit rate, drain rate and submit-to-start latency.
+submit rate, drain rate and submit-to-start latency; with `delay`, the tasks
+are scheduled that many seconds ahead and the report adds their lateness
+(start minus run time), which says how promptly scheduled tasks are promoted.
 
 Times come from the tasks' own timestamps (created, started, finished), written
 by the database clock, so the figures do not depend on the polling here.
@@ -43,14 +45,17 @@ async def _wait_drained(client: Client, queue: str, deadline: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run(address: str, count: int, batch: int, name: str) -> dict[str, Any]:
+async def run(
+    address: str, count: int, batch: int, name: str, delay: float | None = None
+) -> dict[str, Any]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
+    spec = TaskSpec(name=name, queue=queue, delay_seconds=delay)
     async with Client(address, timeout=120.0) as client:
         started = time.perf_counter()
         submitted = 0
         while submitted < count:
             size = min(batch, count - submitted)
-            await client.submit_many([TaskSpec(name=name, queue=queue)] * size)
+            await client.submit_many([spec] * size)
             submitted += size
         submit_seconds = time.perf_counter() - started
         await _wait_drained(client, queue, time.monotonic() + DRAIN_TIMEOUT)
@@ -62,7 +67,7 @@ async def run(address: str, count: int, batch: int, name: str) -> dict[str, Any]
     latency_ms = sorted(
         (t.started_at - t.created_at).total_seconds() * 1000 for t in tasks if t.started_at
     )
-    return {
+    report: dict[str, Any] = {
         "tasks": count,
         "batch": batch,
         "task_name": name,
@@ -72,21 +77,37 @@ async def run(address: str, count: int, batch: int, name: str) -> dict[str, Any]
         "submit_rate": round(count / submit_seconds, 1),
         "drain_seconds": round(drain_seconds, 3),
         "drain_rate": round(count / drain_seconds, 1) if drain_seconds > 0 else None,
-        "latency_ms": {f"p{q}": round(percentile(latency_ms, q), 2) for q in (50, 90, 95, 99, 100)},
+        "latency_ms": _percentiles(latency_ms),
     }
+    if delay is not None:
+        report["delay_seconds"] = delay
+        report["lateness_ms"] = _percentiles(
+            sorted((t.started_at - t.run_at).total_seconds() * 1000 for t in tasks if t.started_at)
+        )
+    return report
+
+
+def _percentiles(sorted_values: list[float]) -> dict[str, float]:
+    return {f"p{q}": round(percentile(sorted_values, q), 2) for q in (50, 90, 95, 99, 100)}
 
 
 def format_report(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
-    return "\n".join(
-        [
-            f"tasks          {r['tasks']} x {r['task_name']} in batches of {r['batch']} "
-            f"(queue {r['queue']})",
-            f"final states   {r['states']}",
-            f"submit         {r['submit_rate']:,.0f} tasks/s ({r['submit_seconds']} s)",
-            f"drain          {r['drain_rate']:,.0f} tasks/s, first submit to last completion "
-            f"({r['drain_seconds']} s)",
-            f"submit->start  p50 {lat['p50']} ms, p90 {lat['p90']} ms, p95 {lat['p95']} ms, "
-            f"p99 {lat['p99']} ms, max {lat['p100']} ms",
-        ]
-    )
+    lines = [
+        f"tasks          {r['tasks']} x {r['task_name']} in batches of {r['batch']} "
+        f"(queue {r['queue']})",
+        f"final states   {r['states']}",
+        f"submit         {r['submit_rate']:,.0f} tasks/s ({r['submit_seconds']} s)",
+        f"drain          {r['drain_rate']:,.0f} tasks/s, first submit to last completion "
+        f"({r['drain_seconds']} s)",
+        f"submit->start  p50 {lat['p50']} ms, p90 {lat['p90']} ms, p95 {lat['p95']} ms, "
+        f"p99 {lat['p99']} ms, max {lat['p100']} ms",
+    ]
+    if "lateness_ms" in r:
+        late = r["lateness_ms"]
+        lines.append(
+            f"lateness       p50 {late['p50']} ms, p90 {late['p90']} ms, p95 {late['p95']} ms, "
+            f"p99 {late['p99']} ms, max {late['p100']} ms (start - run time, "
+            f"delay {r['delay_seconds']:g} s)"
+        )
+    return "\n".join(lines)
