@@ -63,7 +63,7 @@ async def scrape(url: str) -> Scraped:
 
 async def promtool(*args: str, stdin: str | None = None) -> tuple[int, str]:
     """Run promtool; returns its exit code and its output (stdout and stderr)."""
-    assert PROMTOOL is not None
+    assert PROMTOOL is not None, "promtool not installed (Debian package `prometheus`)"
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
