@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
+from scrape import scrape
 from support import make_settings
 
 from treadle.client import Client, TaskSpec, TaskState
@@ -170,3 +173,139 @@ async def test_replica_registry(database_url: str, schema: str) -> None:
     finally:
         await second.stop()
         await first.stop()
+
+
+def metrics_url(replica: Replica) -> str:
+    assert replica.metrics_server is not None
+    return f"http://{replica.metrics_server.address}/metrics"
+
+
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_late_outcome_is_discarded_and_counted_as_stale(
+    database_url: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outcome that reaches the database after the task's lease moved on is
+    discarded, and the discard is counted (Worker.stale_total and
+    treadle_stale_outcomes_discarded_total) and logged."""
+    caplog.set_level(logging.INFO, logger="treadle.scheduler")
+    # Outcomes wait 1.5 s to be written; the lease runs out after 0.5 s.
+    settings = make_settings(schema, lease_seconds=0.5, heartbeat_interval=0.1, flush_interval=1.5)
+    replica = Replica(settings, load_app("taskapp"), database_url)
+    await replica.start()
+    try:
+        worker = replica.worker
+        assert worker is not None
+        scraped = await scrape(metrics_url(replica))
+        assert scraped.value("treadle_stale_outcomes_discarded_total") == 0
+        queue = f"q-{uuid.uuid4().hex[:8]}"
+        async with Client(replica.address) as client:
+            task = await client.submit("echo", "late", queue=queue)
+            # echo returned at once; its outcome waits for the flush, the task stays RUNNING
+            async with asyncio.timeout(1):
+                while (await client.get(task.id)).state is not TaskState.RUNNING:
+                    await asyncio.sleep(0.01)
+            # nobody claims it again once reclaimed: the outcome arrives late, alone
+            await client.pause_queue(queue)
+            await until(lambda: worker.stale_total > 0)
+            assert worker.stale_total == 1
+            assert worker.reclaimed_total == 1
+            assert worker.completed_total == 0
+            handed = await client.get(task.id)
+            assert (handed.state, handed.attempts, handed.claims) == (TaskState.QUEUED, 0, 1)
+            assert [e.type for e in handed.errors] == ["LeaseExpired"]
+            scraped = await scrape(metrics_url(replica))
+            assert scraped.value("treadle_stale_outcomes_discarded_total") == 1
+            assert scraped.value("treadle_outcomes_recorded_total") == 0
+            assert f"discarded 1 outcome(s) whose lease had moved on: ['{task.id}']" in caplog.text
+
+    finally:
+        await replica.stop()
+
+
+async def test_an_expired_lease_is_reclaimed_counted_and_logged(
+    store: Store, database_url: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="treadle.scheduler")
+    (task_id,) = await submit(store)
+    await store.claim("ghost-replica", 10, 30)  # a replica that then dies
+    settings = make_settings(schema, lease_seconds=2, heartbeat_interval=0.1)
+    replica = Replica(settings, load_app("taskapp"), database_url)
+    await replica.start()
+    try:
+        worker = replica.worker
+        assert worker is not None
+        await asyncio.sleep(0.35)  # a few reaper rounds: the lease still holds
+        assert worker.reclaimed_total == 0
+        assert (await scrape(metrics_url(replica))).value("treadle_leases_reclaimed_total") == 0
+        assert "whose lease expired" not in caplog.text
+
+        await expire_leases(database_url, schema)
+        await until(lambda: worker.reclaimed_total > 0)
+        assert worker.reclaimed_total == 1
+        scraped = await scrape(metrics_url(replica))
+        assert scraped.value("treadle_leases_reclaimed_total") == 1
+        (record,) = [r for r in caplog.records if "whose lease expired" in r.getMessage()]
+        assert record.levelno == logging.WARNING
+        assert record.name == "treadle.scheduler.worker"
+        assert record.getMessage() == (
+            "reclaimed 1 task(s) whose lease expired (from ghost-replica)"
+        )
+        async with Client(replica.address) as client:
+            done = await client.wait(task_id, timeout=5)
+        assert (done.state, done.attempts, done.claims) == (TaskState.SUCCEEDED, 1, 2)
+        assert [e.message for e in done.errors] == [
+            "replica ghost-replica stopped renewing its lease"
+        ]
+        assert worker.reclaimed_total == 1
+    finally:
+        await replica.stop()
+
+
+async def age_heartbeat(database_url: str, schema: str, replica_id: str, seconds: float) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            f'UPDATE "{schema}".replicas '
+            "SET last_heartbeat_at = now() - make_interval(secs => $2) WHERE id = $1",
+            replica_id,
+            seconds,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_replica_silent_for_longer_than_a_lease_is_not_alive(
+    store: Store, database_url: str, schema: str
+) -> None:
+    settings = make_settings(schema, lease_seconds=5, heartbeat_interval=0.2)
+    replica = Replica(settings, load_app("taskapp"), database_url)
+    await replica.start()
+    try:
+        # a replica that registered, heartbeat, then went silent (crashed)
+        await store.register_replica("ghost-replica", "elsewhere", 4242, "test")
+        await store.heartbeat("ghost-replica", [], 5)
+        async with Client(replica.address) as client:
+
+            async def alive() -> dict[str, bool]:
+                return {r.id: r.alive for r in await client.list_replicas()}
+
+            assert await alive() == {settings.replica_id: True, "ghost-replica": True}
+            assert (await client.health()).replicas_alive == 2
+
+            await age_heartbeat(database_url, schema, "ghost-replica", 3)  # within the lease
+            assert await alive() == {settings.replica_id: True, "ghost-replica": True}
+
+            await age_heartbeat(database_url, schema, "ghost-replica", 6)  # past the lease
+            assert await alive() == {settings.replica_id: True, "ghost-replica": False}
+            (ghost,) = [r for r in await client.list_replicas() if r.id == "ghost-replica"]
+            assert ghost.stopped_at is None, "silent, not stopped"
+            assert (ghost.host, ghost.pid) == ("elsewhere", 4242)
+            assert (await client.health()).replicas_alive == 1
+    finally:
+        await replica.stop()
