@@ -73,7 +73,7 @@ async def test_stale_outcome_is_rejected_after_the_lease_moved(
     assert second.claims == first.claims + 1
 
     assert not await store.complete("replica-a", [success(first)]), "stale: discarded"
-    assert set(await store.complete("replica-b", [success(second)])) == {task_id}
+    assert set(await store.complete("replica-b", [success(second)])) == {(task_id, 2)}
     done = await store.get(uuid.UUID(task_id))
     assert done is not None
     assert done.state is TaskState.SUCCEEDED
@@ -91,7 +91,22 @@ async def test_same_replica_cannot_apply_an_outcome_of_an_earlier_claim(
     (again,) = await store.claim("replica-a", 10, 30)
     assert (again.attempts, again.claims) == (1, 2)
     assert not await store.complete("replica-a", [success(first)])
-    assert set(await store.complete("replica-a", [success(again)])) == {again.id}
+    assert set(await store.complete("replica-a", [success(again)])) == {(again.id, 2)}
+
+
+async def test_in_one_batch_only_the_current_claims_outcome_applies(
+    store: Store, database_url: str, schema: str
+) -> None:
+    """Outcomes of two claims of one task written in one statement (the first
+    was held past its lease): only the current claim's applies, and the
+    result says which, by claim."""
+    (task_id,) = await submit(store)
+    (first,) = await store.claim("replica-a", 10, 30)
+    await expire_leases(database_url, schema)
+    await store.reap(100, max_reclaims=3)
+    (again,) = await store.claim("replica-a", 10, 30)
+    applied = await store.complete("replica-a", [success(first), success(again)])
+    assert set(applied) == {(task_id, again.claims)}
 
 
 async def test_heartbeat_extends_only_leases_still_held(
@@ -224,6 +239,31 @@ async def test_a_late_outcome_is_discarded_and_counted_as_stale(
             assert scraped.value("treadle_outcomes_recorded_total") == 0
             assert f"discarded 1 outcome(s) whose lease had moved on: ['{task.id}']" in caplog.text
 
+    finally:
+        await replica.stop()
+
+
+async def test_stale_outcomes_are_counted_by_claim_within_one_batch(
+    database_url: str, schema: str
+) -> None:
+    """Outcomes held past their lease while the task was claimed and run again
+    reach the database in one batch with the current claim's: only that one
+    applies, and every earlier one is counted stale (not taken for applied
+    because the same task's later outcome applied)."""
+    settings = make_settings(schema, lease_seconds=0.5, heartbeat_interval=0.1, flush_interval=1.5)
+    replica = Replica(settings, load_app("taskapp"), database_url)
+    await replica.start()
+    try:
+        worker = replica.worker
+        assert worker is not None
+        async with Client(replica.address) as client:
+            task = await client.submit("echo", "again and again")
+            done = await client.wait(task.id, timeout=10)
+        assert done.state is TaskState.SUCCEEDED
+        assert done.claims >= 2, "it was reclaimed and claimed again before the flush"
+        await until(lambda: worker.completed_total + worker.stale_total >= done.claims)
+        assert worker.completed_total == 1
+        assert worker.stale_total == done.claims - 1
     finally:
         await replica.stop()
 

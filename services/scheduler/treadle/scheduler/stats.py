@@ -123,10 +123,12 @@ class StatsRecorder:
         """Count a waiting task cancelled at once."""
         self._tally(queue, self.clock()).cancelled += 1
 
-    def outcomes(self, batch: Sequence[Outcome], applied: Mapping[str, Applied]) -> None:
+    def outcomes(
+        self, batch: Sequence[Outcome], applied: Mapping[tuple[str, int], Applied]
+    ) -> None:
         """Count the outcomes of `batch` that the store applied, as it applied them."""
         for outcome in batch:
-            done = applied.get(outcome.task_id)
+            done = applied.get((outcome.task_id, outcome.claim))
             if done is None:
                 continue  # stale: its lease had moved on
             at = outcome.finished_at

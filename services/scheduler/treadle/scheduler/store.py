@@ -295,10 +295,12 @@ class Store:
         rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
         return [_task(r) for r in rows]
 
-    async def complete(self, owner: str, outcomes: Sequence[Outcome]) -> dict[str, Applied]:
+    async def complete(
+        self, owner: str, outcomes: Sequence[Outcome]
+    ) -> dict[tuple[str, int], Applied]:
         """Record outcomes in one statement; returns the outcomes that applied,
-        by task id. Finishing tasks of a limited queue frees slots: every
-        replica is told."""
+        by task id and claim. Finishing tasks of a limited queue frees slots:
+        every replica is told."""
         async with postgres.acquired(self.pool) as conn:
             rows = await conn.fetch(
                 _QUERIES["complete"],
@@ -314,7 +316,8 @@ class Store:
             if self.limited and any(r["queue"] in self.limited for r in rows):
                 await conn.execute(_QUERIES["notify_ready"], self.channel)
         return {
-            str(r["id"]): Applied(r["queue"], TaskState(r["state"]), r["started_at"]) for r in rows
+            (str(r["id"]), r["claims"]): Applied(r["queue"], TaskState(r["state"]), r["started_at"])
+            for r in rows
         }
 
     async def release(

@@ -395,7 +395,9 @@ class Worker:
             self.stats.outcomes(batch, applied)
         if any(o.run_at is not None for o in batch):
             self._due.set()  # a retry is due at some point: let the promoter plan for it
-        stale = [o.task_id for o in batch if o.task_id not in applied]
+        # By claim: an earlier claim's outcome is stale even when a later
+        # claim's outcome for the same task applied in this same batch.
+        stale = [o.task_id for o in batch if (o.task_id, o.claim) not in applied]
         if stale:
             self.stale_total += len(stale)
             log.warning("discarded %d outcome(s) whose lease had moved on: %s", len(stale), stale)

@@ -160,7 +160,7 @@ RETURNING t.*;
 
 -- name: complete
 -- Record many outcomes in one statement. An outcome applies only while its
--- claim still holds the lease; the ids returned are the ones applied.
+-- claim still holds the lease; the (id, claim) pairs returned are the ones applied.
 -- (lease_owner is set only while a task runs, so owner and claim say it all;
 -- leaving state out keeps the plan on the primary key whatever the statistics.)
 -- A cancel asked for while the task ran wins over the outcome.
@@ -178,7 +178,7 @@ FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::times
      AS o(id, claim, state, result, error, finished_at, run_at)
 WHERE t.id = o.id AND t.claims = o.claim
   AND t.lease_owner = $8
-RETURNING t.id, t.queue, t.state, t.started_at;
+RETURNING t.id, t.claims, t.queue, t.state, t.started_at;
 
 -- name: release
 -- Hand running tasks back without charging the attempt: ready again at once
