@@ -97,3 +97,13 @@ def test_after_failure_is_dead_without_attempts_left_or_when_not_retryable() -> 
     assert (last.state, last.run_at, last.error) == (TaskState.DEAD, None, ERROR)
     permanent = after_failure(_task(1, 3, retry), ERROR, False, NOW, lambda: 0.5)
     assert (permanent.state, permanent.run_at) == (TaskState.DEAD, None)
+
+
+@pytest.mark.parametrize("factor", [1e5, 1e10, 1e300])
+def test_a_huge_factor_reaches_the_cap_instead_of_overflowing(factor: float) -> None:
+    policy = RetryPolicy(base_seconds=1.0, factor=factor, max_seconds=300.0)
+    for attempt in (1, 2, 32, 63, 64, 1000):
+        delay = backoff_seconds(policy, attempt, 1.0)
+        assert delay == (1.0 if attempt == 1 else 300.0)
+    zero = RetryPolicy(base_seconds=0.0, factor=factor, max_seconds=300.0)
+    assert backoff_seconds(zero, 1000, 1.0) == 0.0

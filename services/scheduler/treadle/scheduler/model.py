@@ -178,8 +178,12 @@ def parse_task_id(value: str) -> uuid.UUID:
 def backoff_seconds(policy: RetryPolicy, attempt: int, jitter: float) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based):
     base * factor ** (attempt - 1), capped at max, scaled by `jitter` in [0.5, 1]."""
-    exponent = min(attempt - 1, 64)  # the cap applies long before; avoid overflow
-    raw = policy.base_seconds * policy.factor**exponent
+    if policy.base_seconds == 0:
+        return 0.0
+    try:
+        raw = policy.base_seconds * policy.factor ** min(attempt - 1, 1024)
+    except OverflowError:  # a huge factor: far past any cap
+        raw = math.inf
     return min(policy.max_seconds, raw) * jitter
 
 
