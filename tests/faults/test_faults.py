@@ -119,9 +119,12 @@ class ReplicaProcess:
 
     async def logged(self, text: str, timeout: float) -> None:
         """Wait until `text` appears in the output."""
-        async with asyncio.timeout(timeout):
-            while text not in self.log:
-                await asyncio.sleep(0.02)
+        try:
+            async with asyncio.timeout(timeout):
+                while text not in self.log:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            raise AssertionError(f"{text!r} not logged in {timeout}s; log:\n{self.log}") from None
 
 
 def replica_env(database_url: str, schema: str, **settings: object) -> dict[str, str]:

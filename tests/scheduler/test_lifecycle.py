@@ -107,6 +107,49 @@ async def test_notify_wakes_the_dispatcher_not_polling(database_url: str, schema
         await replica.stop()
 
 
+async def test_a_claim_in_flight_at_stop_is_drained_and_handed_back(
+    database_url: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop that comes while a claim is on its way waits for it: the task
+    it brings starts, then drains and is handed back like the rest (it used
+    to start after the drain had looked, and run on unseen as the replica
+    stopped, leaving the task RUNNING until its lease expired)."""
+    caplog.set_level(logging.INFO, logger="treadle.scheduler")
+    settings = make_settings(schema, drain_timeout=0.5)
+    replica = Replica(settings, load_app("taskapp"), database_url)
+    await replica.start()
+    stopping: asyncio.Task[None] | None = None
+    locker = await asyncpg.connect(database_url)
+    try:
+        async with Client(replica.address) as client:
+            await client.submit("echo", 0, queue="blocked")
+            await client.pause_queue("blocked")
+            task = await client.submit("cancellable", {"seconds": 30, "key": "x"}, queue="blocked")
+            lock = locker.transaction()
+            await lock.start()
+            # The dispatcher's next claim waits behind this lock.
+            await locker.execute(f'LOCK TABLE "{schema}".tasks IN ACCESS EXCLUSIVE MODE')
+            await client.resume_queue("blocked")
+            await asyncio.sleep(0.5)  # woken by the resume: its claim is now stuck
+            stopping = asyncio.create_task(replica.stop())
+            await asyncio.sleep(0.3)
+            assert not stopping.done(), "the drain waits for the claim in flight"
+            await lock.rollback()
+            await asyncio.wait_for(stopping, 15)
+        row = await locker.fetchrow(
+            f'SELECT state, attempts, lease_owner FROM "{schema}".tasks WHERE id = $1',
+            uuid.UUID(task.id),
+        )
+        assert row is not None
+        assert (row["state"], row["attempts"], row["lease_owner"]) == ("QUEUED", 0, None)
+        assert "draining 1 running task(s)" in caplog.text
+        assert "handed back 1 task(s) without charging an attempt" in caplog.text
+    finally:
+        await locker.close()
+        if stopping is None:
+            await replica.stop()
+
+
 async def test_drain_hands_back_unfinished_work_without_charging(
     database_url: str, schema: str
 ) -> None:

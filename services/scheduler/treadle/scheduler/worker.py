@@ -99,6 +99,9 @@ class Worker:
         self._due = asyncio.Event()
         self.clock = clock
         self._claiming = True
+        #: Clear while a claim is in flight (until its tasks have started).
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._forced = asyncio.Event()
         self.claimed_total = 0
         self.completed_total = 0
@@ -171,23 +174,32 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             self._wake.clear()
-            began = time.perf_counter()
+            self._idle.clear()  # a drain waits for this claim's tasks to start
             try:
-                tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
+                tasks = await self._claim(free)
             except TreadleError as exc:
+                self._idle.set()
                 await backoff.failed("claim", exc)
                 continue
+            finally:
+                self._idle.set()
             backoff.ok()
-            if self.metrics is not None:
-                self.metrics.claimed(len(tasks), time.perf_counter() - began)
-            unknown = [(t.id, t.claims) for t in tasks if self.registry.get(t.name) is None]
-            for task in tasks:
-                if self.registry.get(task.name) is not None:
-                    self._start(task)
-            if unknown:
-                await self._defer_unknown(unknown)
             if len(tasks) < free and self._claiming:
                 await wait_event(self._wake, self.settings.poll_interval)
+
+    async def _claim(self, free: int) -> list[Task]:
+        """Claim up to `free` tasks and start those this replica can run."""
+        began = time.perf_counter()
+        tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
+        if self.metrics is not None:
+            self.metrics.claimed(len(tasks), time.perf_counter() - began)
+        unknown = [(t.id, t.claims) for t in tasks if self.registry.get(t.name) is None]
+        for task in tasks:
+            if self.registry.get(task.name) is not None:
+                self._start(task)
+        if unknown:
+            await self._defer_unknown(unknown)
+        return tasks
 
     async def _defer_unknown(self, held: list[tuple[str, int]]) -> None:
         """Give back tasks this replica has no handler for (another replica's app),
@@ -410,6 +422,9 @@ class Worker:
         self._claiming = False
         self._wake.set()
         self._slot_free.set()
+        # A claim in flight when the stop came: its tasks start, then drain
+        # like the rest (else they would run on, unseen, as the process exits).
+        await wait_event(self._idle, timeout)
         runners = [runner for runner, _ in self._running.values()]
         if runners:
             log.info("draining %d running task(s), up to %.1fs", len(runners), timeout)
