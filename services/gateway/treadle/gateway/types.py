@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from datetime import datetime
@@ -322,15 +323,9 @@ class CreateScheduleInput:
     timezone: str = strawberry.field(default="UTC", description="An IANA time zone.")
 
     def schedule(self) -> tasks.Schedule:
-        task = self.task
-        spec = tasks.TaskSpec(
-            name=task.name,
-            payload_json=json.dumps(task.payload),
-            queue=task.queue,
-            priority=task.priority,
-            max_attempts=task.max_attempts,
-            timeout_seconds=task.timeout_seconds,
-            retry=task.retry.to_policy() if task.retry else None,
+        # A template says what runs, not when, and has no one-off key.
+        spec = dataclasses.replace(
+            self.task.spec(), run_at=None, delay_seconds=None, idempotency_key=None
         )
         return tasks.Schedule(name=self.name, cron=self.cron, task=spec, timezone=self.timezone)
 
