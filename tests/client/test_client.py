@@ -33,6 +33,32 @@ async def test_unreachable_scheduler_raises_unavailable() -> None:
             await client.get("00000000-0000-0000-0000-000000000000")
 
 
+async def test_a_scheduler_that_never_answers_hits_the_call_deadline() -> None:
+    """A peer that accepts the connection and then says nothing (a hung
+    scheduler, a black-holed proxy): each call ends at the client's deadline
+    with DeadlineExceeded, instead of hanging."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Client(f"127.0.0.1:{port}", timeout=0.5) as client:
+            began = asyncio.get_running_loop().time()
+            with pytest.raises(DeadlineExceeded):
+                await client.get("00000000-0000-4000-8000-000000000000")
+            took = asyncio.get_running_loop().time() - began
+            assert took < 5, took
+        assert accepted, "the client did connect"
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_payload_that_is_not_json_is_refused_before_sending() -> None:
     async with Client(f"127.0.0.1:{closed_port()}") as client:
         with pytest.raises(InvalidArgument, match="JSON"):
