@@ -25,10 +25,10 @@ from treadle.scheduler.supervisor import Replica
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-# .ci/run sets TREADLE_REQUIRE_PROMTOOL=1: in CI a missing promtool fails
+# .ci/run sets TREADLE_TEST_REQUIRE_PROMTOOL=1: in CI a missing promtool fails
 # these tests instead of skipping them.
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None and os.environ.get("TREADLE_REQUIRE_PROMTOOL") != "1",
+    PROMTOOL is None and os.environ.get("TREADLE_TEST_REQUIRE_PROMTOOL") != "1",
     reason="promtool not installed (Debian package `prometheus`; .ci/run installs it)",
 )
 SUBMIT = 'mutation Submit($i: JSON) { submitTask(input: {name: "echo", payload: $i}) { id } }'

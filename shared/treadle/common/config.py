@@ -19,7 +19,7 @@ from treadle.common.errors import InvalidArgument
 
 PREFIX = "TREADLE_"
 #: Variables read by other parts (tests, tooling), never by a settings class.
-_ALSO_KNOWN = frozenset({"TREADLE_TEST_DATABASE_URL"})
+_ALSO_KNOWN = frozenset({"TREADLE_TEST_DATABASE_URL", "TREADLE_TEST_REQUIRE_PROMTOOL"})
 
 T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
