@@ -44,28 +44,47 @@ def _code_name(code: grpc.StatusCode | None) -> str:
     return "OK" if code is None else code.name
 
 
-class ServerMetrics:
-    """The metric families of a gRPC server, in `registry`."""
+class _CallFamilies:
+    """The families a gRPC server and a gRPC client both keep: calls started,
+    calls finished by status code, call duration, calls open now."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.started = Counter(
-            "treadle_grpc_server_started_total",
-            "gRPC calls the server started.",
-            _LABELS,
-            registry=registry,
-        )
+    def __init__(
+        self, registry: CollectorRegistry, side: str, help_texts: tuple[str, str, str, str]
+    ) -> None:
+        started, handled, duration, in_flight = help_texts
+        prefix = f"treadle_grpc_{side}"
+        self.started = Counter(f"{prefix}_started_total", started, _LABELS, registry=registry)
         self.handled = Counter(
-            "treadle_grpc_server_handled_total",
-            "gRPC calls the server finished, by status code.",
-            (*_LABELS, "grpc_code"),
-            registry=registry,
+            f"{prefix}_handled_total", handled, (*_LABELS, "grpc_code"), registry=registry
         )
         self.duration = Histogram(
-            "treadle_grpc_server_handling_seconds",
-            "Seconds from the start of a gRPC call to its end (whole stream for streams).",
+            f"{prefix}_handling_seconds",
+            duration,
             _LABELS,
             buckets=DURATION_BUCKETS,
             registry=registry,
+        )
+        self.in_flight = Gauge(
+            f"{prefix}_calls_in_flight",
+            in_flight,
+            ("grpc_service", "grpc_method"),
+            registry=registry,
+        )
+
+
+class ServerMetrics(_CallFamilies):
+    """The metric families of a gRPC server, in `registry`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(
+            registry,
+            "server",
+            (
+                "gRPC calls the server started.",
+                "gRPC calls the server finished, by status code.",
+                "Seconds from the start of a gRPC call to its end (whole stream for streams).",
+                "gRPC calls the server is handling now.",
+            ),
         )
         self.received = Counter(
             "treadle_grpc_server_msg_received_total",
@@ -77,12 +96,6 @@ class ServerMetrics:
             "treadle_grpc_server_msg_sent_total",
             "Response messages the server sent.",
             _LABELS,
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "treadle_grpc_server_calls_in_flight",
-            "gRPC calls the server is handling now.",
-            ("grpc_service", "grpc_method"),
             registry=registry,
         )
         self._methods: dict[tuple[str, str, str], _Method] = {}
@@ -261,34 +274,19 @@ def _streaming(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> B
     return measured
 
 
-class ClientMetrics:
+class ClientMetrics(_CallFamilies):
     """The metric families of a gRPC client, in `registry`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.started = Counter(
-            "treadle_grpc_client_started_total",
-            "gRPC calls the client started.",
-            _LABELS,
-            registry=registry,
-        )
-        self.handled = Counter(
-            "treadle_grpc_client_handled_total",
-            "gRPC calls the client saw finish, by status code.",
-            (*_LABELS, "grpc_code"),
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "treadle_grpc_client_handling_seconds",
-            "Seconds from the start of a gRPC call to its status (whole stream for streams).",
-            _LABELS,
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "treadle_grpc_client_calls_in_flight",
-            "gRPC calls the client has open now.",
-            ("grpc_service", "grpc_method"),
-            registry=registry,
+        super().__init__(
+            registry,
+            "client",
+            (
+                "gRPC calls the client started.",
+                "gRPC calls the client saw finish, by status code.",
+                "Seconds from the start of a gRPC call to its status (whole stream for streams).",
+                "gRPC calls the client has open now.",
+            ),
         )
         self._pending: set[asyncio.Task[None]] = set()
 
