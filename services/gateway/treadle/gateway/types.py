@@ -67,7 +67,11 @@ class RetryPolicy:
         )
 
 
-@strawberry.input(description="Backoff between attempts.")
+@strawberry.input(
+    description="Backoff between attempts: base * factor^(attempt-1) seconds, at most max. "
+    "A field left out takes its default shown here, not the queue's current value "
+    "(`treadle queue update` merges with the queue's instead)."
+)
 class RetryPolicyInput:
     base_seconds: float = 1.0
     factor: float = 2.0
