@@ -8,8 +8,10 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import asyncpg
 import grpc
 import httpx
 import psutil
@@ -116,6 +118,68 @@ async def test_up_serves_graphql_and_grpc_then_stops_on_sigint(pg_dir: Path) -> 
         assert "treadle-dispatch" in rest
         assert postgres_processes(data_dir) == [], "the embedded PostgreSQL stopped too"
         assert (data_dir / "pgdata" / "PG_VERSION").exists(), "its data is kept for next time"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_up_with_a_database_url_uses_that_database(
+    pg_dir: Path, database_url: str, schema: str
+) -> None:
+    """With TREADLE_DATABASE_URL set, `treadle up` starts no embedded server:
+    its tasks land in that database, in TREADLE_DATABASE_SCHEMA."""
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREADLE_")}
+    env |= {"TREADLE_DATABASE_URL": database_url, "TREADLE_DATABASE_SCHEMA": schema}
+    data_dir = pg_dir / "data"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "treadle.cli", "up", "--data-dir", str(data_dir),
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+        "--metrics-port", str(metrics_port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    output: list[str] = []
+    try:
+        while not any("auth " in line for line in output):  # the banner's last line
+            line = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
+            assert line, "treadle up exited early:\n" + "".join(output)
+            output.append(line)
+        banner = "".join(output)
+        assert f"http://127.0.0.1:{http_port}/graphql" in banner
+        assert f"127.0.0.1:{grpc_port}" in banner
+        assert "database   TREADLE_DATABASE_URL" in banner
+        assert "embedded" not in banner
+        assert postgres_processes(data_dir) == [], "no embedded PostgreSQL"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+            submitted = await graphql(
+                http,
+                'mutation($p: JSON!) { submitTask(input: {name: "echo", payload: $p}) { id } }',
+                p={"db": "given"},
+            )
+            task_id = submitted["submitTask"]["id"]
+            deadline = time.monotonic() + 10
+            while True:
+                data = await graphql(
+                    http, "query($id: ID!) { task(id: $id) { state result } }", id=task_id
+                )
+                if data["task"]["state"] == "SUCCEEDED" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert data["task"] == {"state": "SUCCEEDED", "result": {"db": "given"}}
+        conn = await asyncpg.connect(database_url)
+        try:
+            state = await conn.fetchval(
+                f'SELECT state FROM "{schema}".tasks WHERE id = $1', uuid.UUID(task_id)
+            )
+        finally:
+            await conn.close()
+        assert state == "SUCCEEDED", "the task is in the given database and schema"
+        proc.send_signal(signal.SIGINT)
+        rest = (await asyncio.wait_for(proc.stdout.read(), timeout=20)).decode()
+        assert await proc.wait() == 0, rest
+        assert not data_dir.exists() or not (data_dir / "pgdata").exists()
     finally:
         if proc.returncode is None:
             proc.kill()
