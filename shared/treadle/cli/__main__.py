@@ -213,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         "submit-to-start latency percentiles.",
     )
     bench.add_argument("-n", "--tasks", type=int, default=10_000, help="tasks (default 10000)")
-    bench.add_argument("--batch", type=int, default=500, help="tasks per SubmitTasks call")
+    bench.add_argument(
+        "--batch", type=int, default=500, help="tasks per SubmitTasks call (default 500)"
+    )
     bench.add_argument("--name", default="noop", help="task name to submit (default noop)")
     bench.add_argument(
         "--delay",
