@@ -45,7 +45,17 @@ async def run(url: str, count: int, variant: str) -> str:
         for _ in range(0, count, 500):
             await store.insert(
                 [
-                    NewTask(uuid.uuid4(), "noop", "bench", "null", 0, None, 1, None)
+                    NewTask(
+                        id=uuid.uuid4(),
+                        name="noop",
+                        queue="bench",
+                        payload_json="null",
+                        payload=None,
+                        priority=0,
+                        run_at=None,
+                        max_attempts=1,
+                        idempotency_key=None,
+                    )
                     for _ in range(500)
                 ]
             )

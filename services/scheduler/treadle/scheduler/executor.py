@@ -25,7 +25,7 @@ from opentelemetry import trace
 
 from treadle.common.tasks import Task, TaskError, TaskState
 from treadle.scheduler import tracing
-from treadle.scheduler.model import Outcome, after_failure
+from treadle.scheduler.model import Outcome, after_failure, ended
 from treadle.scheduler.registry import Handler, Permanent
 
 Clock = Callable[[], datetime]
@@ -107,14 +107,7 @@ class Executor:
                 result_json = json.dumps(value, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise Permanent(f"handler result is not JSON-serialisable: {exc}") from None
-            return Outcome(
-                task.id,
-                task.attempts,
-                TaskState.SUCCEEDED,
-                self.clock(),
-                result_json,
-                claim=task.claims,
-            )
+            return ended(task, TaskState.SUCCEEDED, self.clock(), result_json)
         except TimeoutError as exc:
             now = self.clock()
             error = error_of(exc, task.attempts, now)

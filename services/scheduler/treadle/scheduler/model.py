@@ -36,6 +36,8 @@ class NewTask:
     name: str
     queue: str
     payload_json: str
+    #: `payload_json` decoded (checking it decodes it: the reply reuses it).
+    payload: Any
     priority: int
     run_at: datetime | None
     #: None: the queue's default.
@@ -47,8 +49,6 @@ class NewTask:
     retry: RetryPolicy | None = None
     #: The submitter's W3C trace context, which the execution span continues.
     trace_context: Mapping[str, str] | None = None
-    #: `payload_json` decoded (checking it decodes it anyway).
-    payload: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +157,7 @@ def check_spec(
         name=spec.name,
         queue=queue,
         payload_json=spec.payload_json,
+        payload=payload,
         priority=spec.priority,
         run_at=run_at,
         max_attempts=spec.max_attempts,
@@ -164,7 +165,6 @@ def check_spec(
         timeout_seconds=spec.timeout_seconds,
         retry=spec.retry,
         trace_context=trace_context,
-        payload=payload,
     )
 
 
@@ -187,6 +187,18 @@ def backoff_seconds(policy: RetryPolicy, attempt: int, jitter: float) -> float:
     return min(policy.max_seconds, raw) * jitter
 
 
+def ended(
+    task: Task,
+    state: TaskState,
+    at: datetime,
+    result_json: str | None = None,
+    error: TaskError | None = None,
+    run_at: datetime | None = None,
+) -> Outcome:
+    """How `task`'s current attempt ended, under the claim (lease token) it runs with."""
+    return Outcome(task.id, task.attempts, state, at, result_json, error, run_at, task.claims)
+
+
 def after_failure(
     task: Task, error: TaskError, retryable: bool, now: datetime, random: Callable[[], float]
 ) -> Outcome:
@@ -194,12 +206,7 @@ def after_failure(
     remain and the error is retryable, otherwise DEAD."""
     if retryable and task.attempts < task.max_attempts:
         delay = backoff_seconds(task.retry, task.attempts, 0.5 + random() / 2)
-        return Outcome(
-            task.id,
-            task.attempts,
-            TaskState.RETRYING,
-            now,
-            error=error,
-            run_at=now + timedelta(seconds=delay),
+        return ended(
+            task, TaskState.RETRYING, now, error=error, run_at=now + timedelta(seconds=delay)
         )
-    return Outcome(task.id, task.attempts, TaskState.DEAD, now, error=error)
+    return ended(task, TaskState.DEAD, now, error=error)

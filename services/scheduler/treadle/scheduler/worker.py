@@ -22,7 +22,6 @@ hands the rest back without charging their attempt.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,7 @@ from treadle.common.tasks import Task, TaskState
 from treadle.common.wakeup import wait_event
 from treadle.scheduler.executor import Clock, Executor
 from treadle.scheduler.metrics import SchedulerMetrics
-from treadle.scheduler.model import Outcome
+from treadle.scheduler.model import Outcome, ended
 from treadle.scheduler.registry import Handler, Registry
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.stats import StatsRecorder
@@ -174,32 +173,33 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             self._wake.clear()
-            self._idle.clear()  # a drain waits for this claim's tasks to start
             try:
                 tasks = await self._claim(free)
             except TreadleError as exc:
-                self._idle.set()
                 await backoff.failed("claim", exc)
                 continue
-            finally:
-                self._idle.set()
             backoff.ok()
             if len(tasks) < free and self._claiming:
                 await wait_event(self._wake, self.settings.poll_interval)
 
     async def _claim(self, free: int) -> list[Task]:
-        """Claim up to `free` tasks and start those this replica can run."""
-        began = time.perf_counter()
-        tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
-        if self.metrics is not None:
-            self.metrics.claimed(len(tasks), time.perf_counter() - began)
-        unknown = [(t.id, t.claims) for t in tasks if self.registry.get(t.name) is None]
-        for task in tasks:
-            if self.registry.get(task.name) is not None:
-                self._start(task)
-        if unknown:
-            await self._defer_unknown(unknown)
-        return tasks
+        """Claim up to `free` tasks and start those this replica can run. A
+        drain waits (on `_idle`) until this is over, so that it sees them."""
+        self._idle.clear()
+        try:
+            began = time.perf_counter()
+            tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
+            if self.metrics is not None:
+                self.metrics.claimed(len(tasks), time.perf_counter() - began)
+            unknown = [(t.id, t.claims) for t in tasks if self.registry.get(t.name) is None]
+            for task in tasks:
+                if self.registry.get(task.name) is not None:
+                    self._start(task)
+            if unknown:
+                await self._defer_unknown(unknown)
+            return tasks
+        finally:
+            self._idle.set()
 
     async def _defer_unknown(self, held: list[tuple[str, int]]) -> None:
         """Give back tasks this replica has no handler for (another replica's app),
@@ -217,12 +217,9 @@ class Worker:
         assert handler is not None
         self.claimed_total += 1
         asked_at = self._early_cancels.pop(task.id, None)
-        if asked_at is not None and time.monotonic() - asked_at < EARLY_CANCEL_SECONDS:
-            task = dataclasses.replace(task, cancel_requested=True)
-        if task.cancel_requested:
-            cancelled = Outcome(
-                task.id, task.attempts, TaskState.CANCELLED, self.clock(), claim=task.claims
-            )
+        asked_early = asked_at is not None and time.monotonic() - asked_at < EARLY_CANCEL_SECONDS
+        if task.cancel_requested or asked_early:
+            cancelled = ended(task, TaskState.CANCELLED, self.clock())
             if self.metrics is not None:
                 self.metrics.attempt_ended(task, cancelled, None)
             self._record(cancelled)
@@ -240,15 +237,13 @@ class Worker:
         except asyncio.CancelledError:
             if task.id not in self._cancelled or task.id in self._handed_back:
                 raise  # shutting down: the task is handed back
-            outcome = Outcome(task.id, task.attempts, TaskState.CANCELLED, self.clock())
+            outcome = ended(task, TaskState.CANCELLED, self.clock())
         if task.id in self._handed_back:
             return
         if task.id in self._cancelled:
-            outcome = Outcome(task.id, task.attempts, TaskState.CANCELLED, self.clock())
+            outcome = ended(task, TaskState.CANCELLED, self.clock())
         if self.metrics is not None:
             self.metrics.attempt_ended(task, outcome, time.perf_counter() - began)
-        if outcome.claim != task.claims:
-            outcome = dataclasses.replace(outcome, claim=task.claims)
         self._record(outcome)
 
     def _record(self, outcome: Outcome) -> None:
