@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+from treadle.scheduler.registry import load_app
 from treadle.scheduler.settings import Settings
+from treadle.scheduler.supervisor import Replica
 
 
 def make_settings(schema: str, **overrides: object) -> Settings:
@@ -16,3 +21,16 @@ def make_settings(schema: str, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running_replica(
+    database_url: str, schema: str, app: str = "taskapp", **overrides: object
+) -> AsyncIterator[Replica]:
+    """A started replica of `app` on `schema`, stopped on exit."""
+    replica = Replica(make_settings(schema, **overrides), load_app(app), database_url)
+    await replica.start()
+    try:
+        yield replica
+    finally:
+        await replica.stop()

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 from scrape import scrape
-from support import make_settings
+from support import make_settings, running_replica
 
 from treadle.client import Client, TaskSpec, TaskState
 from treadle.common.tasks import Task
@@ -210,10 +210,9 @@ async def test_a_late_outcome_is_discarded_and_counted_as_stale(
     treadle_stale_outcomes_discarded_total) and logged."""
     caplog.set_level(logging.INFO, logger="treadle.scheduler")
     # Outcomes wait 1.5 s to be written; the lease runs out after 0.5 s.
-    settings = make_settings(schema, lease_seconds=0.5, heartbeat_interval=0.1, flush_interval=1.5)
-    replica = Replica(settings, load_app("taskapp"), database_url)
-    await replica.start()
-    try:
+    async with running_replica(
+        database_url, schema, lease_seconds=0.5, heartbeat_interval=0.1, flush_interval=1.5
+    ) as replica:
         worker = replica.worker
         assert worker is not None
         scraped = await scrape(metrics_url(replica))
@@ -239,9 +238,6 @@ async def test_a_late_outcome_is_discarded_and_counted_as_stale(
             assert scraped.value("treadle_outcomes_recorded_total") == 0
             assert f"discarded 1 outcome(s) whose lease had moved on: ['{task.id}']" in caplog.text
 
-    finally:
-        await replica.stop()
-
 
 async def test_stale_outcomes_are_counted_by_claim_within_one_batch(
     database_url: str, schema: str
@@ -250,10 +246,9 @@ async def test_stale_outcomes_are_counted_by_claim_within_one_batch(
     reach the database in one batch with the current claim's: only that one
     applies, and every earlier one is counted stale (not taken for applied
     because the same task's later outcome applied)."""
-    settings = make_settings(schema, lease_seconds=0.5, heartbeat_interval=0.1, flush_interval=1.5)
-    replica = Replica(settings, load_app("taskapp"), database_url)
-    await replica.start()
-    try:
+    async with running_replica(
+        database_url, schema, lease_seconds=0.5, heartbeat_interval=0.1, flush_interval=1.5
+    ) as replica:
         worker = replica.worker
         assert worker is not None
         async with Client(replica.address) as client:
@@ -264,8 +259,6 @@ async def test_stale_outcomes_are_counted_by_claim_within_one_batch(
         await until(lambda: worker.completed_total + worker.stale_total >= done.claims)
         assert worker.completed_total == 1
         assert worker.stale_total == done.claims - 1
-    finally:
-        await replica.stop()
 
 
 async def test_an_expired_lease_is_reclaimed_counted_and_logged(
@@ -274,10 +267,9 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
     caplog.set_level(logging.INFO, logger="treadle.scheduler")
     (task_id,) = await submit(store)
     await store.claim("ghost-replica", 10, 30)  # a replica that then dies
-    settings = make_settings(schema, lease_seconds=2, heartbeat_interval=0.1)
-    replica = Replica(settings, load_app("taskapp"), database_url)
-    await replica.start()
-    try:
+    async with running_replica(
+        database_url, schema, lease_seconds=2, heartbeat_interval=0.1
+    ) as replica:
         worker = replica.worker
         assert worker is not None
         await asyncio.sleep(0.35)  # a few reaper rounds: the lease still holds
@@ -303,8 +295,6 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
             "replica ghost-replica stopped renewing its lease"
         ]
         assert worker.reclaimed_total == 1
-    finally:
-        await replica.stop()
 
 
 async def age_heartbeat(database_url: str, schema: str, replica_id: str, seconds: float) -> None:

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support import make_settings
+from support import make_settings, running_replica
 
 from treadle.client import Client, TaskSpec, TaskState
 from treadle.scheduler import postgres, supervisor
@@ -93,18 +93,16 @@ async def test_queued_tasks_survive_a_replica_restart(database_url: str, schema:
 async def test_notify_wakes_the_dispatcher_not_polling(database_url: str, schema: str) -> None:
     """With a 30 s poll interval, a submitted task still starts at once: the
     INSERT's NOTIFY wakes the idle dispatcher."""
-    replica = Replica(make_settings(schema, poll_interval=30.0), load_app("taskapp"), database_url)
-    await replica.start()
-    try:
-        async with Client(replica.address) as client:
-            await client.wait((await client.submit("echo", 0)).id, timeout=5)
-            await asyncio.sleep(0.3)  # the dispatcher is idle now, in its 30 s wait
-            task = await client.submit("echo", 1)
-            done = await client.wait(task.id, timeout=5)
-            assert done.started_at is not None
-            assert (done.started_at - done.created_at).total_seconds() < 2.0
-    finally:
-        await replica.stop()
+    async with (
+        running_replica(database_url, schema, poll_interval=30.0) as replica,
+        Client(replica.address) as client,
+    ):
+        await client.wait((await client.submit("echo", 0)).id, timeout=5)
+        await asyncio.sleep(0.3)  # the dispatcher is idle now, in its 30 s wait
+        task = await client.submit("echo", 1)
+        done = await client.wait(task.id, timeout=5)
+        assert done.started_at is not None
+        assert (done.started_at - done.created_at).total_seconds() < 2.0
 
 
 async def test_a_claim_in_flight_at_stop_is_drained_and_handed_back(

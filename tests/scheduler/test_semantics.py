@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 import taskapp
-from support import make_settings
+from support import make_settings, running_replica
 
 from treadle.client import (
     Client,
@@ -149,26 +149,23 @@ async def test_a_missed_cancel_notify_is_caught_by_the_heartbeat(
     """A cancel whose NOTIFY never reached the replica (its LISTEN connection
     was down at the time) still stops the running coroutine: the heartbeat
     reads each held task's cancel flag."""
-    settings = make_settings(schema, heartbeat_interval=0.2)
-    replica = Replica(settings, load_app("taskapp"), database_url)
-    await replica.start()
-    try:
-        async with Client(replica.address) as client:
-            key = uuid.uuid4().hex
-            task = await client.submit("cancellable", {"seconds": 30, "key": key})
-            await wait_state(client, task.id, TaskState.RUNNING)
-            conn = await asyncpg.connect(database_url)
-            try:  # asked for behind the replica's back: no NOTIFY at all
-                await conn.execute(
-                    f'UPDATE "{schema}".tasks SET cancel_requested = true WHERE id = $1',
-                    uuid.UUID(task.id),
-                )
-            finally:
-                await conn.close()
-            await wait_state(client, task.id, TaskState.CANCELLED, timeout=3)
-            assert key in taskapp.CLEANED_UP, "the handler saw CancelledError"
-    finally:
-        await replica.stop()
+    async with (
+        running_replica(database_url, schema, heartbeat_interval=0.2) as replica,
+        Client(replica.address) as client,
+    ):
+        key = uuid.uuid4().hex
+        task = await client.submit("cancellable", {"seconds": 30, "key": key})
+        await wait_state(client, task.id, TaskState.RUNNING)
+        conn = await asyncpg.connect(database_url)
+        try:  # asked for behind the replica's back: no NOTIFY at all
+            await conn.execute(
+                f'UPDATE "{schema}".tasks SET cancel_requested = true WHERE id = $1',
+                uuid.UUID(task.id),
+            )
+        finally:
+            await conn.close()
+        await wait_state(client, task.id, TaskState.CANCELLED, timeout=3)
+        assert key in taskapp.CLEANED_UP, "the handler saw CancelledError"
 
 
 async def test_a_cancel_that_overtakes_its_claim_still_cancels(
@@ -228,24 +225,21 @@ async def test_delay_runs_on_time(database_url: str, schema: str) -> None:
     """The promoter sleeps until the next due time, not the poll interval:
     with a 30 s poll, delayed tasks still start within a fraction of a second
     of their time (typical lateness is a few ms; see docs/benchmarks.md)."""
-    settings = make_settings(schema, poll_interval=30.0)
-    replica = Replica(settings, load_app("taskapp"), database_url)
-    await replica.start()
-    try:
-        async with Client(replica.address) as client:
-            submitted = [
-                await client.submit_spec(TaskSpec(name="echo", delay_seconds=delay))
-                for delay in (0.3, 0.6, 0.9)
-            ]
-            assert all(s.task.state is TaskState.SCHEDULED for s in submitted)
-            for s in submitted:
-                done = await client.wait(s.task.id, timeout=5)
-                assert done.state is TaskState.SUCCEEDED
-                assert done.started_at is not None
-                lateness = (done.started_at - done.run_at).total_seconds()
-                assert 0 <= lateness < 0.25, lateness
-    finally:
-        await replica.stop()
+    async with (
+        running_replica(database_url, schema, poll_interval=30.0) as replica,
+        Client(replica.address) as client,
+    ):
+        submitted = [
+            await client.submit_spec(TaskSpec(name="echo", delay_seconds=delay))
+            for delay in (0.3, 0.6, 0.9)
+        ]
+        assert all(s.task.state is TaskState.SCHEDULED for s in submitted)
+        for s in submitted:
+            done = await client.wait(s.task.id, timeout=5)
+            assert done.state is TaskState.SUCCEEDED
+            assert done.started_at is not None
+            lateness = (done.started_at - done.run_at).total_seconds()
+            assert 0 <= lateness < 0.25, lateness
 
 
 @pytest.mark.parametrize(

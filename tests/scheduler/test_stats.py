@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 import stats_support as w
-from support import make_settings
+from support import make_settings, running_replica
 
 from treadle.client import Client, InvalidArgument, NotFound, TaskError, TaskState, Unavailable
 from treadle.common.stats import Granularity, Metric, Severity, SystemStatus
@@ -216,13 +216,11 @@ async def test_a_stopping_replica_flushes_its_counters(database_url: str, schema
 async def _health_replica(
     database_url: str, schema: str, **thresholds: object
 ) -> AsyncIterator[tuple[Replica, Client]]:
-    replica = Replica(make_settings(schema, **thresholds), load_app("taskapp"), database_url)
-    await replica.start()
-    try:
-        async with Client(replica.address) as client:
-            yield replica, client
-    finally:
-        await replica.stop()
+    async with (
+        running_replica(database_url, schema, **thresholds) as replica,
+        Client(replica.address) as client,
+    ):
+        yield replica, client
 
 
 async def test_system_health_is_healthy_when_idle(client: Client) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import grpc
 import pytest
-from support import make_settings
+from support import make_settings, running_replica
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
@@ -218,25 +218,20 @@ async def test_idempotency_key_returns_existing_task(client: Client) -> None:
 
 async def test_higher_priority_runs_first(database_url: str, schema: str) -> None:
     # One slot, so start order is claim order; submit everything before starting.
-    from support import make_settings
 
-    from treadle.scheduler.registry import load_app
-
-    replica = Replica(make_settings(schema, concurrency=1), load_app("taskapp"), database_url)
-    await replica.start()
-    try:
-        async with Client(replica.address) as client:
-            gate = await client.submit("sleep", {"seconds": 0.3}, priority=100)
-            await asyncio.sleep(0.1)  # the gate occupies the only slot
-            specs = [
-                TaskSpec(name="echo", payload_json=json.dumps([p, i]), priority=p)
-                for i, p in enumerate([0, 5, -5, 5, 0, 10, -5, 10])
-            ]
-            ids = await client.submit_many(specs)
-            tasks = [await client.wait(i, timeout=10) for i in ids]
-            await client.wait(gate.id, timeout=10)
-    finally:
-        await replica.stop()
+    async with (
+        running_replica(database_url, schema, concurrency=1) as replica,
+        Client(replica.address) as client,
+    ):
+        gate = await client.submit("sleep", {"seconds": 0.3}, priority=100)
+        await asyncio.sleep(0.1)  # the gate occupies the only slot
+        specs = [
+            TaskSpec(name="echo", payload_json=json.dumps([p, i]), priority=p)
+            for i, p in enumerate([0, 5, -5, 5, 0, 10, -5, 10])
+        ]
+        ids = await client.submit_many(specs)
+        tasks = [await client.wait(i, timeout=10) for i in ids]
+        await client.wait(gate.id, timeout=10)
     order = [t.result for t in sorted(tasks, key=lambda t: t.started_at)]  # type: ignore[arg-type, return-value]
     assert order == [[10, 5], [10, 7], [5, 1], [5, 3], [0, 0], [0, 4], [-5, 2], [-5, 6]]
 
