@@ -34,6 +34,17 @@ async def graphql(http: httpx.AsyncClient, query: str, **variables: object) -> d
     return body["data"]  # type: ignore[no-any-return]
 
 
+async def finished(http: httpx.AsyncClient, task_id: str, timeout: float = 10) -> dict:  # type: ignore[type-arg]
+    """The task's state and result through GraphQL, once it left QUEUED/RUNNING
+    (or as it is after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = await graphql(http, "query($id: ID!) { task(id: $id) { state result } }", id=task_id)
+        if data["task"]["state"] not in ("QUEUED", "RUNNING") or time.monotonic() > deadline:
+            return data["task"]  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+
+
 def postgres_processes(data_dir: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["name", "cmdline"]):
@@ -99,16 +110,8 @@ async def test_up_serves_graphql_and_grpc_then_stops_on_sigint(pg_dir: Path) -> 
                 )
             grpc_id = reply.task.id
 
-            deadline = time.monotonic() + 10
             for task_id, payload in ((graphql_id, {"hello": "bar"}), (grpc_id, {"via": "grpc"})):
-                while True:
-                    data = await graphql(
-                        http, "query($id: ID!) { task(id: $id) { state result } }", id=task_id
-                    )
-                    if data["task"]["state"] == "SUCCEEDED" or time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.05)
-                assert data["task"] == {"state": "SUCCEEDED", "result": payload}
+                assert await finished(http, task_id) == {"state": "SUCCEEDED", "result": payload}
 
         proc.send_signal(signal.SIGINT)
         rest = (await asyncio.wait_for(proc.stdout.read(), timeout=20)).decode()
@@ -159,15 +162,8 @@ async def test_up_with_a_database_url_uses_that_database(
                 p={"db": "given"},
             )
             task_id = submitted["submitTask"]["id"]
-            deadline = time.monotonic() + 10
-            while True:
-                data = await graphql(
-                    http, "query($id: ID!) { task(id: $id) { state result } }", id=task_id
-                )
-                if data["task"]["state"] == "SUCCEEDED" or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
-            assert data["task"] == {"state": "SUCCEEDED", "result": {"db": "given"}}
+            done = await finished(http, task_id)
+            assert done == {"state": "SUCCEEDED", "result": {"db": "given"}}
         conn = await asyncpg.connect(database_url)
         try:
             state = await conn.fetchval(
