@@ -118,7 +118,7 @@ async def test_bench_with_a_delay_reports_lateness(replica: Replica) -> None:
     assert "final states   {'SUCCEEDED': 50}" in out
     assert "lateness       p50 " in out and "(start - run time, delay 0.5 s)" in out
     code, _, err = await treadle("bench", "--delay", "-1", "--address", replica.address)
-    assert code == 1 and "--delay must not be negative" in err
+    assert code == 1 and "delay_seconds must not be negative" in err  # the scheduler's check
 
 
 async def test_schedule_create_list_pause_delete(replica: Replica) -> None:

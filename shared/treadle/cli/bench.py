@@ -91,8 +91,14 @@ def _percentiles(sorted_values: list[float]) -> dict[str, float]:
     return {f"p{q}": round(percentile(sorted_values, q), 2) for q in (50, 90, 95, 99, 100)}
 
 
+def _spread(p: dict[str, float]) -> str:
+    return (
+        f"p50 {p['p50']} ms, p90 {p['p90']} ms, p95 {p['p95']} ms, "
+        f"p99 {p['p99']} ms, max {p['p100']} ms"
+    )
+
+
 def format_report(r: dict[str, Any]) -> str:
-    lat = r["latency_ms"]
     lines = [
         f"tasks          {r['tasks']} x {r['task_name']} in batches of {r['batch']} "
         f"(queue {r['queue']})",
@@ -100,14 +106,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"submit         {r['submit_rate']:,.0f} tasks/s ({r['submit_seconds']} s)",
         f"drain          {r['drain_rate']:,.0f} tasks/s, first submit to last completion "
         f"({r['drain_seconds']} s)",
-        f"submit->start  p50 {lat['p50']} ms, p90 {lat['p90']} ms, p95 {lat['p95']} ms, "
-        f"p99 {lat['p99']} ms, max {lat['p100']} ms",
+        f"submit->start  {_spread(r['latency_ms'])}",
     ]
     if "lateness_ms" in r:
-        late = r["lateness_ms"]
         lines.append(
-            f"lateness       p50 {late['p50']} ms, p90 {late['p90']} ms, p95 {late['p95']} ms, "
-            f"p99 {late['p99']} ms, max {late['p100']} ms (start - run time, "
+            f"lateness       {_spread(r['lateness_ms'])} (start - run time, "
             f"delay {r['delay_seconds']:g} s)"
         )
     return "\n".join(lines)

@@ -315,8 +315,6 @@ def cmd_queue(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from treadle.cli import bench
 
-    if args.delay is not None and args.delay < 0:
-        raise InvalidArgument(f"--delay must not be negative, got {args.delay}")
     report = run_async(
         bench.run(_address(args, env), args.tasks, args.batch, args.name, args.delay)
     )
