@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,20 +13,34 @@ def test_no_treadle_init_anywhere(repo_root: Path) -> None:
         repo_root / "shared",
         repo_root / "services" / "scheduler",
         repo_root / "services" / "gateway",
+        repo_root / "services" / "cli",
     ]
     offenders = [
         str(root / "treadle" / "__init__.py")
         for root in roots
         if (root / "treadle" / "__init__.py").exists()
     ]
-    assert offenders == [], "treadle is a PEP 420 namespace split across three roots"
+    assert offenders == [], "treadle is a PEP 420 namespace split across four roots"
 
 
-def test_namespace_spans_all_three_roots() -> None:
+def test_namespace_spans_all_four_roots() -> None:
     import treadle
 
     paths = {Path(p).parent.name for p in treadle.__path__}
-    assert {"shared", "scheduler", "gateway"} <= paths
+    assert {"shared", "scheduler", "gateway", "cli"} <= paths
+
+
+def test_shared_and_services_do_not_import_the_cli(repo_root: Path) -> None:
+    """The CLI depends on the services and shared/, never the other way round."""
+    roots = [repo_root / "shared", repo_root / "services" / "scheduler"]
+    roots.append(repo_root / "services" / "gateway")
+    offenders = [
+        str(path)
+        for root in roots
+        for path in root.rglob("*.py")
+        if re.search(r"\btreadle\.cli\b|from treadle import cli\b", path.read_text())
+    ]
+    assert offenders == []
 
 
 def test_checked_in_stubs_match_protos(repo_root: Path) -> None:

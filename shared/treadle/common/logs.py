@@ -20,8 +20,7 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from treadle.common import telemetry
-from treadle.common.errors import InvalidArgument
+from treadle.common import config, telemetry
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -32,13 +31,12 @@ class LogSettings:
     """How the services log (`TREADLE_LOG_FORMAT`), shared by scheduler and gateway."""
 
     #: `text` (one line per record) or `json` (one JSON object per line).
-    log_format: str = "text"
-
-    def validate(self) -> None:
-        if self.log_format not in FORMATS:
-            raise InvalidArgument(
-                f"TREADLE_LOG_FORMAT must be text or json, got {self.log_format!r}"
-            )
+    log_format: str = config.setting(
+        "text",
+        choices=FORMATS,
+        flags="logging",
+        help="log lines as text or JSON, with trace ids inside spans ({env})",
+    )
 
     @property
     def json(self) -> bool:

@@ -1,7 +1,67 @@
-"""`python -m treadle.gateway` is `treadle gateway`."""
+"""`python -m treadle.gateway`: serve GraphQL over HTTP, calling a scheduler
+(`treadle gateway` runs the same)."""
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
 import sys
+from collections.abc import Mapping, Sequence
 
-from treadle.cli.__main__ import main
+from treadle.common import config, process
+from treadle.common.logs import LogSettings
+from treadle.gateway.settings import Settings
 
-sys.exit(main(["gateway", *sys.argv[1:]]))
+log = logging.getLogger("treadle.gateway")
+DESCRIPTION = (
+    "Serve GraphQL (POST /graphql), GraphiQL (GET /graphql) "
+    "and /health, calling a scheduler over gRPC."
+)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """The gateway flags (in their --help section) and --address."""
+    config.add_flags(parser.add_argument_group("gateway"), Settings, "gateway")
+    config.add_flags(parser, Settings, "address")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="treadle gateway", description=DESCRIPTION)
+    add_flags(parser)
+    config.add_flags(parser, LogSettings, "logging")
+    return parser
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from treadle.gateway.server import Gateway
+
+    settings = config.load(Settings, env, vars(args))
+    process.observe(args, env, "treadle-gateway")
+
+    async def serve() -> None:
+        server = Gateway(settings)
+        stop = asyncio.Event()
+        process.on_signals(stop.set)
+        await server.start()
+        print(
+            f"Treadle gateway on {server.url}/graphql, scheduler at "
+            f"{settings.scheduler_address}. Press Ctrl-C to stop.",
+            flush=True,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+        log.info("gateway stopped")
+
+    process.run_async(serve())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return process.main(build_parser(), run, [Settings, LogSettings], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

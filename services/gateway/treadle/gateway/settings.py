@@ -1,31 +1,38 @@
-"""The gateway's settings: one frozen object, read once in `__main__`."""
+"""The gateway's settings: one frozen object, read once in `__main__`.
+
+Each field carries its own checks and, where the command line has one, its
+flag (`config.setting`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
-from treadle.common import config
-from treadle.common.errors import InvalidArgument
+from treadle.common.config import not_empty, port, positive, setting
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    http_host: str = "127.0.0.1"
+    http_host: str = setting(
+        "127.0.0.1",
+        checks=(not_empty,),
+        flags="gateway",
+        help="HTTP listen host ({env}, default {default})",
+    )
     #: 0 picks a free port (tests).
-    http_port: int = 8000
-    #: Any scheduler replica: a gRPC target such as host:port.
-    scheduler_address: str = "127.0.0.1:50051"
+    http_port: int = setting(
+        8000, checks=(port,), flags="gateway", help="HTTP listen port ({env}, default {default})"
+    )
+    #: Any scheduler replica: a gRPC target such as host:port. Client commands
+    #: (`treadle submit`, ...) take the same flag and variable.
+    scheduler_address: str = setting(
+        "127.0.0.1:50051",
+        checks=(not_empty,),
+        flags="address",
+        flag="--address",
+        help="scheduler gRPC address ({env}, default {default})",
+    )
     #: Seconds each call to the scheduler may take.
-    rpc_timeout: float = 10.0
+    rpc_timeout: float = setting(10.0, checks=(positive,))
     #: Seconds `/health/detailed` waits for the scheduler's report before saying "down".
-    health_timeout: float = 3.0
-
-    def validate(self) -> None:
-        if not self.http_host:
-            raise InvalidArgument("TREADLE_HTTP_HOST must not be empty")
-        if not 0 <= self.http_port < 65536:
-            raise InvalidArgument(f"TREADLE_HTTP_PORT out of range: {self.http_port}")
-        if not self.scheduler_address.strip():
-            raise InvalidArgument("TREADLE_SCHEDULER_ADDRESS must not be empty")
-        config.positive("rpc_timeout", self.rpc_timeout)
-        config.positive("health_timeout", self.health_timeout)
+    health_timeout: float = setting(3.0, checks=(positive,))

@@ -1,17 +1,21 @@
-"""The scheduler's settings: one frozen object, read once in `__main__`."""
+"""The scheduler's settings: one frozen object, read once in `__main__`.
+
+Each field carries its own checks and, where the command line has one, its
+flag (`config.setting`); `validate` holds the rules that join two fields.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import socket
 import uuid
 
 from treadle.common import config
+from treadle.common.config import at_most, not_negative, port, positive, setting
 from treadle.common.errors import InvalidArgument
 
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_SCHEMA = config.matches(r"^[a-z_][a-z0-9_]{0,40}$", "a lower-case identifier")
 
 
 def _replica_id() -> str:
@@ -21,94 +25,101 @@ def _replica_id() -> str:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     #: PostgreSQL URL; empty means an embedded server (for `treadle up`).
-    database_url: str | None = None
+    database_url: str | None = setting(
+        None, flags="database", help="PostgreSQL URL ({env}); omit for an embedded PostgreSQL"
+    )
     #: The schema holding Treadle's tables; several installations can share a database.
-    database_schema: str = "treadle"
-    database_pool_size: int = 10
+    database_schema: str = setting(
+        "treadle",
+        checks=(_SCHEMA,),
+        flags="database",
+        help="schema for Treadle's tables ({env}, default {default})",
+    )
+    database_pool_size: int = setting(10, checks=(positive,))
     #: Where an embedded PostgreSQL keeps its data.
-    data_dir: str = ".treadle"
-    grpc_host: str = "127.0.0.1"
-    grpc_port: int = 50051
-    #: Prometheus metrics at http://<grpc_host>:<metrics_port>/metrics; 0 picks a free port.
-    metrics_port: int = 9464
-    #: Seconds between the periodic counts behind the queue and database gauges.
-    metrics_interval: float = 5.0
+    data_dir: str = setting(
+        ".treadle",
+        flags="database",
+        help="embedded PostgreSQL data folder ({env}, default {default})",
+    )
     #: The module whose `@task` handlers this replica runs.
-    app: str | None = None
+    app: str | None = setting(
+        None, flags="scheduler", help="module with your @task handlers ({env})"
+    )
+    grpc_host: str = setting(
+        "127.0.0.1", flags="scheduler", help="gRPC listen host ({env}, default {default})"
+    )
+    grpc_port: int = setting(
+        50051, checks=(port,), flags="scheduler", help="gRPC listen port ({env}, default {default})"
+    )
+    #: Prometheus metrics at http://<grpc_host>:<metrics_port>/metrics; 0 picks a free port.
+    metrics_port: int = setting(
+        9464,
+        checks=(port,),
+        flags="scheduler",
+        help="Prometheus /metrics port ({env}, default {default}; 0: any free port)",
+    )
+    #: Seconds between the periodic counts behind the queue and database gauges.
+    metrics_interval: float = setting(5.0, checks=(positive,))
     #: Handlers running at once on this replica (coroutines and sync together).
-    concurrency: int = 100
+    concurrency: int = setting(
+        100,
+        checks=(positive,),
+        flags="scheduler",
+        help="handlers running at once ({env}, default {default})",
+    )
     #: Threads running plain `def` handlers.
-    executor_threads: int = 8
-    max_payload_bytes: int = 1024 * 1024
+    executor_threads: int = setting(
+        8,
+        checks=(positive,),
+        flags="scheduler",
+        help="threads for plain def handlers ({env}, default {default})",
+    )
+    max_payload_bytes: int = setting(1024 * 1024, checks=(positive,))
     #: Seconds between claims when no NOTIFY wakes the dispatcher (a safety net).
-    poll_interval: float = 1.0
+    poll_interval: float = setting(1.0, checks=(positive,))
     #: Seconds an outcome may wait to be written with others in one statement.
-    flush_interval: float = 0.005
+    flush_interval: float = setting(0.005, checks=(positive,))
     #: A claimed task's lease; the replica's heartbeat renews it.
-    lease_seconds: float = 30.0
+    lease_seconds: float = setting(30.0, checks=(positive,))
     #: Seconds between heartbeats (and reaper rounds); well under the lease.
-    heartbeat_interval: float = 5.0
+    heartbeat_interval: float = setting(5.0, checks=(positive,))
     #: A task whose replica was lost more than this many times ends DEAD.
-    max_reclaims: int = 3
+    max_reclaims: int = setting(3, checks=(not_negative,))
     #: On SIGTERM, seconds to let running handlers finish before handing them back.
-    drain_timeout: float = 30.0
+    drain_timeout: float = setting(
+        30.0,
+        checks=(not_negative,),
+        flags="scheduler",
+        help="seconds to let running tasks finish on stop ({env}, default {default})",
+    )
     #: Finished tasks are deleted this many seconds after they finish (7 days).
-    retention_seconds: float = 7 * 24 * 3600.0
+    retention_seconds: float = setting(7 * 24 * 3600.0, checks=(positive,))
     #: An idempotency key returns the existing task for this long (24 h).
-    idempotency_retention_seconds: float = 24 * 3600.0
+    idempotency_retention_seconds: float = setting(24 * 3600.0, checks=(positive,))
     #: Seconds between pruning rounds, and rows deleted per statement.
-    prune_interval: float = 60.0
-    prune_batch: int = 500
+    prune_interval: float = setting(60.0, checks=(positive,))
+    prune_batch: int = setting(500, checks=(positive,))
     #: Seconds between flushes of this replica's statistics counters.
-    stats_flush_interval: float = 2.0
+    stats_flush_interval: float = setting(2.0, checks=(positive,))
     #: Error patterns are kept this long (30 days); hourly totals are kept for good.
-    stats_error_retention_seconds: float = 30 * 24 * 3600.0
+    stats_error_retention_seconds: float = setting(30 * 24 * 3600.0, checks=(positive,))
     #: systemHealth thresholds: ready tasks in a queue; failed / finished attempts
     #: of a queue over the alert window (once it has at least alert_min_attempts);
     #: p95 processing seconds over the window; seconds the oldest ready task waited.
-    alert_backlog: int = 10_000
-    alert_error_rate: float = 0.1
-    alert_min_attempts: int = 10
-    alert_slow_seconds: float = 60.0
-    alert_oldest_seconds: float = 300.0
+    alert_backlog: int = setting(10_000, checks=(positive,))
+    alert_error_rate: float = setting(0.1, checks=(positive,))
+    alert_min_attempts: int = setting(10, checks=(positive,))
+    alert_slow_seconds: float = setting(60.0, checks=(positive,))
+    alert_oldest_seconds: float = setting(300.0, checks=(positive,))
     #: The sliding window of the error-rate and slow-processing alerts (at most 3600).
-    alert_window_seconds: float = 300.0
+    alert_window_seconds: float = setting(300.0, checks=(positive, at_most(3600)))
     replica_id: str = dataclasses.field(default_factory=_replica_id)
 
     def validate(self) -> None:
-        if not _SCHEMA.match(self.database_schema):
-            raise InvalidArgument(
-                "TREADLE_DATABASE_SCHEMA must be a lower-case identifier, "
-                f"got {self.database_schema!r}"
-            )
-        positives = (
-            "database_pool_size", "concurrency", "executor_threads", "max_payload_bytes",
-            "poll_interval", "flush_interval", "lease_seconds", "retention_seconds",
-            "idempotency_retention_seconds", "prune_interval", "prune_batch",
-            "heartbeat_interval",
-        )  # fmt: skip
-        for name in positives:
-            config.positive(name, getattr(self, name))
+        """The rules that join two fields (each field's own are on the field)."""
         if self.heartbeat_interval >= self.lease_seconds:
             raise InvalidArgument(
                 f"TREADLE_HEARTBEAT_INTERVAL ({self.heartbeat_interval}) must be shorter than "
                 f"TREADLE_LEASE_SECONDS ({self.lease_seconds})"
             )
-        if self.max_reclaims < 0:
-            raise InvalidArgument("TREADLE_MAX_RECLAIMS must not be negative")
-        if self.drain_timeout < 0:
-            raise InvalidArgument("TREADLE_DRAIN_TIMEOUT must not be negative")
-        if not 0 <= self.grpc_port < 65536:
-            raise InvalidArgument(f"TREADLE_GRPC_PORT out of range: {self.grpc_port}")
-        if not 0 <= self.metrics_port < 65536:
-            raise InvalidArgument(f"TREADLE_METRICS_PORT out of range: {self.metrics_port}")
-        config.positive("metrics_interval", self.metrics_interval)
-        stats_positives = (
-            "stats_flush_interval", "stats_error_retention_seconds", "alert_backlog",
-            "alert_error_rate", "alert_min_attempts", "alert_slow_seconds",
-            "alert_oldest_seconds", "alert_window_seconds",
-        )  # fmt: skip
-        for name in stats_positives:
-            config.positive(name, getattr(self, name))
-        if self.alert_window_seconds > 3600:
-            raise InvalidArgument("TREADLE_ALERT_WINDOW_SECONDS must be at most 3600")

@@ -1,8 +1,4 @@
-"""`treadle schedule ...`: create, list, pause, resume and delete cron schedules.
-
-The client (and so grpc) is imported only when a command runs, so that
-`treadle --help` stays quick.
-"""
+"""`treadle schedule ...`: create, list, pause, resume and delete cron schedules."""
 
 from __future__ import annotations
 
@@ -13,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from treadle.client import Client
+from treadle.client._async import encode_payload
 from treadle.common.errors import InvalidArgument
 from treadle.common.tasks import Schedule, TaskSpec
 
@@ -87,8 +85,6 @@ def _time(value: datetime | None) -> str | None:
 
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
-    from treadle.client._async import encode_payload
-
     try:
         payload = json.loads(args.payload)
     except ValueError as exc:
@@ -102,25 +98,20 @@ def _spec(args: argparse.Namespace) -> TaskSpec:
     )
 
 
-async def run(args: argparse.Namespace, address: str) -> str:
+async def run(client: Client, args: argparse.Namespace) -> str:
     """Carry out one `treadle schedule` action; returns what to print."""
-    from treadle.client import Client
-
     action: str = args.schedule_command
-    spec = _spec(args) if action == "create" else None
-    async with Client(address) as client:
-        if action == "create":
-            assert spec is not None
-            created = await client.create_schedule(args.name, args.cron, spec, args.timezone)
-            return json.dumps(schedule_dict(created), indent=2)
-        if action == "list":
-            found = await client.list_schedules()
-            return json.dumps([schedule_dict(s) for s in found], indent=2)
-        if action == "delete":
-            await client.delete_schedule(args.name)
-            return f"deleted schedule {args.name}"
-        calls: dict[str, Callable[[str], Awaitable[Schedule]]] = {
-            "pause": client.pause_schedule,
-            "resume": client.resume_schedule,
-        }
-        return json.dumps(schedule_dict(await calls[action](args.name)), indent=2)
+    if action == "create":
+        created = await client.create_schedule(args.name, args.cron, _spec(args), args.timezone)
+        return json.dumps(schedule_dict(created), indent=2)
+    if action == "list":
+        found = await client.list_schedules()
+        return json.dumps([schedule_dict(s) for s in found], indent=2)
+    if action == "delete":
+        await client.delete_schedule(args.name)
+        return f"deleted schedule {args.name}"
+    calls: dict[str, Callable[[str], Awaitable[Schedule]]] = {
+        "pause": client.pause_schedule,
+        "resume": client.resume_schedule,
+    }
+    return json.dumps(schedule_dict(await calls[action](args.name)), indent=2)

@@ -1,7 +1,4 @@
-"""`treadle queue ...`: list, show, update, pause and resume queues.
-
-The client (and so grpc) is imported only when a command runs.
-"""
+"""`treadle queue ...`: list, show, update, pause and resume queues."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from treadle.client import Client
 from treadle.common.tasks import Queue, RetryPolicy
 
 
@@ -58,35 +56,32 @@ def queue_dict(queue: Queue) -> dict[str, Any]:
     return data
 
 
-async def run(args: argparse.Namespace, address: str) -> str:
+async def run(client: Client, args: argparse.Namespace) -> str:
     """Carry out one `treadle queue` action; returns what to print."""
-    from treadle.client import Client
-
     action: str = args.queue_command
-    async with Client(address) as client:
-        if action == "list":
-            return json.dumps([queue_dict(q) for q in await client.list_queues()], indent=2)
-        if action == "show":
-            queue = await client.get_queue(args.name)
-        elif action == "pause":
-            queue = await client.pause_queue(args.name)
-        elif action == "resume":
-            queue = await client.resume_queue(args.name)
-        else:
-            retry = None
-            backoff = (args.backoff_base, args.backoff_factor, args.backoff_max)
-            if any(v is not None for v in backoff):
-                current = (await client.get_queue(args.name)).retry
-                retry = RetryPolicy(
-                    current.base_seconds if args.backoff_base is None else args.backoff_base,
-                    current.factor if args.backoff_factor is None else args.backoff_factor,
-                    current.max_seconds if args.backoff_max is None else args.backoff_max,
-                )
-            queue = await client.update_queue(
-                args.name,
-                max_concurrent=args.max_concurrent,
-                max_attempts=args.max_attempts,
-                timeout_seconds=args.timeout,
-                retry=retry,
+    if action == "list":
+        return json.dumps([queue_dict(q) for q in await client.list_queues()], indent=2)
+    if action == "show":
+        queue = await client.get_queue(args.name)
+    elif action == "pause":
+        queue = await client.pause_queue(args.name)
+    elif action == "resume":
+        queue = await client.resume_queue(args.name)
+    else:
+        retry = None
+        backoff = (args.backoff_base, args.backoff_factor, args.backoff_max)
+        if any(v is not None for v in backoff):
+            current = (await client.get_queue(args.name)).retry
+            retry = RetryPolicy(
+                current.base_seconds if args.backoff_base is None else args.backoff_base,
+                current.factor if args.backoff_factor is None else args.backoff_factor,
+                current.max_seconds if args.backoff_max is None else args.backoff_max,
             )
-        return json.dumps(queue_dict(queue), indent=2)
+        queue = await client.update_queue(
+            args.name,
+            max_concurrent=args.max_concurrent,
+            max_attempts=args.max_attempts,
+            timeout_seconds=args.timeout,
+            retry=retry,
+        )
+    return json.dumps(queue_dict(queue), indent=2)

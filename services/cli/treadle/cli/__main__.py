@@ -6,12 +6,16 @@ Every flag also has a `TREADLE_*` environment variable (the flag wins).
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 
-from treadle.common.errors import TreadleError
+from treadle.cli import queues, schedules
+from treadle.common import config, process
+from treadle.common.logs import LogSettings
+from treadle.gateway import __main__ as gateway
+from treadle.gateway.settings import Settings as GatewaySettings
+from treadle.scheduler import __main__ as scheduler
+from treadle.scheduler.settings import Settings as SchedulerSettings
 
 EPILOG = """\
 examples:
@@ -29,72 +33,8 @@ TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, ... (see docs/configuration.md
 """
 
 
-def _add_database(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("database")
-    g.add_argument(
-        "--database-url",
-        help="PostgreSQL URL (TREADLE_DATABASE_URL); omit for an embedded PostgreSQL",
-    )
-    g.add_argument(
-        "--database-schema",
-        help="schema for Treadle's tables (TREADLE_DATABASE_SCHEMA, default treadle)",
-    )
-    g.add_argument(
-        "--data-dir", help="embedded PostgreSQL data folder (TREADLE_DATA_DIR, default .treadle)"
-    )
-
-
-def _add_scheduler(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("scheduler")
-    g.add_argument("--app", help="module with your @task handlers (TREADLE_APP)")
-    g.add_argument("--grpc-host", help="gRPC listen host (TREADLE_GRPC_HOST, default 127.0.0.1)")
-    g.add_argument(
-        "--grpc-port", type=int, help="gRPC listen port (TREADLE_GRPC_PORT, default 50051)"
-    )
-    g.add_argument(
-        "--metrics-port",
-        type=int,
-        help="Prometheus /metrics port (TREADLE_METRICS_PORT, default 9464; 0: any free port)",
-    )
-    g.add_argument(
-        "--concurrency",
-        type=int,
-        help="handlers running at once (TREADLE_CONCURRENCY, default 100)",
-    )
-    g.add_argument(
-        "--executor-threads",
-        type=int,
-        help="threads for plain def handlers (TREADLE_EXECUTOR_THREADS, default 8)",
-    )
-    g.add_argument(
-        "--drain-timeout",
-        type=float,
-        help="seconds to let running tasks finish on stop (TREADLE_DRAIN_TIMEOUT, default 30)",
-    )
-
-
-def _add_gateway(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("gateway")
-    g.add_argument("--http-host", help="HTTP listen host (TREADLE_HTTP_HOST, default 127.0.0.1)")
-    g.add_argument(
-        "--http-port", type=int, help="HTTP listen port (TREADLE_HTTP_PORT, default 8000)"
-    )
-
-
-def _add_logging(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        help="log lines as text or JSON, with trace ids inside spans (TREADLE_LOG_FORMAT)",
-    )
-
-
 def _add_address(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--address",
-        dest="scheduler_address",
-        help="scheduler gRPC address (TREADLE_SCHEDULER_ADDRESS, default 127.0.0.1:50051)",
-    )
+    config.add_flags(p, GatewaySettings, "address")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,30 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
         "lives in --data-dir. Loads the bundled example app (echo, sleep, "
         "fib, fail, noop) unless --app is given. Ctrl-C stops everything.",
     )
-    _add_database(up)
-    _add_scheduler(up)
-    _add_gateway(up)
-    _add_logging(up)
+    scheduler.add_flags(up)
+    config.add_flags(up.add_argument_group("gateway"), GatewaySettings, "gateway")
+    config.add_flags(up, LogSettings, "logging")
 
     sched = sub.add_parser(
-        "scheduler",
-        help="run a scheduler replica (gRPC)",
-        description="Run one scheduler replica: claims and runs the "
-        "tasks your --app module registers, serves gRPC.",
+        "scheduler", help="run a scheduler replica (gRPC)", description=scheduler.DESCRIPTION
     )
-    _add_database(sched)
-    _add_scheduler(sched)
-    _add_logging(sched)
+    scheduler.add_flags(sched)
+    config.add_flags(sched, LogSettings, "logging")
 
     gw = sub.add_parser(
-        "gateway",
-        help="run the GraphQL gateway (HTTP)",
-        description="Serve GraphQL (POST /graphql), GraphiQL (GET /graphql) "
-        "and /health, calling a scheduler over gRPC.",
+        "gateway", help="run the GraphQL gateway (HTTP)", description=gateway.DESCRIPTION
     )
-    _add_gateway(gw)
-    _add_address(gw)
-    _add_logging(gw)
+    gateway.add_flags(gw)
+    config.add_flags(gw, LogSettings, "logging")
 
     mig = sub.add_parser(
         "migrate",
@@ -147,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply the schema migrations the database lacks. "
         "Safe to run while replicas start.",
     )
-    _add_database(mig)
+    config.add_flags(mig.add_argument_group("database"), SchedulerSettings, "database")
 
     submit = sub.add_parser(
         "submit", help="submit a task", description="Submit a task and print it as JSON."
@@ -175,33 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_address(submit)
 
-    get = sub.add_parser("get", help="print a task as JSON", description="Print a task as JSON.")
-    get.add_argument("id", help="task id")
-    _add_address(get)
-
-    cancel = sub.add_parser(
-        "cancel",
-        help="cancel a task",
-        description="Cancel a waiting task at once; a running one is cancelled on the replica "
-        "running it. Prints the task as JSON.",
-    )
-    cancel.add_argument("id", help="task id")
-    _add_address(cancel)
-
-    retry = sub.add_parser(
-        "retry",
-        help="requeue a DEAD or CANCELLED task",
-        description="Requeue a DEAD or CANCELLED task with fresh attempts. Prints it as JSON.",
-    )
-    retry.add_argument("id", help="task id")
-    _add_address(retry)
-
-    from treadle.cli import queues
+    for name, text, description in (
+        ("get", "print a task as JSON", "Print a task as JSON."),
+        (
+            "cancel",
+            "cancel a task",
+            "Cancel a waiting task at once; a running one is cancelled on the replica "
+            "running it. Prints the task as JSON.",
+        ),
+        (
+            "retry",
+            "requeue a DEAD or CANCELLED task",
+            "Requeue a DEAD or CANCELLED task with fresh attempts. Prints it as JSON.",
+        ),
+    ):
+        one = sub.add_parser(name, help=text, description=description)
+        one.add_argument("id", help="task id")
+        _add_address(one)
 
     queues.add_parser(sub, _add_address)
-
-    from treadle.cli import schedules
-
     schedules.add_parser(sub, _add_address)
 
     bench = sub.add_parser(
@@ -229,25 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # The embedded PostgreSQL is started with fork+exec; gRPC's fork handlers
-    # only log noise about it.
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from treadle.cli import commands
 
-    try:
-        return commands.run(args, os.environ)
-    except TreadleError as exc:
-        print(f"treadle: error: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    settings = [SchedulerSettings, GatewaySettings, LogSettings]
+    return process.main(build_parser(), commands.run, settings, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+"""What each `treadle` subcommand does. `treadle scheduler` and `treadle gateway`
+are the services' own entry points (their `__main__`); `treadle up` runs both
+in one process. The heavy parts of the services are imported lazily."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from treadle.cli import queues, schedules
+from treadle.client import Client
+from treadle.client._async import DEFAULT_ADDRESS, encode_payload
+from treadle.common import config, process
+from treadle.common.errors import InvalidArgument
+from treadle.common.process import Command
+from treadle.common.tasks import Task, TaskSpec
+from treadle.gateway import __main__ as gateway
+from treadle.gateway.settings import Settings as GatewaySettings
+from treadle.scheduler import __main__ as scheduler
+from treadle.scheduler.settings import Settings as SchedulerSettings
+
+EXAMPLE_APP = "treadle.scheduler.example"
+
+
+def task_json(task: Task) -> str:
+    def encode(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        raise TypeError(type(value).__name__)
+
+    data = dataclasses.asdict(task)
+    data.pop("trace_context", None)  # scheduler-internal, and never on the wire
+    return json.dumps(data, default=encode, indent=2)
+
+
+# -- services -----------------------------------------------------------------
+
+UP_BANNER = """
+Treadle is up. Press Ctrl-C to stop.
+  GraphQL    {http}/graphql  (POST; GraphiQL when opened in a browser)
+  health     {http}/health, {http}/health/detailed
+  metrics    {http}/metrics (gateway), http://{metrics}/metrics (scheduler)
+  gRPC       {grpc}  (treadle.api.v1.SchedulerService, grpc.health.v1, reflection)
+  database   {database}
+  tasks      {tasks}
+  auth       OFF: anyone who can reach these ports can submit tasks (local use only)
+"""
+
+
+def cmd_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """A replica and a gateway in one process; the gateway calls that replica."""
+    from treadle.gateway.server import Gateway
+    from treadle.scheduler.embedded import database
+
+    sched = config.load(SchedulerSettings, env, vars(args))
+    gateway = config.load(GatewaySettings, env, vars(args))
+    process.observe(args, env, "treadle")
+
+    async def serve(url: str) -> None:
+        async with scheduler.replica(sched, sched.app or EXAMPLE_APP, url) as replica:
+            server = Gateway(dataclasses.replace(gateway, scheduler_address=replica.address))
+            await server.start()
+            try:
+                label = scheduler.database_label(sched)
+                figures = scheduler.figures(replica)
+                print(UP_BANNER.format(http=server.url, database=label, **figures), flush=True)
+                await replica.serve()
+            finally:
+                await server.stop()
+
+    with database(sched.database_url, sched.data_dir) as url:
+        process.run_async(serve(url))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from treadle.scheduler import postgres
+    from treadle.scheduler.embedded import database
+
+    sched = config.load(SchedulerSettings, env, vars(args))
+
+    async def migrate(url: str) -> list[int]:
+        conn = await postgres.connect(url, sched.database_schema, "treadle-migrate")
+        try:
+            return await postgres.migrate(conn, sched.database_schema)
+        finally:
+            await conn.close()
+
+    with database(sched.database_url, sched.data_dir) as url:
+        applied = process.run_async(migrate(url))
+    if applied:
+        print(
+            f"applied migrations {', '.join(f'{v:04d}' for v in applied)} "
+            f"to schema {sched.database_schema}"
+        )
+    else:
+        print(f"schema {sched.database_schema} is up to date")
+    return 0
+
+
+# -- client commands ------------------------------------------------------------
+
+
+def _address(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    return str(args.scheduler_address or env.get("TREADLE_SCHEDULER_ADDRESS") or DEFAULT_ADDRESS)
+
+
+def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        raise InvalidArgument(f"--payload is not valid JSON: {exc}") from None
+    run_at = None
+    if args.run_at:
+        try:
+            run_at = datetime.fromisoformat(args.run_at)
+        except ValueError:
+            raise InvalidArgument(f"--run-at {args.run_at!r} is not an ISO 8601 time") from None
+    spec = TaskSpec(
+        name=args.name,
+        payload_json=encode_payload(payload),
+        queue=args.queue,
+        priority=args.priority,
+        run_at=run_at,
+        max_attempts=args.max_attempts,
+        idempotency_key=args.idempotency_key,
+        delay_seconds=args.delay,
+        timeout_seconds=args.attempt_timeout,
+    )
+
+    async def submit() -> Task:
+        async with Client(_address(args, env)) as client:
+            submitted = await client.submit_spec(spec)
+            task = submitted.task
+            if submitted.existing:
+                print(
+                    f"treadle: idempotency key {spec.idempotency_key!r} matched task {task.id}, "
+                    "submitted before: nothing new was submitted",
+                    file=sys.stderr,
+                )
+            if args.wait:
+                task = await client.wait(task.id, timeout=args.timeout)
+            return task
+
+    task = process.run_async(submit())
+    print(task_json(task))
+    return 0 if not args.wait or task.state.value == "SUCCEEDED" else 1
+
+
+def _with_client(act: Callable[[Client, argparse.Namespace], Awaitable[str]]) -> Command:
+    """A command that does `act` with a client of the scheduler and prints what it returns."""
+
+    def command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+        async def call() -> str:
+            async with Client(_address(args, env)) as client:
+                return await act(client, args)
+
+        print(process.run_async(call()))
+        return 0
+
+    return command
+
+
+async def _get(client: Client, args: argparse.Namespace) -> str:
+    return task_json(await client.get(args.id))
+
+
+async def _cancel(client: Client, args: argparse.Namespace) -> str:
+    return task_json(await client.cancel(args.id))
+
+
+async def _retry(client: Client, args: argparse.Namespace) -> str:
+    return task_json(await client.retry(args.id))
+
+
+def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from treadle.cli import bench
+
+    report = process.run_async(
+        bench.run(_address(args, env), args.tasks, args.batch, args.name, args.delay)
+    )
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "up": cmd_up,
+    "scheduler": scheduler.run,
+    "gateway": gateway.run,
+    "migrate": cmd_migrate,
+    "submit": cmd_submit,
+    "get": _with_client(_get),
+    "cancel": _with_client(_cancel),
+    "retry": _with_client(_retry),
+    "queue": _with_client(queues.run),
+    "schedule": _with_client(schedules.run),
+    "bench": cmd_bench,
+}
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    return COMMANDS[args.command](args, env)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `treadle` or `python -m treadle.cli`")
