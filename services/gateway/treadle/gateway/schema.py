@@ -76,7 +76,7 @@ async def list_tasks(
         raise InvalidArgument(f"first must be at least 1, got {first}")
     page = await info.context.client.list(
         queue=queue,
-        state=None if state is None else state.to_state(),
+        state=state,
         page_size=first,
         cursor=after,
     )

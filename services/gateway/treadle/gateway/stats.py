@@ -8,7 +8,6 @@ exceed GraphQL's 32-bit `Int`, sent as a JSON number.
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any, NewType
 
@@ -40,32 +39,23 @@ SCALARS: dict[object, ScalarDefinition] = {
 }
 
 
-@strawberry.enum(description="The width of a trend bucket (whole UTC hours or days).")
-class TrendGranularity(enum.Enum):
-    HOUR = "HOUR"
-    DAY = "DAY"
-
-
-@strawberry.enum(description="The worst severity among the current alerts.")
-class SystemStatus(enum.Enum):
-    HEALTHY = "HEALTHY"
-    WARNING = "WARNING"
-    CRITICAL = "CRITICAL"
-
-
-@strawberry.enum(description="WARNING over a threshold, CRITICAL at twice it.")
-class AlertSeverity(enum.Enum):
-    WARNING = "WARNING"
-    CRITICAL = "CRITICAL"
-
-
-@strawberry.enum(description="What an alert measured.")
-class AlertMetric(enum.Enum):
-    BACKLOG = "backlog"
-    ERROR_RATE = "error_rate"
-    P95_PROCESSING_SECONDS = "p95_processing_seconds"
-    OLDEST_WAIT_SECONDS = "oldest_wait_seconds"
-    REPLICA_SILENT_SECONDS = "replica_silent_seconds"
+# GraphQL shows the shared enums themselves, under these names (`strawberry.enum`
+# marks each class).
+TrendGranularity = stats.Granularity
+SystemStatus = stats.SystemStatus
+AlertSeverity = stats.Severity
+AlertMetric = stats.Metric
+for _enum, _name, _description in (
+    (
+        TrendGranularity,
+        "TrendGranularity",
+        "The width of a trend bucket (whole UTC hours or days).",
+    ),
+    (SystemStatus, "SystemStatus", "The worst severity among the current alerts."),
+    (AlertSeverity, "AlertSeverity", "WARNING over a threshold, CRITICAL at twice it."),
+    (AlertMetric, "AlertMetric", "What an alert measured."),
+):
+    strawberry.enum(_enum, name=_name, description=_description)
 
 
 @strawberry.type(
@@ -146,7 +136,7 @@ class Overview:
         return cls(
             total_queues=o.total_queues,
             tasks_by_state=[
-                StateCount(state=TaskState.from_state(state), count=Long(count))
+                StateCount(state=state, count=Long(count))
                 for state, count in o.tasks_by_state.items()
             ],
             finished_last_minute=Long(o.finished_last_minute),
@@ -188,7 +178,7 @@ class Trends:
         return cls(
             since=t.since,
             until=t.until,
-            granularity=TrendGranularity[t.granularity.name],
+            granularity=t.granularity,
             buckets=[
                 TrendBucket(
                     start=b.start,
@@ -249,11 +239,11 @@ class SystemHealth:
     @classmethod
     def from_health(cls, h: stats.SystemHealth) -> SystemHealth:
         return cls(
-            status=SystemStatus[h.status.name],
+            status=h.status,
             alerts=[
                 Alert(
-                    severity=AlertSeverity[a.severity.name],
-                    metric=AlertMetric[a.metric.name],
+                    severity=a.severity,
+                    metric=a.metric,
                     message=a.message,
                     queue=a.queue,
                     value=a.value,
@@ -297,7 +287,7 @@ async def trends(
     found = await _client(info).trends(
         since=since,
         until=until,
-        granularity=stats.Granularity[granularity.name],
+        granularity=granularity,
         queues=queues or (),
     )
     return Trends.from_trends(found)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 from datetime import datetime
 
@@ -12,24 +11,9 @@ from strawberry.scalars import JSON
 
 from treadle.common import tasks
 
-
-@strawberry.enum(description="Where a task is in its lifecycle.")
-class TaskState(enum.Enum):
-    # Mirrors `treadle.common.tasks.TaskState` (a test keeps them equal).
-    QUEUED = "QUEUED"
-    SCHEDULED = "SCHEDULED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    RETRYING = "RETRYING"
-    DEAD = "DEAD"
-    CANCELLED = "CANCELLED"
-
-    @classmethod
-    def from_state(cls, state: tasks.TaskState) -> TaskState:
-        return cls[state.name]
-
-    def to_state(self) -> tasks.TaskState:
-        return tasks.TaskState[self.name]
+# GraphQL shows the shared enum itself (`strawberry.enum` marks the class).
+TaskState = tasks.TaskState
+strawberry.enum(TaskState, description="Where a task is in its lifecycle.")
 
 
 @strawberry.type(description="Why an attempt failed.")
@@ -161,7 +145,7 @@ class Task:
             id=strawberry.ID(task.id),
             name=task.name,
             queue=task.queue,
-            state=TaskState.from_state(task.state),
+            state=task.state,
             payload=None if task.payload is None else JSON(task.payload),
             result=None if task.result is None else JSON(task.result),
             error=None if task.error is None else TaskError.from_error(task.error),
