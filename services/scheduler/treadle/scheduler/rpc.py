@@ -36,7 +36,21 @@ Resp = TypeVar("Resp")
 Method = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]
 #: What GetHealth answers (`treadle.scheduler.health.HealthReporter.report`).
 HealthReport = Callable[[], Awaitable[SchedulerHealth]]
+#: The servicer methods' context (their own request and reply types are on the method).
+Context = grpc.aio.ServicerContext[Any, Any]
 StreamMethod = Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], AsyncGenerator[Resp, None]]
+
+
+def _status_of(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and message that end a call whose servicer `method` raised
+    `exc`; our errors keep theirs, anything else is a generic INTERNAL. What an
+    operator must see (INTERNAL, ours or not) is logged with its traceback."""
+    if not isinstance(exc, errors.TreadleError):
+        log.error("%s failed unexpectedly", method, exc_info=exc)
+        exc = errors.Internal()
+    elif isinstance(exc, errors.Internal):
+        log.error("%s failed: %s", method, exc, exc_info=exc)
+    return status.to_grpc(exc), exc.message
 
 
 def _edge(method: Method[Req, Resp]) -> Method[Req, Resp]:
@@ -48,15 +62,10 @@ def _edge(method: Method[Req, Resp]) -> Method[Req, Resp]:
     ) -> Resp:
         try:
             return await method(self, request, context)
-        except errors.TreadleError as exc:
-            if isinstance(exc, errors.Internal):
-                log.error("%s failed: %s", method.__name__, exc, exc_info=exc)
-            error: errors.TreadleError = exc
-        except Exception:
-            log.exception("%s failed unexpectedly", method.__name__)
-            error = errors.Internal()
-        # abort() raises, so it must run outside the handlers above.
-        await context.abort(status.to_grpc(error), error.message)
+        except Exception as exc:
+            code, message = _status_of(method.__name__, exc)
+        # abort() raises, so it must run outside the handler above.
+        await context.abort(code, message)
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
@@ -76,14 +85,9 @@ def _edge_stream(method: StreamMethod[Req, Resp]) -> StreamMethod[Req, Resp]:
                 async for response in responses:
                     yield response
             return
-        except errors.TreadleError as exc:
-            if isinstance(exc, errors.Internal):
-                log.error("%s failed: %s", method.__name__, exc, exc_info=exc)
-            error: errors.TreadleError = exc
-        except Exception:
-            log.exception("%s failed unexpectedly", method.__name__)
-            error = errors.Internal()
-        await context.abort(status.to_grpc(error), error.message)
+        except Exception as exc:
+            code, message = _status_of(method.__name__, exc)
+        await context.abort(code, message)
 
     return wrapper
 
@@ -118,7 +122,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def SubmitTask(
-        self, request: pb.SubmitTaskRequest, context: Any
+        self, request: pb.SubmitTaskRequest, context: Context
     ) -> pb.SubmitTaskResponse:
         submitted = await self.scheduler.submit(wire.spec_from_proto(request.task))
         return pb.SubmitTaskResponse(
@@ -127,18 +131,20 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def SubmitTasks(
-        self, request: pb.SubmitTasksRequest, context: Any
+        self, request: pb.SubmitTasksRequest, context: Context
     ) -> pb.SubmitTasksResponse:
         specs = [wire.spec_from_proto(spec) for spec in request.tasks]
         submitted = await self.scheduler.submit_many(specs)
         return pb.SubmitTasksResponse(task_ids=[s.task.id for s in submitted])
 
     @_edge
-    async def GetTask(self, request: pb.GetTaskRequest, context: Any) -> pb.GetTaskResponse:
+    async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
         return pb.GetTaskResponse(task=wire.task_to_proto(await self.scheduler.get(request.id)))
 
     @_edge
-    async def ListTasks(self, request: pb.ListTasksRequest, context: Any) -> pb.ListTasksResponse:
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: Context
+    ) -> pb.ListTasksResponse:
         page = await self.scheduler.list(
             queue=request.queue or None,
             state=wire.state_from_proto(request.state),
@@ -152,7 +158,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def CancelTask(
-        self, request: pb.CancelTaskRequest, context: Any
+        self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
         return pb.CancelTaskResponse(
             task=wire.task_to_proto(await self.scheduler.cancel(request.id))
@@ -160,24 +166,28 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def ListReplicas(
-        self, request: pb.ListReplicasRequest, context: Any
+        self, request: pb.ListReplicasRequest, context: Context
     ) -> pb.ListReplicasResponse:
         replicas = await self.scheduler.replicas()
         return pb.ListReplicasResponse(replicas=[wire.replica_to_proto(r) for r in replicas])
 
     @_edge
-    async def GetHealth(self, request: pb.GetHealthRequest, context: Any) -> pb.GetHealthResponse:
+    async def GetHealth(
+        self, request: pb.GetHealthRequest, context: Context
+    ) -> pb.GetHealthResponse:
         if self._health_report is None:
             raise errors.Unavailable("health reports are not enabled on this server")
         return health_to_proto(await self._health_report())
 
     @_edge
-    async def RetryTask(self, request: pb.RetryTaskRequest, context: Any) -> pb.RetryTaskResponse:
+    async def RetryTask(
+        self, request: pb.RetryTaskRequest, context: Context
+    ) -> pb.RetryTaskResponse:
         return pb.RetryTaskResponse(task=wire.task_to_proto(await self.scheduler.retry(request.id)))
 
     @_edge_stream
     async def WatchTask(
-        self, request: pb.WatchTaskRequest, context: Any
+        self, request: pb.WatchTaskRequest, context: Context
     ) -> AsyncGenerator[pb.WatchTaskResponse, None]:
         async with contextlib.aclosing(self.watchers.watch(request.id)) as updates:
             async for task in updates:
@@ -187,20 +197,20 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def ListQueues(
-        self, request: pb.ListQueuesRequest, context: Any
+        self, request: pb.ListQueuesRequest, context: Context
     ) -> pb.ListQueuesResponse:
         queues = await self.scheduler.queues()
         return pb.ListQueuesResponse(queues=[wire.queue_to_proto(q) for q in queues])
 
     @_edge
-    async def GetQueue(self, request: pb.GetQueueRequest, context: Any) -> pb.GetQueueResponse:
+    async def GetQueue(self, request: pb.GetQueueRequest, context: Context) -> pb.GetQueueResponse:
         return pb.GetQueueResponse(
             queue=wire.queue_to_proto(await self.scheduler.queue(request.name))
         )
 
     @_edge
     async def UpdateQueue(
-        self, request: pb.UpdateQueueRequest, context: Any
+        self, request: pb.UpdateQueueRequest, context: Context
     ) -> pb.UpdateQueueResponse:
         update = QueueUpdate(
             max_concurrent=(request.max_concurrent if request.HasField("max_concurrent") else None),
@@ -215,14 +225,14 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def PauseQueue(
-        self, request: pb.PauseQueueRequest, context: Any
+        self, request: pb.PauseQueueRequest, context: Context
     ) -> pb.PauseQueueResponse:
         queue = await self.scheduler.pause_queue(request.name)
         return pb.PauseQueueResponse(queue=wire.queue_to_proto(queue))
 
     @_edge
     async def ResumeQueue(
-        self, request: pb.ResumeQueueRequest, context: Any
+        self, request: pb.ResumeQueueRequest, context: Context
     ) -> pb.ResumeQueueResponse:
         queue = await self.scheduler.resume_queue(request.name)
         return pb.ResumeQueueResponse(queue=wire.queue_to_proto(queue))
@@ -231,35 +241,35 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def CreateSchedule(
-        self, request: pb.CreateScheduleRequest, context: Any
+        self, request: pb.CreateScheduleRequest, context: Context
     ) -> pb.CreateScheduleResponse:
         created = await self.schedules.create(wire.schedule_from_proto(request.schedule))
         return pb.CreateScheduleResponse(schedule=wire.schedule_to_proto(created))
 
     @_edge
     async def ListSchedules(
-        self, request: pb.ListSchedulesRequest, context: Any
+        self, request: pb.ListSchedulesRequest, context: Context
     ) -> pb.ListSchedulesResponse:
         found = await self.schedules.list()
         return pb.ListSchedulesResponse(schedules=[wire.schedule_to_proto(s) for s in found])
 
     @_edge
     async def PauseSchedule(
-        self, request: pb.PauseScheduleRequest, context: Any
+        self, request: pb.PauseScheduleRequest, context: Context
     ) -> pb.PauseScheduleResponse:
         paused = await self.schedules.pause(request.name)
         return pb.PauseScheduleResponse(schedule=wire.schedule_to_proto(paused))
 
     @_edge
     async def ResumeSchedule(
-        self, request: pb.ResumeScheduleRequest, context: Any
+        self, request: pb.ResumeScheduleRequest, context: Context
     ) -> pb.ResumeScheduleResponse:
         resumed = await self.schedules.resume(request.name)
         return pb.ResumeScheduleResponse(schedule=wire.schedule_to_proto(resumed))
 
     @_edge
     async def DeleteSchedule(
-        self, request: pb.DeleteScheduleRequest, context: Any
+        self, request: pb.DeleteScheduleRequest, context: Context
     ) -> pb.DeleteScheduleResponse:
         await self.schedules.delete(request.name)
         return pb.DeleteScheduleResponse()
@@ -268,27 +278,29 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def GetQueueStats(
-        self, request: pb.GetQueueStatsRequest, context: Any
+        self, request: pb.GetQueueStatsRequest, context: Context
     ) -> pb.GetQueueStatsResponse:
         found = await self.stats.queue(request.queue)
         return pb.GetQueueStatsResponse(stats=stats_wire.queue_stats_to_proto(found))
 
     @_edge
     async def ListQueueStats(
-        self, request: pb.ListQueueStatsRequest, context: Any
+        self, request: pb.ListQueueStatsRequest, context: Context
     ) -> pb.ListQueueStatsResponse:
         found = await self.stats.queues()
         return pb.ListQueueStatsResponse(stats=[stats_wire.queue_stats_to_proto(q) for q in found])
 
     @_edge
     async def GetOverview(
-        self, request: pb.GetOverviewRequest, context: Any
+        self, request: pb.GetOverviewRequest, context: Context
     ) -> pb.GetOverviewResponse:
         overview = await self.stats.overview()
         return pb.GetOverviewResponse(overview=stats_wire.overview_to_proto(overview))
 
     @_edge
-    async def GetTrends(self, request: pb.GetTrendsRequest, context: Any) -> pb.GetTrendsResponse:
+    async def GetTrends(
+        self, request: pb.GetTrendsRequest, context: Context
+    ) -> pb.GetTrendsResponse:
         trends = await self.stats.trends(
             since=wire.time_from_proto(request, "since"),
             until=wire.time_from_proto(request, "until"),
@@ -299,7 +311,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def GetErrorPatterns(
-        self, request: pb.GetErrorPatternsRequest, context: Any
+        self, request: pb.GetErrorPatternsRequest, context: Context
     ) -> pb.GetErrorPatternsResponse:
         patterns = await self.stats.error_patterns(
             since=wire.time_from_proto(request, "since"),
@@ -313,7 +325,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
 
     @_edge
     async def GetSystemHealth(
-        self, request: pb.GetSystemHealthRequest, context: Any
+        self, request: pb.GetSystemHealthRequest, context: Context
     ) -> pb.GetSystemHealthResponse:
         return stats_wire.health_to_proto(await self.stats.health())
 
