@@ -216,7 +216,7 @@ def parse_queries(text: str, source: str = "sql") -> dict[str, Query]:
     queries: dict[str, Query] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         sql = body.strip()
-        declared = ",".join(_PARAMS.findall(sql))
+        declared = ",".join(line.strip().rstrip(",") for line in _PARAMS.findall(sql))
         params = tuple(p.strip() for p in declared.split(",")) if declared else ()
         for param in params:
             if not param.isidentifier() or keyword.iskeyword(param):
