@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import datetime
 
@@ -311,10 +310,8 @@ class CreateScheduleInput:
     timezone: str = strawberry.field(default="UTC", description="An IANA time zone.")
 
     def schedule(self) -> tasks.Schedule:
-        # A template says what runs, not when, and has no one-off key.
-        spec = dataclasses.replace(
-            self.task.spec(), run_at=None, delay_seconds=None, idempotency_key=None
-        )
+        # The scheduler drops the template's runAt, delaySeconds and idempotencyKey.
+        spec = self.task.spec()
         return tasks.Schedule(name=self.name, cron=self.cron, task=spec, timezone=self.timezone)
 
 

@@ -78,12 +78,14 @@ class Scheduler:
         #: None: tracing is off.
         self.tracer = tracer
 
-    def _check(
+    def check(
         self,
         spec: TaskSpec,
         index: int | None = None,
         trace_context: Mapping[str, str] | None = None,
     ) -> NewTask:
+        """`spec` checked against the registry and the rules, ready to insert;
+        or `InvalidArgument` (saying `task <index>` within a batch)."""
         try:
             handler = self.registry.get(spec.name)
             if spec.name and handler is None:
@@ -101,7 +103,7 @@ class Scheduler:
             raise InvalidArgument(f"task {index}: {exc.message}") from None
 
     async def submit(self, spec: TaskSpec) -> Submitted:
-        checked = self._check(spec, trace_context=tracing.submitted())
+        checked = self.check(spec, trace_context=tracing.submitted())
         with tracing.inserting(self.tracer, self.store.schema, 1):
             (submitted,) = await self.store.insert([checked])
         if self.stats is not None:
@@ -117,7 +119,7 @@ class Scheduler:
         if len(specs) > MAX_BATCH:
             raise InvalidArgument(f"at most {MAX_BATCH} tasks per batch, got {len(specs)}")
         context = tracing.submitted()
-        checked = [self._check(spec, i, context) for i, spec in enumerate(specs)]
+        checked = [self.check(spec, i, context) for i, spec in enumerate(specs)]
         keys = [(t.queue, t.idempotency_key) for t in checked if t.idempotency_key]
         if len(keys) != len(set(keys)):
             raise InvalidArgument("the same idempotency key appears twice in one batch")

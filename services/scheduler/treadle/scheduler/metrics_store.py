@@ -3,22 +3,13 @@ in `sql/metrics.sql`. Each walks an index; none reads a row per task."""
 
 from __future__ import annotations
 
-import asyncpg
-
 from treadle.common.health import QueueBacklog
 from treadle.scheduler import postgres
 
-_QUERIES = postgres.load_queries()
 
-
-class MetricsStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
+class MetricsStore(postgres.PoolStore):
     async def queues(self) -> list[QueueBacklog]:
         """Every queue's tasks by state, its oldest ready task's wait, and its controls."""
-        async with postgres.acquired(self.pool) as conn:
-            rows = await conn.fetch(_QUERIES["metrics_queues"])
         return [
             QueueBacklog(
                 queue=r["name"],
@@ -31,11 +22,10 @@ class MetricsStore:
                 paused=r["paused"],
                 max_concurrent=r["max_concurrent"],
             )
-            for r in rows
+            for r in await self._fetch("metrics_queues")
         ]
 
     async def database_size(self) -> int:
         """pg_database_size() of the current database, in bytes."""
-        async with postgres.acquired(self.pool) as conn:
-            size: int = await conn.fetchval(_QUERIES["metrics_database"])
+        size: int = await self._fetchval("metrics_database")
         return size

@@ -7,9 +7,10 @@ turns them into Treadle's errors.
 from __future__ import annotations
 
 import contextlib
+import keyword
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -23,22 +24,7 @@ log = logging.getLogger("treadle.scheduler.postgres")
 #: Seconds to wait for a new connection before calling the database unavailable.
 CONNECT_TIMEOUT = 5.0
 
-_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
-
-
-def load_queries() -> dict[str, str]:
-    """The named blocks of every sql/*.sql file (migrations aside), by name."""
-    queries: dict[str, str] = {}
-    for entry in resources.files("treadle.scheduler").joinpath("sql").iterdir():
-        if not entry.name.endswith(".sql"):
-            continue
-        parts = _NAME.split(entry.read_text())
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            if name in queries:
-                raise RuntimeError(f"query {name!r} is defined twice in sql/")
-            queries[name] = body.strip()
-    return queries
 
 
 @dataclass(frozen=True)
@@ -186,3 +172,131 @@ async def acquired(pool: asyncpg.Pool) -> AsyncIterator[Any]:
     with translated():
         async with pool.acquire() as conn:
             yield conn
+
+
+# -- named queries ----------------------------------------------------------------
+#
+# Every statement the stores run is a named block of sql/*.sql that declares its
+# parameters, in $1..$n order, on `-- params:` lines (a long list goes on over
+# several). The files are parsed once,
+# when this module is imported; a block whose declared parameters do not match
+# its placeholders stops the import. Callers bind by name:
+# `await fetch(conn, "get_task", id=task_id)`.
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_PARAMS = re.compile(r"^-- params:(.*)$", re.MULTILINE)
+_COMMENT = re.compile(r"--.*$", re.MULTILINE)
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@dataclass(frozen=True)
+class Query:
+    """A named block of `sql/*.sql`: its text, and its parameters' names in
+    $1..$n order."""
+
+    name: str
+    sql: str
+    params: tuple[str, ...] = ()
+
+    def args(self, /, **values: Any) -> list[Any]:
+        """The statement's positional arguments, taken from `values` by name.
+        Raises TypeError when a parameter is missing or a name is not one."""
+        if values.keys() != set(self.params):
+            missing = [p for p in self.params if p not in values]
+            unknown = sorted(values.keys() - set(self.params))
+            raise TypeError(f"query {self.name}: missing {missing}, unknown {unknown}")
+        return [values[p] for p in self.params]
+
+
+def parse_queries(text: str, source: str = "sql") -> dict[str, Query]:
+    """The named blocks of one SQL file, by name. Raises ValueError for a block
+    whose `-- params:` lines do not match the $n placeholders its SQL uses (as
+    many, numbered 1..n), or that names a parameter twice."""
+    parts = _NAME.split(text)
+    queries: dict[str, Query] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        sql = body.strip()
+        declared = ",".join(line.strip().rstrip(",") for line in _PARAMS.findall(sql))
+        params = tuple(p.strip() for p in declared.split(",")) if declared else ()
+        for param in params:
+            if not param.isidentifier() or keyword.iskeyword(param):
+                raise ValueError(f"{source}: query {name} declares parameter {param!r}")
+        if len(set(params)) != len(params):
+            raise ValueError(f"{source}: query {name} declares a parameter twice: {params}")
+        used = {int(n) for n in _PLACEHOLDER.findall(_COMMENT.sub("", sql))}
+        if used != set(range(1, len(params) + 1)):
+            raise ValueError(
+                f"{source}: query {name} declares {len(params)} parameter(s) {params} "
+                f"but its SQL uses {' '.join(f'${n}' for n in sorted(used)) or 'none'}"
+            )
+        if name in queries:
+            raise ValueError(f"{source}: query {name} is defined twice")
+        queries[name] = Query(name, sql, params)
+    return queries
+
+
+def _load_queries() -> dict[str, Query]:
+    queries: dict[str, Query] = {}
+    folder = resources.files("treadle.scheduler").joinpath("sql")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        for name, query in parse_queries(entry.read_text(), f"sql/{entry.name}").items():
+            if name in queries:
+                raise ValueError(f"query {name} is defined twice in sql/")
+            queries[name] = query
+    return queries
+
+
+#: Every named query of sql/*.sql (migrations aside), by name.
+QUERIES: Mapping[str, Query] = _load_queries()
+
+
+def load_queries() -> dict[str, str]:
+    """The SQL text of every named query, by name."""
+    return {name: query.sql for name, query in QUERIES.items()}
+
+
+async def fetch(conn: Any, name: str, /, **params: Any) -> list[asyncpg.Record]:
+    """Run the named query on `conn` with `params` bound by name; its rows."""
+    query = QUERIES[name]
+    rows: list[asyncpg.Record] = await conn.fetch(query.sql, *query.args(**params))
+    return rows
+
+
+async def fetchval(conn: Any, name: str, /, **params: Any) -> Any:
+    """Run the named query on `conn`; the first column of its first row."""
+    query = QUERIES[name]
+    return await conn.fetchval(query.sql, *query.args(**params))
+
+
+async def execute(conn: Any, name: str, /, **params: Any) -> str:
+    """Run the named query on `conn`; its status (such as 'UPDATE 3')."""
+    query = QUERIES[name]
+    status: str = await conn.execute(query.sql, *query.args(**params))
+    return status
+
+
+def affected(status: str) -> int:
+    """The row count of a status such as 'DELETE 3'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PoolStore:
+    """The base of the stores: named queries run on a pool, each on a
+    connection of its own, with driver errors translated."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def _fetch(self, name: str, /, **params: Any) -> list[asyncpg.Record]:
+        async with acquired(self.pool) as conn:
+            return await fetch(conn, name, **params)
+
+    async def _fetchval(self, name: str, /, **params: Any) -> Any:
+        async with acquired(self.pool) as conn:
+            return await fetchval(conn, name, **params)
+
+    async def _execute(self, name: str, /, **params: Any) -> str:
+        async with acquired(self.pool) as conn:
+            return await execute(conn, name, **params)

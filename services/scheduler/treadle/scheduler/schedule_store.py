@@ -1,5 +1,6 @@
 """The schedule store: every read and write of schedule rows, through the named
-queries of `sql/schedules.sql`, and the one transaction that fires due schedules.
+queries of `sql/schedules.sql`, and the one transaction that fires due schedules
+(their tasks go in through `Store.insert`, the one way a task is inserted).
 
 Speaks `Schedule` on one side and asyncpg on the other; driver errors become
 Treadle's errors in `postgres.acquired` / `postgres.translated`.
@@ -11,7 +12,7 @@ import builtins
 import dataclasses
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +21,8 @@ import asyncpg
 from treadle.common.errors import InvalidArgument
 from treadle.common.tasks import RetryPolicy, Schedule, TaskSpec
 from treadle.scheduler import postgres
-
-_QUERIES = postgres.load_queries()
+from treadle.scheduler.model import NewTask
+from treadle.scheduler.store import Store
 
 #: Schedules fired per transaction: the LIMIT of schedule_lock_due.
 FIRE_BATCH = 100
@@ -38,6 +39,23 @@ class Fire:
     next_fire_at: datetime | None
     task_id: uuid.UUID
     idempotency_key: str
+
+    def task(self) -> NewTask:
+        """The task this tick submits: the schedule's template, due at the tick."""
+        spec = self.schedule.task
+        return NewTask(
+            id=self.task_id,
+            name=spec.name,
+            queue=spec.queue or "",
+            payload_json=spec.payload_json,
+            payload=json.loads(spec.payload_json),
+            priority=spec.priority,
+            run_at=self.tick,
+            max_attempts=spec.max_attempts,
+            idempotency_key=self.idempotency_key,
+            timeout_seconds=spec.timeout_seconds,
+            retry=spec.retry,
+        )
 
 
 def template_json(spec: TaskSpec) -> str:
@@ -86,43 +104,11 @@ def _schedule(row: asyncpg.Record) -> Schedule:
     )
 
 
-def _task_columns(fires: Sequence[Fire]) -> list[list[Any]]:
-    columns: list[list[Any]] = [[] for _ in range(12)]
-    for fire in fires:
-        spec = fire.schedule.task
-        retry = spec.retry
-        row = (
-            fire.task_id,
-            spec.name,
-            spec.queue,
-            spec.payload_json,
-            spec.max_attempts,
-            spec.priority,
-            fire.tick,
-            fire.idempotency_key,
-            spec.timeout_seconds,
-            None if retry is None else retry.base_seconds,
-            None if retry is None else retry.factor,
-            None if retry is None else retry.max_seconds,
-        )
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    return columns
-
-
-class ScheduleStore:
+class ScheduleStore(postgres.PoolStore):
     """Schedule rows in one schema of one PostgreSQL database."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        async with postgres.acquired(self.pool) as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(_QUERIES[query], *args)
-            return rows
-
-    async def _one(self, query: str, *args: Any) -> Schedule | None:
-        rows = await self._fetch(query, *args)
+    async def _one(self, name: str, /, **params: Any) -> Schedule | None:
+        rows = await self._fetch(name, **params)
         return _schedule(rows[0]) if rows else None
 
     async def insert(
@@ -130,52 +116,55 @@ class ScheduleStore:
     ) -> Schedule | None:
         """Store a new schedule; None when the name is taken."""
         return await self._one(
-            "schedule_insert", name, cron, timezone, template_json(task), next_fire_at
+            "schedule_insert",
+            name=name,
+            cron=cron,
+            timezone=timezone,
+            task=template_json(task),
+            next_fire_at=next_fire_at,
         )
 
     async def list(self) -> builtins.list[Schedule]:
         return [_schedule(r) for r in await self._fetch("schedule_list")]
 
     async def get(self, name: str) -> Schedule | None:
-        return await self._one("schedule_get", name)
+        return await self._one("schedule_get", name=name)
 
     async def pause(self, name: str) -> Schedule | None:
-        return await self._one("schedule_pause", name)
+        return await self._one("schedule_pause", name=name)
 
     async def resume(self, name: str, next_fire_at: datetime) -> Schedule | None:
         """Resume a paused schedule; None when it is missing or not paused."""
-        return await self._one("schedule_resume", name, next_fire_at)
+        return await self._one("schedule_resume", name=name, next_fire_at=next_fire_at)
 
     async def delete(self, name: str) -> bool:
-        return bool(await self._fetch("schedule_delete", name))
+        return bool(await self._fetch("schedule_delete", name=name))
 
     async def fire_due(
-        self, plan: Callable[[Schedule, datetime], Fire]
+        self, plan: Callable[[Schedule, datetime], Fire], tasks: Store
     ) -> tuple[builtins.list[Fire], set[uuid.UUID]]:
         """Fire up to FIRE_BATCH due schedules in one transaction: lock them
-        (skipping those another replica holds), insert one task per tick and
-        move each to the tick `plan` gives. Returns the fires and the ids of
-        the tasks inserted (fewer when a tick had fired already)."""
+        (skipping those another replica holds), insert one task per tick
+        through `tasks` and move each to the tick `plan` gives. Returns the
+        fires and the ids of the tasks inserted (fewer when a tick had fired
+        already)."""
         async with postgres.acquired(self.pool) as conn, conn.transaction():
-            rows = await conn.fetch(_QUERIES["schedule_lock_due"])
+            rows = await postgres.fetch(conn, "schedule_lock_due")
             if not rows:
                 return [], set()
             now: datetime = rows[0]["now"]
             fires = [plan(_schedule(row), now) for row in rows]
-            await conn.execute(
-                _QUERIES["schedule_ensure_queues"], [f.schedule.task.queue for f in fires]
+            submitted = await tasks.insert([f.task() for f in fires], conn)
+            await postgres.execute(
+                conn,
+                "schedule_advance",
+                names=[f.schedule.name for f in fires],
+                fired_ats=[f.tick for f in fires],
+                next_fire_ats=[f.next_fire_at for f in fires],
             )
-            inserted = await conn.fetch(_QUERIES["schedule_insert_tasks"], *_task_columns(fires))
-            await conn.execute(
-                _QUERIES["schedule_advance"],
-                [f.schedule.name for f in fires],
-                [f.tick for f in fires],
-                [f.next_fire_at for f in fires],
-            )
-        return fires, {r["id"] for r in inserted}
+        return fires, {f.task_id for f, s in zip(fires, submitted, strict=True) if not s.existing}
 
     async def seconds_until_due(self) -> float | None:
         """Seconds until the next tick of any running schedule (<= 0: overdue)."""
-        async with postgres.acquired(self.pool) as conn:
-            value: float | None = await conn.fetchval(_QUERIES["schedule_next_due"])
-            return value
+        value: float | None = await self._fetchval("schedule_next_due")
+        return value

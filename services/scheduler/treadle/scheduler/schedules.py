@@ -201,7 +201,7 @@ class Schedules:
         check_name(schedule.name)
         tz = zone(schedule.timezone)
         first = check_cron(schedule.cron, tz, self.clock())
-        checked = self.scheduler._check(template(schedule.task, schedule.task.queue))
+        checked = self.scheduler.check(template(schedule.task, schedule.task.queue))
         created = await self.store.insert(
             schedule.name, schedule.cron, tz.key, template(schedule.task, checked.queue), first
         )
@@ -248,7 +248,7 @@ class Schedules:
     async def fire_due(self) -> int:
         """Fire every due schedule no other replica is firing (up to a batch);
         returns how many fired."""
-        fires, inserted_ids = await self.store.fire_due(plan)
+        fires, inserted_ids = await self.store.fire_due(plan, self.scheduler.store)
         inserted = len(inserted_ids)
         if self.scheduler.stats is not None:
             self.scheduler.stats.submitted(

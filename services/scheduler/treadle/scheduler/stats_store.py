@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -19,8 +18,6 @@ from treadle.common.stats import ErrorPattern, QueueStats
 from treadle.common.tasks import TaskState
 from treadle.scheduler import postgres
 from treadle.scheduler.tally import Tally
-
-_QUERIES = postgres.load_queries()
 
 
 @dataclasses.dataclass
@@ -65,6 +62,33 @@ def _array(values: Sequence[int]) -> str:
     return "{" + ",".join(str(v) for v in values) + "}"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Columns:
+    """Tallies as the columns stats_flush takes (one array per counter)."""
+
+    succeeded: list[int]
+    failed: list[int]
+    dead: list[int]
+    cancelled: list[int]
+    duration_sums: list[float]
+    duration_counts: list[int]
+    duration_maxes: list[float]
+    buckets: list[str]
+
+    @classmethod
+    def of(cls, tallies: Sequence[Tally]) -> _Columns:
+        return cls(
+            [t.succeeded for t in tallies],
+            [t.failed for t in tallies],
+            [t.dead for t in tallies],
+            [t.cancelled for t in tallies],
+            [t.duration_sum for t in tallies],
+            [t.duration_count for t in tallies],
+            [t.duration_max for t in tallies],
+            [_array(t.duration_buckets) for t in tallies],
+        )
+
+
 def _tally(row: asyncpg.Record) -> Tally:
     return Tally(
         submitted=row.get("submitted") or 0,
@@ -79,71 +103,64 @@ def _tally(row: asyncpg.Record) -> Tally:
     )
 
 
-class StatsStore:
+class StatsStore(postgres.PoolStore):
     """The statistics tables of one schema of one PostgreSQL database."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
-        self.pool = pool
+        super().__init__(pool)
         self.schema = schema
-
-    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        async with postgres.acquired(self.pool) as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(_QUERIES[query], *args)
-            return rows
 
     async def flush(self, hourly: Hourly, recent: Recent, errors: Errors) -> None:
         """Add counters to the aggregates, in one statement."""
         h_keys = sorted(hourly)
         r_keys = sorted(recent)
         e_keys = sorted(errors)
-        h = [hourly[k] for k in h_keys]
-        r = [recent[k] for k in r_keys]
+        h = _Columns.of([hourly[k] for k in h_keys])
+        r = _Columns.of([recent[k] for k in r_keys])
         e = [errors[k] for k in e_keys]
-        async with postgres.acquired(self.pool) as conn:
-            await conn.execute(
-                _QUERIES["stats_flush"],
-                [k[0] for k in h_keys],
-                [k[1] for k in h_keys],
-                [t.submitted for t in h],
-                [t.succeeded for t in h],
-                [t.failed for t in h],
-                [t.dead for t in h],
-                [t.cancelled for t in h],
-                [t.duration_sum for t in h],
-                [t.duration_count for t in h],
-                [t.duration_max for t in h],
-                [_array(t.duration_buckets) for t in h],
-                [k[0] for k in r_keys],
-                [k[1] for k in r_keys],
-                [k[2] for k in r_keys],
-                [t.succeeded for t in r],
-                [t.failed for t in r],
-                [t.dead for t in r],
-                [t.cancelled for t in r],
-                [t.duration_sum for t in r],
-                [t.duration_count for t in r],
-                [t.duration_max for t in r],
-                [_array(t.duration_buckets) for t in r],
-                [k[0] for k in e_keys],
-                [k[1] for k in e_keys],
-                [k[2] for k in e_keys],
-                [k[3] for k in e_keys],
-                [t.count for t in e],
-                ["{" + ",".join(t.examples) + "}" for t in e],
-                [t.last_seen_at for t in e],
-            )
+        await self._execute(
+            "stats_flush",
+            hourly_queues=[k[0] for k in h_keys],
+            hourly_hours=[k[1] for k in h_keys],
+            hourly_submitted=[hourly[k].submitted for k in h_keys],
+            hourly_succeeded=h.succeeded,
+            hourly_failed=h.failed,
+            hourly_dead=h.dead,
+            hourly_cancelled=h.cancelled,
+            hourly_duration_sums=h.duration_sums,
+            hourly_duration_counts=h.duration_counts,
+            hourly_duration_maxes=h.duration_maxes,
+            hourly_buckets=h.buckets,
+            recent_widths=[k[0] for k in r_keys],
+            recent_ats=[k[1] for k in r_keys],
+            recent_queues=[k[2] for k in r_keys],
+            recent_succeeded=r.succeeded,
+            recent_failed=r.failed,
+            recent_dead=r.dead,
+            recent_cancelled=r.cancelled,
+            recent_duration_sums=r.duration_sums,
+            recent_duration_counts=r.duration_counts,
+            recent_duration_maxes=r.duration_maxes,
+            recent_buckets=r.buckets,
+            error_queues=[k[0] for k in e_keys],
+            error_hours=[k[1] for k in e_keys],
+            error_types=[k[2] for k in e_keys],
+            error_messages=[k[3] for k in e_keys],
+            error_counts=[t.count for t in e],
+            error_examples=["{" + ",".join(t.examples) + "}" for t in e],
+            error_last_seen_ats=[t.last_seen_at for t in e],
+        )
 
     async def prune(
         self, seconds_before: datetime, minutes_before: datetime, errors_before: datetime
     ) -> None:
-        async with postgres.acquired(self.pool) as conn:
-            await conn.execute(
-                _QUERIES["stats_prune"],
-                seconds_before,
-                minutes_before,
-                errors_before,
-                f"treadle-stats:{self.schema}",
-            )
+        await self._execute(
+            "stats_prune",
+            seconds_before=seconds_before,
+            minutes_before=minutes_before,
+            errors_before=errors_before,
+            lock=f"treadle-stats:{self.schema}",
+        )
 
     async def queues(self, name: str | None = None) -> list[QueueStats]:
         return [
@@ -162,7 +179,7 @@ class StatsStore:
                 total_dead=r["total_dead"],
                 total_cancelled=r["total_cancelled"],
             )
-            for r in await self._fetch("stats_queues", name)
+            for r in await self._fetch("stats_queues", queue=name)
         ]
 
     async def state_counts(self) -> dict[TaskState, int]:
@@ -178,21 +195,30 @@ class StatsStore:
     async def window(self, width: int, since: datetime) -> dict[str, Tally]:
         """Per queue, what finished in the buckets `width` seconds wide (1 or 60)
         from `since` on."""
-        return {r["queue"]: _tally(r) for r in await self._fetch("stats_window", width, since)}
+        return {
+            r["queue"]: _tally(r)
+            for r in await self._fetch("stats_window", width=width, since=since)
+        }
 
     async def trends(
         self, unit: str, since: datetime, until: datetime, queues: Sequence[str] | None
     ) -> dict[datetime, Tally]:
         """Per bucket start (`unit` 'hour' or 'day'), the hourly aggregate summed."""
         rows = await self._fetch(
-            "stats_trends", unit, since, until, None if queues is None else list(queues)
+            "stats_trends",
+            unit=unit,
+            since=since,
+            until=until,
+            queues=None if queues is None else list(queues),
         )
         return {r["start"]: _tally(r) for r in rows}
 
     async def error_patterns(
         self, since: datetime, until: datetime, queue: str | None, limit: int
     ) -> list[ErrorPattern]:
-        rows = await self._fetch("stats_error_patterns", since, until, queue, limit)
+        rows = await self._fetch(
+            "stats_error_patterns", since=since, until=until, queue=queue, limit=limit
+        )
         return [
             ErrorPattern(
                 type=r["type"],
@@ -209,5 +235,5 @@ class StatsStore:
         """Replicas that did not stop; alive when heard from within a lease."""
         return [
             LiveReplica(r["id"], r["started_at"], r["alive"], r["silent_seconds"])
-            for r in await self._fetch("stats_replicas", lease_seconds)
+            for r in await self._fetch("stats_replicas", lease_seconds=lease_seconds)
         ]

@@ -29,7 +29,6 @@ from treadle.common.tasks import (
 from treadle.scheduler import postgres
 from treadle.scheduler.model import Applied, NewTask, Outcome
 
-_QUERIES = postgres.load_queries()
 #: Seconds between looks for limited queues while none has ready tasks.
 LIMITED_RECHECK = 0.5
 
@@ -133,6 +132,13 @@ def _inserted(new: NewTask, row: asyncpg.Record) -> Task:
     )
 
 
+def _backoff(retry: RetryPolicy | None) -> tuple[float | None, float | None, float | None]:
+    """A retry policy as its three columns (all None: the queue's, or as it is)."""
+    if retry is None:
+        return None, None, None
+    return retry.base_seconds, retry.factor, retry.max_seconds
+
+
 def _trace_context(row: asyncpg.Record) -> dict[str, str] | None:
     raw = row.get("trace_context")
     return json.loads(raw) if raw else None
@@ -150,11 +156,11 @@ class Reclaimed:
     error: TaskError
 
 
-class Store:
+class Store(postgres.PoolStore):
     """Task rows in one schema of one PostgreSQL database."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
-        self.pool = pool
+        super().__init__(pool)
         self.schema = schema
         self.channel = ready_channel(schema)
         self.cancel_channel = cancel_channel(schema)
@@ -162,53 +168,44 @@ class Store:
         self.limited: set[str] = set()
         self._limited_checked_at = float("-inf")
 
-    async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        async with postgres.acquired(self.pool) as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(_QUERIES[query], *args)
-            return rows
-
-    async def _fetchval(self, query: str, *args: Any) -> Any:
-        async with postgres.acquired(self.pool) as conn:
-            return await conn.fetchval(_QUERIES[query], *args)
-
-    async def insert(self, tasks: Sequence[NewTask]) -> list[Submitted]:
-        """Store `tasks` in one statement; an idempotency key already in use
-        in the task's queue yields the existing task instead."""
-        columns: list[list[Any]] = [[] for _ in range(13)]
-        for t in tasks:
-            retry = t.retry
-            for column, value in zip(
-                columns,
-                (
-                    t.id,
-                    t.name,
-                    t.queue,
-                    t.payload_json,
-                    t.max_attempts,
-                    t.priority,
-                    t.run_at,
-                    t.idempotency_key,
-                    t.timeout_seconds,
-                    retry.base_seconds if retry else None,
-                    retry.factor if retry else None,
-                    retry.max_seconds if retry else None,
-                    json.dumps(t.trace_context) if t.trace_context else None,
-                ),
-                strict=True,
-            ):
-                column.append(value)
-        async with postgres.acquired(self.pool) as conn:
-            rows = await conn.fetch(_QUERIES["insert_tasks"], *columns)
-            inserted = {row["id"]: row for row in rows}
-            skipped = [t for t in tasks if t.id not in inserted]
-            existing: dict[tuple[str, str | None], Task] = {}
-            if skipped:
-                found = await conn.fetch(
-                    _QUERIES["select_by_idempotency"],
-                    [t.queue for t in skipped],
-                    [t.idempotency_key for t in skipped],
-                )
-                existing = {(r["queue"], r["idempotency_key"]): _task(r) for r in found}
+    async def insert(self, tasks: Sequence[NewTask], conn: Any | None = None) -> list[Submitted]:
+        """Store `tasks` in one statement, on `conn` when given (inside the
+        caller's transaction); an idempotency key already in use in the task's
+        queue yields the existing task instead."""
+        if conn is None:
+            async with postgres.acquired(self.pool) as conn:
+                return await self.insert(tasks, conn)
+        backoffs = [_backoff(t.retry) for t in tasks]
+        rows = await postgres.fetch(
+            conn,
+            "insert_tasks",
+            ids=[t.id for t in tasks],
+            names=[t.name for t in tasks],
+            queues=[t.queue for t in tasks],
+            payloads=[t.payload_json for t in tasks],
+            max_attempts=[t.max_attempts for t in tasks],
+            priorities=[t.priority for t in tasks],
+            run_ats=[t.run_at for t in tasks],
+            idempotency_keys=[t.idempotency_key for t in tasks],
+            timeouts=[t.timeout_seconds for t in tasks],
+            backoff_bases=[b[0] for b in backoffs],
+            backoff_factors=[b[1] for b in backoffs],
+            backoff_maxes=[b[2] for b in backoffs],
+            trace_contexts=[
+                json.dumps(t.trace_context) if t.trace_context else None for t in tasks
+            ],
+        )
+        inserted = {row["id"]: row for row in rows}
+        skipped = [t for t in tasks if t.id not in inserted]
+        existing: dict[tuple[str, str | None], Task] = {}
+        if skipped:
+            found = await postgres.fetch(
+                conn,
+                "select_by_idempotency",
+                queues=[t.queue for t in skipped],
+                keys=[t.idempotency_key for t in skipped],
+            )
+            existing = {(r["queue"], r["idempotency_key"]): _task(r) for r in found}
         out = []
         for t in tasks:
             row = inserted.get(t.id)
@@ -219,7 +216,7 @@ class Store:
         return out
 
     async def get(self, task_id: uuid.UUID) -> Task | None:
-        rows = await self._fetch("get_task", task_id)
+        rows = await self._fetch("get_task", id=task_id)
         return _task(rows[0]) if rows else None
 
     async def page(
@@ -228,14 +225,22 @@ class Store:
         """A page of tasks, newest first, and the cursor for the next page (or None)."""
         if queue is not None and state is not None:
             rows = await self._fetch(
-                "list_tasks_by_queue_state", queue, state.value, before_seq, limit + 1
+                "list_tasks_by_queue_state",
+                queue=queue,
+                state=state.value,
+                before_seq=before_seq,
+                limit=limit + 1,
             )
         elif queue is not None:
-            rows = await self._fetch("list_tasks_by_queue", queue, before_seq, limit + 1)
+            rows = await self._fetch(
+                "list_tasks_by_queue", queue=queue, before_seq=before_seq, limit=limit + 1
+            )
         elif state is not None:
-            rows = await self._fetch("list_tasks_by_state", state.value, before_seq, limit + 1)
+            rows = await self._fetch(
+                "list_tasks_by_state", state=state.value, before_seq=before_seq, limit=limit + 1
+            )
         else:
-            rows = await self._fetch("list_tasks", before_seq, limit + 1)
+            rows = await self._fetch("list_tasks", before_seq=before_seq, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         return [_task(r) for r in rows], (rows[-1]["seq"] if more else None)
@@ -243,24 +248,27 @@ class Store:
     async def cancel(self, task_id: uuid.UUID) -> Task | None:
         """Cancel a waiting task, or ask the replica running it to cancel it.
         None when the task is missing or already finished."""
-        rows = await self._fetch("cancel_task", task_id, self.cancel_channel)
+        rows = await self._fetch("cancel_task", id=task_id, channel=self.cancel_channel)
         return _task(rows[0]) if rows else None
+
+    async def _notify_ready(self, conn: Any) -> None:
+        """Wake every replica's dispatcher: tasks are ready."""
+        await postgres.execute(conn, "notify_ready", channel=self.channel)
 
     async def retry(self, task_id: uuid.UUID) -> Task | None:
         """Requeue a DEAD or CANCELLED task; None when it is missing or in another state."""
         async with postgres.acquired(self.pool) as conn:
-            rows = await conn.fetch(_QUERIES["retry_task"], task_id)
+            rows = await postgres.fetch(conn, "retry_task", id=task_id)
             if rows:
-                await conn.execute(_QUERIES["notify_ready"], self.channel)
+                await self._notify_ready(conn)
         return _task(rows[0]) if rows else None
 
     async def promote_due(self) -> int:
         """Make due scheduled tasks ready; returns how many."""
         async with postgres.acquired(self.pool) as conn:
-            status: str = await conn.execute(_QUERIES["promote_due"])
-            count = int(status.rsplit(" ", 1)[-1])
+            count = postgres.affected(await postgres.execute(conn, "promote_due"))
             if count:
-                await conn.execute(_QUERIES["notify_ready"], self.channel)
+                await self._notify_ready(conn)
             return count
 
     async def next_due(self) -> datetime | None:
@@ -280,17 +288,25 @@ class Store:
                 # limited queues by itself, so no limit is ever exceeded; a
                 # newly limited queue just waits that long for its next claim.
                 self._limited_checked_at = now
-                self.limited = {q for (q,) in await conn.fetch(_QUERIES["limited_queues_ready"])}
+                ready = await postgres.fetch(conn, "limited_queues_ready")
+                self.limited = {q for (q,) in ready}
             for queue in sorted(self.limited):
                 if len(rows) >= limit:
                     break
                 async with conn.transaction():
-                    await conn.execute(_QUERIES["lock_queue"], f"treadle:{self.schema}:{queue}")
-                    rows += await conn.fetch(
-                        _QUERIES["claim_limited"], queue, limit - len(rows), owner, lease_seconds
+                    await postgres.execute(conn, "lock_queue", key=f"treadle:{self.schema}:{queue}")
+                    rows += await postgres.fetch(
+                        conn,
+                        "claim_limited",
+                        queue=queue,
+                        limit=limit - len(rows),
+                        owner=owner,
+                        lease_seconds=lease_seconds,
                     )
             if len(rows) < limit:
-                rows += await conn.fetch(_QUERIES["claim"], limit - len(rows), owner, lease_seconds)
+                rows += await postgres.fetch(
+                    conn, "claim", limit=limit - len(rows), owner=owner, lease_seconds=lease_seconds
+                )
         # UPDATE ... RETURNING promises no order: start them in claim order.
         rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
         return [_task(r) for r in rows]
@@ -302,19 +318,20 @@ class Store:
         by task id and claim. Finishing tasks of a limited queue frees slots:
         every replica is told."""
         async with postgres.acquired(self.pool) as conn:
-            rows = await conn.fetch(
-                _QUERIES["complete"],
-                [uuid.UUID(o.task_id) for o in outcomes],
-                [o.claim for o in outcomes],
-                [o.state.value for o in outcomes],
-                [None if o.result_json is None else o.result_json for o in outcomes],
-                [None if o.error is None else error_json(o.error) for o in outcomes],
-                [o.finished_at for o in outcomes],
-                [o.run_at for o in outcomes],
-                owner,
+            rows = await postgres.fetch(
+                conn,
+                "complete",
+                ids=[uuid.UUID(o.task_id) for o in outcomes],
+                claims=[o.claim for o in outcomes],
+                states=[o.state.value for o in outcomes],
+                results=[o.result_json for o in outcomes],
+                errors=[None if o.error is None else error_json(o.error) for o in outcomes],
+                finished_ats=[o.finished_at for o in outcomes],
+                run_ats=[o.run_at for o in outcomes],
+                owner=owner,
             )
             if self.limited and any(r["queue"] in self.limited for r in rows):
-                await conn.execute(_QUERIES["notify_ready"], self.channel)
+                await self._notify_ready(conn)
         return {
             (str(r["id"]), r["claims"]): Applied(r["queue"], TaskState(r["state"]), r["started_at"])
             for r in rows
@@ -328,15 +345,16 @@ class Store:
         if not held:
             return set()
         async with postgres.acquired(self.pool) as conn:
-            rows = await conn.fetch(
-                _QUERIES["release"],
-                [uuid.UUID(i) for i, _ in held],
-                [a for _, a in held],
-                owner,
-                delay,
+            rows = await postgres.fetch(
+                conn,
+                "release",
+                ids=[uuid.UUID(i) for i, _ in held],
+                claims=[a for _, a in held],
+                owner=owner,
+                delay=delay,
             )
             if rows and not delay:
-                await conn.execute(_QUERIES["notify_ready"], self.channel)
+                await self._notify_ready(conn)
         return {str(r["id"]) for r in rows}
 
     async def prune(
@@ -345,54 +363,56 @@ class Store:
         """Delete one batch of finished tasks and free one batch of expired
         idempotency keys; returns how many of each."""
         async with postgres.acquired(self.pool) as conn:
-            deleted = await conn.execute(_QUERIES["prune_finished"], finished_before, batch)
-            expired = await conn.execute(_QUERIES["expire_idempotency_keys"], keys_before, batch)
-        return int(deleted.rsplit(" ", 1)[-1]), int(expired.rsplit(" ", 1)[-1])
+            deleted = await postgres.execute(
+                conn, "prune_finished", before=finished_before, batch=batch
+            )
+            expired = await postgres.execute(
+                conn, "expire_idempotency_keys", before=keys_before, batch=batch
+            )
+        return postgres.affected(deleted), postgres.affected(expired)
 
     # -- queues ---------------------------------------------------------------
 
     async def ensure_queues(self, names: Sequence[str]) -> None:
-        async with postgres.acquired(self.pool) as conn:
-            await conn.execute(_QUERIES["ensure_queues"], list(names))
+        await self._execute("ensure_queues", names=list(names))
 
     async def queues(self) -> list[Queue]:
         return [_queue(r) for r in await self._fetch("list_queues")]
 
     async def queue(self, name: str) -> Queue | None:
-        rows = await self._fetch("get_queue", name)
+        rows = await self._fetch("get_queue", name=name)
         return _queue(rows[0]) if rows else None
 
     async def update_queue(
         self, name: str, update: QueueUpdate, paused: bool | None = None
     ) -> Queue | None:
         """Change a queue's settings; None when there is no such queue."""
-        retry = update.retry
+        base, factor, most = _backoff(update.retry)
         async with postgres.acquired(self.pool) as conn:
-            rows = await conn.fetch(
-                _QUERIES["update_queue"],
-                name,
-                update.max_concurrent,
-                update.max_attempts,
-                update.timeout_seconds,
-                retry.base_seconds if retry else None,
-                retry.factor if retry else None,
-                retry.max_seconds if retry else None,
-                paused,
+            rows = await postgres.fetch(
+                conn,
+                "update_queue",
+                name=name,
+                max_concurrent=update.max_concurrent,
+                max_attempts=update.max_attempts,
+                timeout_seconds=update.timeout_seconds,
+                backoff_base=base,
+                backoff_factor=factor,
+                backoff_max=most,
+                paused=paused,
             )
             if rows:
                 # resumed or widened: its ready tasks may run now
-                await conn.execute(_QUERIES["notify_ready"], self.channel)
+                await self._notify_ready(conn)
         return _queue(rows[0]) if rows else None
 
     # -- leases and replicas --------------------------------------------------
 
     async def register_replica(self, replica_id: str, host: str, pid: int, version: str) -> None:
-        async with postgres.acquired(self.pool) as conn:
-            await conn.execute(_QUERIES["register_replica"], replica_id, host, pid, version)
+        await self._execute("register_replica", id=replica_id, host=host, pid=pid, version=version)
 
     async def stop_replica(self, replica_id: str) -> None:
-        async with postgres.acquired(self.pool) as conn:
-            await conn.execute(_QUERIES["stop_replica"], replica_id)
+        await self._execute("stop_replica", id=replica_id)
 
     async def heartbeat(
         self, replica_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
@@ -402,21 +422,25 @@ class Store:
         whether a cancel was asked for it."""
         rows = await self._fetch(
             "heartbeat",
-            replica_id,
-            [uuid.UUID(i) for i, _ in held],
-            [a for _, a in held],
-            lease_seconds,
+            replica=replica_id,
+            ids=[uuid.UUID(i) for i, _ in held],
+            claims=[a for _, a in held],
+            lease_seconds=lease_seconds,
         )
         return {str(r["id"]): r["cancel_requested"] for r in rows}
 
     async def reap(self, batch: int, max_reclaims: int) -> list[Reclaimed]:
         """Take back tasks whose lease expired."""
         async with postgres.acquired(self.pool) as conn:
-            rows = await conn.fetch(
-                _QUERIES["reap_expired"], f"treadle-reaper:{self.schema}", batch, max_reclaims
+            rows = await postgres.fetch(
+                conn,
+                "reap_expired",
+                lock=f"treadle-reaper:{self.schema}",
+                batch=batch,
+                max_reclaims=max_reclaims,
             )
             if any(r["state"] == "QUEUED" for r in rows):
-                await conn.execute(_QUERIES["notify_ready"], self.channel)
+                await self._notify_ready(conn)
         return [
             Reclaimed(
                 str(r["id"]),
@@ -429,7 +453,7 @@ class Store:
         ]
 
     async def replicas(self, lease_seconds: float) -> list[ReplicaInfo]:
-        rows = await self._fetch("list_replicas", lease_seconds)
+        rows = await self._fetch("list_replicas", lease_seconds=lease_seconds)
         return [
             ReplicaInfo(
                 id=r["id"],
@@ -446,8 +470,7 @@ class Store:
         ]
 
     async def prune_replicas(self, older_than_seconds: float) -> None:
-        async with postgres.acquired(self.pool) as conn:
-            await conn.execute(_QUERIES["prune_replicas"], older_than_seconds)
+        await self._execute("prune_replicas", older_than_seconds=older_than_seconds)
 
     async def ping(self) -> None:
         """Raise `Unavailable` unless the database answers."""

@@ -1,9 +1,15 @@
 -- Every task and queue statement the scheduler runs, one named block each.
 -- Tables are unqualified: each connection's search_path is the installation's schema.
+-- Each block declares its parameters, in $1..$n order, on `-- params:` lines;
+-- callers bind them by name (postgres.Query).
 
 -- name: insert_tasks
--- One statement for a whole batch. Unset max_attempts, timeout and backoff
--- come from the queue's settings; queues are created on first use. Rows whose
+-- params: ids, names, queues, payloads, max_attempts, priorities, run_ats, idempotency_keys
+-- params: timeouts, backoff_bases, backoff_factors, backoff_maxes, trace_contexts
+-- One statement for a whole batch (API submissions, and cron firings inside
+-- their transaction). Unset max_attempts, timeout and backoff come from the
+-- queue's settings; queues are created on first use, sorted, so two replicas
+-- creating the same queues take their locks in the same order. Rows whose
 -- idempotency key is taken are skipped here and read back by select_by_idempotency.
 -- Returns only the columns the database decides; the rest the caller sent.
 WITH s AS (
@@ -13,7 +19,8 @@ WITH s AS (
         AS s(id, name, queue, payload, max_attempts, priority, run_at, idempotency_key,
              timeout_seconds, backoff_base, backoff_factor, backoff_max, trace_context, ord)
 ), new_queues AS (
-    INSERT INTO queues (name) SELECT DISTINCT queue FROM s ON CONFLICT DO NOTHING
+    INSERT INTO queues (name) SELECT DISTINCT queue FROM s ORDER BY queue
+    ON CONFLICT DO NOTHING
 )
 INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at,
                    idempotency_key, timeout_seconds, backoff_base, backoff_factor, backoff_max,
@@ -37,34 +44,41 @@ RETURNING id, state, max_attempts, run_at, created_at, timeout_seconds,
           backoff_base, backoff_factor, backoff_max;
 
 -- name: select_by_idempotency
+-- params: queues, keys
 SELECT t.* FROM tasks t
 JOIN unnest($1::text[], $2::text[]) AS k(queue, idempotency_key)
   ON t.queue = k.queue AND t.idempotency_key = k.idempotency_key;
 
 -- name: get_task
+-- params: id
 SELECT * FROM tasks WHERE id = $1;
 
 -- Listing: newest first; the cursor is the seq of the last row of the
 -- previous page. One statement per filter combination, so each has its index.
 
 -- name: list_tasks
+-- params: before_seq, limit
 SELECT * FROM tasks WHERE ($1::bigint IS NULL OR seq < $1)
 ORDER BY seq DESC LIMIT $2;
 
 -- name: list_tasks_by_queue
+-- params: queue, before_seq, limit
 -- Walks (queue, state, seq): a merge over the states of the queue.
 SELECT * FROM tasks WHERE queue = $1 AND ($2::bigint IS NULL OR seq < $2)
 ORDER BY seq DESC LIMIT $3;
 
 -- name: list_tasks_by_state
+-- params: state, before_seq, limit
 SELECT * FROM tasks WHERE state = $1 AND ($2::bigint IS NULL OR seq < $2)
 ORDER BY seq DESC LIMIT $3;
 
 -- name: list_tasks_by_queue_state
+-- params: queue, state, before_seq, limit
 SELECT * FROM tasks WHERE queue = $1 AND state = $2 AND ($3::bigint IS NULL OR seq < $3)
 ORDER BY queue, state, seq DESC LIMIT $4;
 
 -- name: cancel_task
+-- params: id, channel
 -- Waiting tasks are cancelled at once; a running one is marked, and the
 -- replica holding it is told on treadle_cancel_<schema>.
 WITH cancelled AS (
@@ -83,6 +97,7 @@ UNION ALL
 SELECT requested.* FROM requested LEFT JOIN told ON true;
 
 -- name: retry_task
+-- params: id
 -- A dead or cancelled task goes back to the queue with fresh attempts (and a
 -- fresh count of lost replicas); its error history is kept.
 UPDATE tasks
@@ -107,6 +122,7 @@ UPDATE tasks t SET state = 'QUEUED' FROM due WHERE t.id = due.id;
 SELECT min(run_at) FROM tasks WHERE state IN ('SCHEDULED', 'RETRYING');
 
 -- name: claim
+-- params: limit, owner, lease_seconds
 -- Claim up to $1 ready tasks of queues that are neither paused nor limited:
 -- highest priority first, then by run time, then submission order. Other
 -- replicas skip the locked rows instead of waiting. The ORDER BY matches the
@@ -135,10 +151,12 @@ WHERE max_concurrent IS NOT NULL AND NOT paused
   AND (SELECT true FROM tasks t WHERE t.state = 'QUEUED' AND t.queue = q.name LIMIT 1);
 
 -- name: lock_queue
+-- params: key
 -- Held until commit: claims in a limited queue are serialised across replicas.
 SELECT pg_advisory_xact_lock(hashtext($1));
 
 -- name: claim_limited
+-- params: queue, limit, owner, lease_seconds
 -- Claim from one limited queue no more than its free slots (max_concurrent
 -- minus tasks RUNNING anywhere) and $2. Run under lock_queue.
 WITH q AS (
@@ -159,6 +177,7 @@ FROM ready WHERE t.id = ready.id
 RETURNING t.*;
 
 -- name: complete
+-- params: ids, claims, states, results, errors, finished_ats, run_ats, owner
 -- Record many outcomes in one statement. An outcome applies only while its
 -- claim still holds the lease; the (id, claim) pairs returned are the ones applied.
 -- (lease_owner is set only while a task runs, so owner and claim say it all;
@@ -181,6 +200,7 @@ WHERE t.id = o.id AND t.claims = o.claim
 RETURNING t.id, t.claims, t.queue, t.state, t.started_at;
 
 -- name: release
+-- params: ids, claims, owner, delay
 -- Hand running tasks back without charging the attempt: ready again at once
 -- ($4 = 0, graceful shutdown) or after $4 seconds (no handler on this replica).
 UPDATE tasks t
@@ -194,9 +214,11 @@ WHERE t.id = r.id AND t.claims = r.claim
 RETURNING t.id;
 
 -- name: notify_ready
+-- params: channel
 SELECT pg_notify($1, 'ready');
 
 -- name: prune_finished
+-- params: before, batch
 -- Delete up to $2 finished tasks that finished before $1, oldest first.
 DELETE FROM tasks WHERE id IN (
     SELECT id FROM tasks
@@ -207,6 +229,7 @@ DELETE FROM tasks WHERE id IN (
 );
 
 -- name: expire_idempotency_keys
+-- params: before, batch
 -- Free up to $2 idempotency keys of tasks created before $1.
 UPDATE tasks SET idempotency_key = NULL WHERE id IN (
     SELECT id FROM tasks
@@ -217,15 +240,19 @@ UPDATE tasks SET idempotency_key = NULL WHERE id IN (
 );
 
 -- name: ensure_queues
+-- params: names
 INSERT INTO queues (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING;
 
 -- name: list_queues
 SELECT * FROM queues ORDER BY name;
 
 -- name: get_queue
+-- params: name
 SELECT * FROM queues WHERE name = $1;
 
 -- name: update_queue
+-- params: name, max_concurrent, max_attempts, timeout_seconds, backoff_base, backoff_factor
+-- params: backoff_max, paused
 -- Null leaves a setting as it is; 0 removes max_concurrent or timeout_seconds.
 UPDATE queues SET
     max_concurrent = CASE WHEN $2::int IS NULL THEN max_concurrent
@@ -242,11 +269,13 @@ WHERE name = $1
 RETURNING *;
 
 -- name: register_replica
+-- params: id, host, pid, version
 INSERT INTO replicas (id, host, pid, version) VALUES ($1, $2, $3, $4)
 ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, version = $4, started_at = now(),
     last_heartbeat_at = now(), stopped_at = NULL;
 
 -- name: heartbeat
+-- params: replica, ids, claims, lease_seconds
 -- One statement per interval: the replica is alive, and every lease it still
 -- holds ($2 ids at claims $3) runs for another $4 seconds. Returns the ids
 -- whose lease it still holds, and whether someone asked to cancel each (the
@@ -260,9 +289,11 @@ WHERE t.id = h.id AND t.claims = h.claim AND t.lease_owner = $1
 RETURNING t.id, t.cancel_requested;
 
 -- name: stop_replica
+-- params: id
 UPDATE replicas SET stopped_at = now(), last_heartbeat_at = now() WHERE id = $1;
 
 -- name: reap_expired
+-- params: lock, batch, max_reclaims
 -- Take back up to $2 tasks whose lease expired (their replica died or lost the
 -- database for longer than a lease). One replica at a time reaps ($1 names the
 -- advisory lock). The lost attempt is not charged; after more than $3 losses
@@ -298,6 +329,7 @@ SELECT reclaimed.id, reclaimed.state, reclaimed.queue, expired.lease_owner,
 FROM reclaimed JOIN expired USING (id);
 
 -- name: list_replicas
+-- params: lease_seconds
 SELECT r.*, coalesce(n.running, 0) AS running,
        r.stopped_at IS NULL AND r.last_heartbeat_at > now() - make_interval(secs => $1) AS alive
 FROM replicas r
@@ -309,6 +341,7 @@ ORDER BY r.started_at DESC
 LIMIT 200;
 
 -- name: prune_replicas
+-- params: older_than_seconds
 DELETE FROM replicas
 WHERE coalesce(stopped_at, last_heartbeat_at) < now() - make_interval(secs => $1);
 

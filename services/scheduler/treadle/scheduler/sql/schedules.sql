@@ -1,7 +1,10 @@
 -- Every cron schedule statement the scheduler runs, one named block each.
 -- Tables are unqualified: each connection's search_path is the installation's schema.
+-- Each block declares its parameters, in $1..$n order, on `-- params:` lines.
+-- The tasks a firing submits go in through insert_tasks (queries.sql).
 
 -- name: schedule_insert
+-- params: name, cron, timezone, task, next_fire_at
 -- A taken name inserts nothing and returns no row.
 INSERT INTO schedules (name, cron, timezone, task, next_fire_at)
 VALUES ($1, $2, $3, $4::jsonb, $5)
@@ -12,20 +15,24 @@ RETURNING *;
 SELECT * FROM schedules ORDER BY name;
 
 -- name: schedule_get
+-- params: name
 SELECT * FROM schedules WHERE name = $1;
 
 -- name: schedule_pause
+-- params: name
 UPDATE schedules SET paused = true, updated_at = now()
 WHERE name = $1
 RETURNING *;
 
 -- name: schedule_resume
+-- params: name, next_fire_at
 -- $2 is the first tick after now; a schedule that is not paused is left alone.
 UPDATE schedules SET paused = false, next_fire_at = $2, updated_at = now()
 WHERE name = $1 AND paused
 RETURNING *;
 
 -- name: schedule_delete
+-- params: name
 DELETE FROM schedules WHERE name = $1 RETURNING name;
 
 -- name: schedule_lock_due
@@ -39,35 +46,8 @@ ORDER BY s.next_fire_at
 LIMIT 100
 FOR UPDATE SKIP LOCKED;
 
--- name: schedule_ensure_queues
--- Queues are created on first use. Sorted, so two replicas creating the same
--- queues take their locks in the same order.
-INSERT INTO queues (name)
-SELECT DISTINCT name FROM unnest($1::text[]) AS q(name) ORDER BY name
-ON CONFLICT DO NOTHING;
-
--- name: schedule_insert_tasks
--- One task per fired tick; what the template leaves unset comes from the
--- queue's settings. A tick whose idempotency key is taken already (it fired
--- before) inserts nothing. Returns the ids inserted.
-INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at,
-                   idempotency_key, timeout_seconds, backoff_base, backoff_factor, backoff_max)
-SELECT f.id, f.name, f.queue, 'QUEUED', f.payload::jsonb,
-       coalesce(f.max_attempts, q.max_attempts), f.priority, f.run_at, f.idempotency_key,
-       coalesce(f.timeout_seconds, q.timeout_seconds),
-       coalesce(f.backoff_base, q.backoff_base),
-       coalesce(f.backoff_factor, q.backoff_factor),
-       coalesce(f.backoff_max, q.backoff_max)
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-            $7::timestamptz[], $8::text[], $9::float8[], $10::float8[], $11::float8[],
-            $12::float8[])
-     AS f(id, name, queue, payload, max_attempts, priority, run_at, idempotency_key,
-          timeout_seconds, backoff_base, backoff_factor, backoff_max)
-JOIN queues q ON q.name = f.queue
-ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id;
-
 -- name: schedule_advance
+-- params: names, fired_ats, next_fire_ats
 -- Record the fired ticks and move each schedule to its next tick; a schedule
 -- with no next tick ($3 null) is paused where it is.
 UPDATE schedules s

@@ -2,9 +2,17 @@
 -- statistics APIs. Tables in migrations/0004_stats.sql. Histograms are summed
 -- bucket by bucket (one sum per bound of treadle.scheduler.tally.BOUNDS, plus
 -- the overflow bucket: 19), which is ten times faster than an aggregate over
--- the arrays.
+-- the arrays. Each block declares its parameters, in $1..$n order, on
+-- `-- params:` lines.
 
 -- name: stats_flush
+-- params: hourly_queues, hourly_hours, hourly_submitted, hourly_succeeded, hourly_failed
+-- params: hourly_dead, hourly_cancelled, hourly_duration_sums, hourly_duration_counts
+-- params: hourly_duration_maxes, hourly_buckets, recent_widths, recent_ats, recent_queues
+-- params: recent_succeeded, recent_failed, recent_dead, recent_cancelled
+-- params: recent_duration_sums, recent_duration_counts, recent_duration_maxes, recent_buckets
+-- params: error_queues, error_hours, error_types, error_messages, error_counts
+-- params: error_examples, error_last_seen_ats
 -- Add one replica's counters to the aggregates: one statement per flush
 -- however many tasks it counted. Rows come sorted by key, so replicas
 -- flushing at once take their row locks in the same order.
@@ -77,6 +85,7 @@ ON CONFLICT (hour, queue, type, message) DO UPDATE SET
     last_seen_at = greatest(t.last_seen_at, excluded.last_seen_at);
 
 -- name: stats_prune
+-- params: seconds_before, minutes_before, errors_before, lock
 -- Drop one-second rows before $1, one-minute rows before $2 and error rows of
 -- hours before $3. One replica at a time ($4 names the advisory lock); the
 -- others skip the round.
@@ -92,6 +101,7 @@ WITH lock AS (
 DELETE FROM task_error_stats WHERE hour < $3 AND (SELECT held FROM lock);
 
 -- name: stats_queues
+-- params: queue
 -- One queue ($1) or every queue: its settings; its waiting and running tasks,
 -- each count a range of the (queue, state, seq) index and the oldest ready
 -- task from the ready index, so the cost follows the backlog, not the table;
@@ -123,6 +133,7 @@ SELECT state, count(*) AS count FROM tasks GROUP BY state;
 SELECT count(*) FROM queues;
 
 -- name: stats_window
+-- params: width, since
 -- Per queue, what finished in the buckets of width $1 (1 or 60 seconds) from $2 on.
 SELECT queue,
        sum(succeeded)::bigint AS succeeded, sum(failed)::bigint AS failed,
@@ -141,6 +152,7 @@ WHERE width = $1 AND at >= $2
 GROUP BY queue;
 
 -- name: stats_trends
+-- params: unit, since, until, queues
 -- The hourly aggregate from $2 until before $3, summed per $1 ('hour' or
 -- 'day', in UTC) over the queues $4 (null: every queue).
 SELECT date_trunc($1, hour, 'UTC') AS start,
@@ -161,6 +173,7 @@ GROUP BY 1
 ORDER BY 1;
 
 -- name: stats_error_patterns
+-- params: since, until, queue, limit
 -- The $4 most frequent errors (type, message) of attempts that failed in the
 -- hours from $1 until before $2, in queue $3 (null: every queue), with up to
 -- three example task ids, the most recent first.
@@ -184,6 +197,7 @@ FROM p
 ORDER BY count DESC, type, message;
 
 -- name: stats_replicas
+-- params: lease_seconds
 -- Replicas not stopped, with their start and last heartbeat; alive when heard
 -- from within $1 seconds, lost otherwise.
 SELECT id, started_at, last_heartbeat_at,
