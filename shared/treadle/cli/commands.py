@@ -14,10 +14,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from treadle.client import Client
-from treadle.client._async import DEFAULT_ADDRESS, encode_payload
+from treadle.client._async import DEFAULT_ADDRESS
 from treadle.common import config
 from treadle.common.errors import InvalidArgument
 from treadle.common.tasks import Task, TaskSpec
+from treadle.common.wire import encode_json
 
 log = logging.getLogger("treadle.cli")
 T = TypeVar("T")
@@ -242,7 +243,7 @@ def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             raise InvalidArgument(f"--run-at {args.run_at!r} is not an ISO 8601 time") from None
     spec = TaskSpec(
         name=args.name,
-        payload_json=encode_payload(payload),
+        payload_json=encode_json(payload),
         queue=args.queue,
         priority=args.priority,
         run_at=run_at,

@@ -87,7 +87,7 @@ def _time(value: datetime | None) -> str | None:
 
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
-    from treadle.client._async import encode_payload
+    from treadle.common.wire import encode_json
 
     try:
         payload = json.loads(args.payload)
@@ -95,7 +95,7 @@ def _spec(args: argparse.Namespace) -> TaskSpec:
         raise InvalidArgument(f"--payload is not valid JSON: {exc}") from None
     return TaskSpec(
         name=args.task,
-        payload_json=encode_payload(payload),
+        payload_json=encode_json(payload),
         queue=args.queue,
         priority=args.priority,
         max_attempts=args.max_attempts,

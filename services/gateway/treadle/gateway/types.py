@@ -10,7 +10,7 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
-from treadle.common import tasks
+from treadle.common import tasks, wire
 
 
 @strawberry.enum(description="Where a task is in its lifecycle.")
@@ -252,7 +252,7 @@ class SubmitTaskInput:
     def spec(self) -> tasks.TaskSpec:
         return tasks.TaskSpec(
             name=self.name,
-            payload_json=json.dumps(self.payload),
+            payload_json=wire.encode_json(self.payload),
             queue=self.queue,
             priority=self.priority,
             run_at=self.run_at,
