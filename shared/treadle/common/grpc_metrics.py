@@ -330,11 +330,24 @@ class _ClientCall:
         m.handled.labels(*self.labels, _code_name(code)).inc()
         m.duration.labels(*self.labels).observe(time.perf_counter() - self.began)
 
+    def failed(self, exc: BaseException) -> None:
+        """End with the status the call failed with: gRPC's, CANCELLED, or UNKNOWN."""
+        if isinstance(exc, grpc.aio.AioRpcError):
+            self.end(exc.code())
+        elif isinstance(exc, asyncio.CancelledError):
+            self.end(grpc.StatusCode.CANCELLED)
+        else:
+            self.end(grpc.StatusCode.UNKNOWN)
 
-class _UnaryClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+
+class _Measuring:
+    """A client interceptor that records the calls it sees in `metrics`."""
+
     def __init__(self, metrics: ClientMetrics) -> None:
         self.metrics = metrics
 
+
+class _UnaryClientInterceptor(_Measuring, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
@@ -345,22 +358,13 @@ class _UnaryClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         try:
             call = await continuation(client_call_details, request)
             measured.end(await call.code())
-        except grpc.aio.AioRpcError as exc:
-            measured.end(exc.code())
-            raise
-        except asyncio.CancelledError:
-            measured.end(grpc.StatusCode.CANCELLED)
-            raise
-        except BaseException:
-            measured.end(grpc.StatusCode.UNKNOWN)
+        except BaseException as exc:
+            measured.failed(exc)
             raise
         return call
 
 
-class _StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, metrics: ClientMetrics) -> None:
-        self.metrics = metrics
-
+class _StreamClientInterceptor(_Measuring, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
@@ -370,11 +374,8 @@ class _StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         measured = self.metrics._begin(client_call_details, "server_stream")
         try:
             call = await continuation(client_call_details, request)
-        except grpc.aio.AioRpcError as exc:
-            measured.end(exc.code())
-            raise
-        except BaseException:
-            measured.end(grpc.StatusCode.UNKNOWN)
+        except BaseException as exc:
+            measured.failed(exc)
             raise
         self.metrics._watch(call, measured)
         return call
