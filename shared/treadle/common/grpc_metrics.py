@@ -177,30 +177,15 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
                 )
             return _Call(found)
 
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, call, "unary"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, call, "server_stream"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                _unary(handler.stream_unary, call, "client_stream"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream, call, "bidi_stream"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        for attr, make, wrap, kind in _HANDLERS:
+            behaviour = getattr(handler, attr)
+            if behaviour is not None:
+                made: grpc.RpcMethodHandler[_Req, _Resp] = make(
+                    wrap(behaviour, call, kind),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+                return made
         return handler
 
 
@@ -379,3 +364,13 @@ class _StreamClientInterceptor(_Measuring, grpc.aio.UnaryStreamClientInterceptor
             raise
         self.metrics._watch(call, measured)
         return call
+
+
+#: Each kind of method handler: its behaviour's attribute, how grpc makes one,
+#: how we wrap the behaviour, and the `kind` label.
+_HANDLERS: tuple[tuple[str, Callable[..., Any], Callable[..., Behavior], str], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, _unary, "unary"),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, _streaming, "server_stream"),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, _unary, "client_stream"),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, _streaming, "bidi_stream"),
+)
