@@ -79,11 +79,14 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not standard JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def decode_json(text: str, field: str = "payload") -> Any:
     """The value of the JSON text; raises `InvalidArgument` naming `field` when it
     is not standard JSON (NaN and the infinities included)."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return _DECODER.decode(text)
     except ValueError as exc:
         raise InvalidArgument(f"{field} is not valid JSON: {exc}") from None
 
@@ -131,26 +134,68 @@ def enum_from_proto(cls: type[E], values: EnumDescriptor, number: int) -> E | No
 _CODECS: dict[type, Codec[Any, Any]] = {}
 
 
-@dataclasses.dataclass(frozen=True)
-class _Field:
-    name: str
-    #: The message field's descriptor (the same name unless renamed).
-    proto: Any
-    #: The annotation without `| None`.
-    kind: Any
-    optional: bool
-    #: `kind`'s codec, or its items' (a tuple of dataclasses).
-    codec: Codec[Any, Any] | None
+Writer = Callable[[Any, Any], None]
+Reader = Callable[[Any], Any]
 
 
-def _field(name: str, annotation: Any, proto: Any) -> _Field:
-    args = typing.get_args(annotation)
-    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and (
-        type(None) in args
-    )
-    kind = next(a for a in args if a is not type(None)) if optional else annotation
-    item = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
-    return _Field(name, proto, kind, optional, _CODECS.get(item))
+def _is_enum(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, enum.Enum)
+
+
+def _writer(kind: Any, proto: Any, codec: Codec[Any, Any] | None) -> Writer:
+    """What sets a value (never None) of type `kind` on the message field `proto`."""
+    name = proto.name
+    if proto.is_repeated:
+        if codec is None:
+            return lambda msg, v: getattr(msg, name).extend(v)
+        return lambda msg, v: getattr(msg, name).extend([codec.to_proto(x) for x in v])
+    if kind is datetime:
+        return lambda msg, v: time_to_proto(v, getattr(msg, name))
+    if codec is not None:
+        return lambda msg, v: getattr(msg, name).CopyFrom(codec.to_proto(v))
+    if _is_enum(kind) and proto.enum_type is not None:
+        values = proto.enum_type
+        return lambda msg, v: setattr(msg, name, enum_to_proto(v, values))
+    if _is_enum(kind):
+        return lambda msg, v: setattr(msg, name, v.value)
+    return lambda msg, v: setattr(msg, name, v)
+
+
+def _reader(kind: Any, optional: bool, proto: Any, codec: Codec[Any, Any] | None) -> Reader:
+    """What reads a value of the annotation `kind` (`| None` when `optional`) from
+    the message field `proto`."""
+    name = proto.name
+    if proto.is_repeated:
+        if codec is None:
+            return lambda msg: tuple(getattr(msg, name))
+        return lambda msg: tuple(codec.from_proto(x) for x in getattr(msg, name))
+    if kind is not datetime and codec is None and not _is_enum(kind):  # a plain scalar
+        if not optional:
+            return lambda msg: getattr(msg, name)
+        if proto.has_presence:
+            return lambda msg: getattr(msg, name) if msg.HasField(name) else None
+        return lambda msg: getattr(msg, name) or None  # the zero value stands for None
+    read: Reader
+    if kind is datetime:
+        read = lambda msg: time_from_proto(msg, name)  # noqa: E731
+    elif codec is not None:
+        read = lambda msg: codec.from_proto(getattr(msg, name))  # noqa: E731
+    elif proto.enum_type is not None:
+        values = proto.enum_type
+        read = lambda msg: enum_from_proto(kind, values, getattr(msg, name))  # noqa: E731
+    else:
+        read = lambda msg: kind(getattr(msg, name))  # noqa: E731
+    if optional and proto.has_presence:
+        return lambda msg: read(msg) if msg.HasField(name) else None
+    if optional:
+        return read
+
+    def required(msg: Any) -> Any:
+        value = read(msg)
+        assert value is not None, f"{name} is always set"
+        return value
+
+    return required
 
 
 class Codec(Generic[D, M]):
@@ -172,68 +217,44 @@ class Codec(Generic[D, M]):
     ) -> None:
         self.cls = cls
         self.message = message
-        self.encode = dict(encode or {})
-        self.decode = dict(decode or {})
         hints = typing.get_type_hints(cls)
         by_name = message.DESCRIPTOR.fields_by_name
-        names = {f.name: (rename or {}).get(f.name, f.name) for f in dataclasses.fields(cls)}
-        self.fields = [
-            _field(name, hints[name], by_name[proto])
-            for name, proto in names.items()
-            if proto in by_name
-        ]
+        #: Per field: its name, what prepares its value (or None), what sets it.
+        self._writers: list[tuple[str, Callable[[Any], Any] | None, Writer]] = []
+        #: Per field: its name and what reads it.
+        self._readers: list[tuple[str, Reader]] = []
+        for field in dataclasses.fields(cls):
+            proto = by_name.get((rename or {}).get(field.name, field.name))
+            if proto is None:
+                continue
+            annotation = hints[field.name]
+            args = typing.get_args(annotation)
+            optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and (
+                type(None) in args
+            )
+            kind = next(a for a in args if a is not type(None)) if optional else annotation
+            item = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
+            codec = _CODECS.get(item)
+            prepare = (encode or {}).get(field.name)
+            self._writers.append((field.name, prepare, _writer(kind, proto, codec)))
+            custom = (decode or {}).get(field.name)
+            self._readers.append((field.name, custom or _reader(kind, optional, proto, codec)))
         _CODECS[cls] = self
 
     def to_proto(self, value: D) -> M:
         msg = self.message()
-        for f in self.fields:
-            v = getattr(value, f.name)
-            if f.name in self.encode:
-                v = self.encode[f.name](v)
-            if v is None:
-                continue
-            name = f.proto.name
-            if f.proto.is_repeated:
-                getattr(msg, name).extend([f.codec.to_proto(x) for x in v] if f.codec else v)
-            elif f.kind is datetime:
-                time_to_proto(v, getattr(msg, name))
-            elif f.codec is not None:
-                getattr(msg, name).CopyFrom(f.codec.to_proto(v))
-            elif isinstance(v, enum.Enum):
-                values = f.proto.enum_type
-                setattr(msg, name, v.value if values is None else enum_to_proto(v, values))
-            else:
-                setattr(msg, name, v)
+        for name, prepare, write in self._writers:
+            v = getattr(value, name)
+            if prepare is not None:
+                v = prepare(v)
+            if v is not None:
+                write(msg, v)
         return msg
 
     def from_proto(self, msg: M, **given: Any) -> D:
-        values = dict(given)
-        for f in self.fields:
-            values[f.name] = (
-                self.decode[f.name](msg) if f.name in self.decode else self._read(f, msg)
-            )
-        return self.cls(**values)
-
-    def _read(self, f: _Field, msg: M) -> Any:
-        raw = getattr(msg, f.proto.name)
-        if f.proto.is_repeated:
-            return tuple(f.codec.from_proto(x) for x in raw) if f.codec else tuple(raw)
-        if f.proto.has_presence and f.optional and not msg.HasField(f.proto.name):
-            return None
-        value: Any
-        if f.kind is datetime:
-            value = time_from_proto(msg, f.proto.name)
-        elif f.codec is not None:
-            value = f.codec.from_proto(raw)
-        elif isinstance(f.kind, type) and issubclass(f.kind, enum.Enum):
-            values = f.proto.enum_type
-            value = f.kind(raw) if values is None else enum_from_proto(f.kind, values, raw)
-        elif f.optional and not f.proto.has_presence:
-            value = raw or None  # the zero value stands for None
-        else:
-            return raw
-        assert value is not None or f.optional, f"{f.name} is always set"
-        return value
+        for name, read in self._readers:
+            given[name] = read(msg)
+        return self.cls(**given)
 
 
 # -- tasks -----------------------------------------------------------------------------
