@@ -10,9 +10,11 @@ rules, read from the dataclass annotations and the message descriptor:
 - a dataclass with a codec is its message; a `tuple[...]` a repeated field;
 - an enum is the proto enum whose values are the enum's prefixed by the proto
   enum's own prefix (`TaskState.DEAD` is `TASK_STATE_DEAD`), or a string;
-- None is left unset; an unset field with presence (`optional`, a message) is
-  None, and so is the zero value of one without when the annotation allows
-  None (`max_concurrent` 0 means no limit).
+  UNSPECIFIED is None, or a broken reply likewise;
+- None is left unset. Where the annotation allows None, an unset field with
+  presence (`optional`, a message) reads as None, and so does the zero value
+  of a field without (`max_concurrent` 0 means no limit); where it does not,
+  the field's value is read as it is.
 
 What does not fit (a JSON text, a map kept as a repeated message, a default
 other than None) is given to a codec as `encode`/`decode` overrides.
