@@ -69,6 +69,15 @@ async def test_payload_that_is_not_json_is_refused_before_sending() -> None:
             await client.submit("echo", run_at=datetime(2030, 1, 1))
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [1, {"x": float("-inf")}]])
+async def test_nan_and_infinity_are_refused_naming_the_payload(value: object) -> None:
+    # Standard JSON has no NaN or Infinity: the client, the CLI and the gateway
+    # share one encoder (treadle.common.wire.encode_json) that refuses them.
+    async with Client(f"127.0.0.1:{closed_port()}") as client:
+        with pytest.raises(InvalidArgument, match=r"^payload is not JSON-serialisable: .*NaN"):
+            await client.submit("echo", value)
+
+
 async def test_wait_times_out_with_deadline_exceeded(client: Client) -> None:
     task = await client.submit("sleep", {"seconds": 5})
     with pytest.raises(DeadlineExceeded, match="still"):

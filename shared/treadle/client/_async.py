@@ -15,27 +15,10 @@ import grpc
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
-from treadle.common import errors, stats_wire, status, wire
+from treadle.common import errors, stats, stats_wire, status, tasks, wire
 from treadle.common.health import SchedulerHealth, health_from_proto
-from treadle.common.stats import (
-    ErrorPattern,
-    Granularity,
-    Overview,
-    QueueStats,
-    SystemHealth,
-    Trends,
-)
-from treadle.common.tasks import (
-    Queue,
-    ReplicaInfo,
-    RetryPolicy,
-    Schedule,
-    Submitted,
-    Task,
-    TaskPage,
-    TaskSpec,
-    TaskState,
-)
+from treadle.common.stats import Granularity
+from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -77,13 +60,6 @@ def translated() -> Iterator[None]:
         yield
     except grpc.aio.AioRpcError as exc:
         raise status.from_grpc(exc.code(), exc.details() or "") from None
-
-
-def encode_payload(payload: Any) -> str:
-    try:
-        return json.dumps(payload, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise errors.InvalidArgument(f"payload is not JSON-serialisable: {exc}") from None
 
 
 class Client:
@@ -146,7 +122,7 @@ class Client:
         Unset `max_attempts`, `timeout_seconds` and `retry` take the queue's."""
         spec = TaskSpec(
             name=name,
-            payload_json=encode_payload(payload),
+            payload_json=wire.encode_json(payload),
             queue=queue,
             priority=priority,
             run_at=run_at,
@@ -158,12 +134,12 @@ class Client:
         )
         return (await self.submit_spec(spec)).task
 
-    async def submit_spec(self, spec: TaskSpec) -> Submitted:
+    async def submit_spec(self, spec: TaskSpec) -> tasks.Submitted:
         """Submit one task; says whether its idempotency key matched an existing task."""
         reply = await self._call(
             self._stub.SubmitTask, pb.SubmitTaskRequest(task=wire.spec_to_proto(spec))
         )
-        return Submitted(wire.task_from_proto(reply.task), existing=reply.existing)
+        return tasks.Submitted(wire.task_from_proto(reply.task), existing=reply.existing)
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
         """Submit many tasks in one call (all or none); returns their ids in order."""
@@ -182,7 +158,7 @@ class Client:
         state: TaskState | None = None,
         page_size: int | None = None,
         cursor: str | None = None,
-    ) -> TaskPage:
+    ) -> tasks.TaskPage:
         """One page of tasks, newest first; pass `next_cursor` back for the next page."""
         request = pb.ListTasksRequest(
             queue=queue or "",
@@ -191,7 +167,7 @@ class Client:
             page_token=cursor or "",
         )
         reply = await self._call(self._stub.ListTasks, request)
-        return TaskPage(
+        return tasks.TaskPage(
             [wire.task_from_proto(t) for t in reply.tasks], reply.next_page_token or None
         )
 
@@ -219,7 +195,7 @@ class Client:
         reply = await self._call(self._stub.RetryTask, pb.RetryTaskRequest(id=task_id))
         return wire.task_from_proto(reply.task)
 
-    async def list_replicas(self) -> builtins.list[ReplicaInfo]:
+    async def list_replicas(self) -> builtins.list[tasks.ReplicaInfo]:
         """Scheduler replicas that registered recently; `alive` is False for gone ones."""
         reply = await self._call(self._stub.ListReplicas, pb.ListReplicasRequest())
         return [wire.replica_from_proto(r) for r in reply.replicas]
@@ -235,11 +211,11 @@ class Client:
             )
         return health_from_proto(reply)
 
-    async def list_queues(self) -> builtins.list[Queue]:
+    async def list_queues(self) -> builtins.list[tasks.Queue]:
         reply = await self._call(self._stub.ListQueues, pb.ListQueuesRequest())
         return [wire.queue_from_proto(q) for q in reply.queues]
 
-    async def get_queue(self, name: str) -> Queue:
+    async def get_queue(self, name: str) -> tasks.Queue:
         reply = await self._call(self._stub.GetQueue, pb.GetQueueRequest(name=name))
         return wire.queue_from_proto(reply.queue)
 
@@ -251,7 +227,7 @@ class Client:
         max_attempts: int | None = None,
         timeout_seconds: float | None = None,
         retry: RetryPolicy | None = None,
-    ) -> Queue:
+    ) -> tasks.Queue:
         """Change the settings given (None leaves one as it is; a
         `max_concurrent` or `timeout_seconds` of 0 removes the limit)."""
         request = pb.UpdateQueueRequest(
@@ -265,35 +241,35 @@ class Client:
         reply = await self._call(self._stub.UpdateQueue, request)
         return wire.queue_from_proto(reply.queue)
 
-    async def pause_queue(self, name: str) -> Queue:
+    async def pause_queue(self, name: str) -> tasks.Queue:
         """Keep accepting the queue's tasks but start none of them."""
         reply = await self._call(self._stub.PauseQueue, pb.PauseQueueRequest(name=name))
         return wire.queue_from_proto(reply.queue)
 
-    async def resume_queue(self, name: str) -> Queue:
+    async def resume_queue(self, name: str) -> tasks.Queue:
         reply = await self._call(self._stub.ResumeQueue, pb.ResumeQueueRequest(name=name))
         return wire.queue_from_proto(reply.queue)
 
     async def create_schedule(
         self, name: str, cron: str, task: TaskSpec, timezone: str = "UTC"
-    ) -> Schedule:
+    ) -> tasks.Schedule:
         """Submit `task` on every tick of `cron` (five fields, or six with seconds
         first), read in the IANA time zone `timezone`."""
-        schedule = Schedule(name=name, cron=cron, task=task, timezone=timezone)
+        schedule = tasks.Schedule(name=name, cron=cron, task=task, timezone=timezone)
         request = pb.CreateScheduleRequest(schedule=wire.schedule_to_proto(schedule))
         reply = await self._call(self._stub.CreateSchedule, request)
         return wire.schedule_from_proto(reply.schedule)
 
-    async def list_schedules(self) -> builtins.list[Schedule]:
+    async def list_schedules(self) -> builtins.list[tasks.Schedule]:
         reply = await self._call(self._stub.ListSchedules, pb.ListSchedulesRequest())
         return [wire.schedule_from_proto(s) for s in reply.schedules]
 
-    async def pause_schedule(self, name: str) -> Schedule:
+    async def pause_schedule(self, name: str) -> tasks.Schedule:
         """Stop the schedule firing until it is resumed."""
         reply = await self._call(self._stub.PauseSchedule, pb.PauseScheduleRequest(name=name))
         return wire.schedule_from_proto(reply.schedule)
 
-    async def resume_schedule(self, name: str) -> Schedule:
+    async def resume_schedule(self, name: str) -> tasks.Schedule:
         """Fire again from the first tick after now."""
         reply = await self._call(self._stub.ResumeSchedule, pb.ResumeScheduleRequest(name=name))
         return wire.schedule_from_proto(reply.schedule)
@@ -304,17 +280,17 @@ class Client:
 
     # -- statistics -----------------------------------------------------------
 
-    async def queue_stats(self, queue: str) -> QueueStats:
+    async def queue_stats(self, queue: str) -> stats.QueueStats:
         """One queue now (length, running, oldest ready task) and its lifetime totals."""
         reply = await self._call(self._stub.GetQueueStats, pb.GetQueueStatsRequest(queue=queue))
         return stats_wire.queue_stats_from_proto(reply.stats)
 
-    async def list_queue_stats(self) -> builtins.list[QueueStats]:
+    async def list_queue_stats(self) -> builtins.list[stats.QueueStats]:
         """`queue_stats` for every queue, by name."""
         reply = await self._call(self._stub.ListQueueStats, pb.ListQueueStatsRequest())
         return [stats_wire.queue_stats_from_proto(s) for s in reply.stats]
 
-    async def overview(self) -> Overview:
+    async def overview(self) -> stats.Overview:
         """Tasks by state, throughput, error rate, processing time, replicas."""
         reply = await self._call(self._stub.GetOverview, pb.GetOverviewRequest())
         return stats_wire.overview_from_proto(reply.overview)
@@ -326,7 +302,7 @@ class Client:
         until: datetime | None = None,
         granularity: Granularity = Granularity.HOUR,
         queues: Sequence[str] = (),
-    ) -> Trends:
+    ) -> stats.Trends:
         """Per-hour or per-day counts from `since` (default: 24 h before `until`,
         rounded down) until `until` (default: now), over `queues` (default: all)."""
         request = pb.GetTrendsRequest(
@@ -344,7 +320,7 @@ class Client:
         until: datetime | None = None,
         queue: str | None = None,
         limit: int | None = None,
-    ) -> builtins.list[ErrorPattern]:
+    ) -> builtins.list[stats.ErrorPattern]:
         """The most frequent errors (type, message) of attempts that failed in the
         range (default: the last 24 h), with up to three example task ids each."""
         if limit is not None and limit < 1:
@@ -355,7 +331,7 @@ class Client:
         reply = await self._call(self._stub.GetErrorPatterns, request)
         return [stats_wire.pattern_from_proto(p) for p in reply.patterns]
 
-    async def system_health(self) -> SystemHealth:
+    async def system_health(self) -> stats.SystemHealth:
         """HEALTHY, WARNING or CRITICAL, with the alert thresholds crossed."""
         reply = await self._call(self._stub.GetSystemHealth, pb.GetSystemHealthRequest())
         return stats_wire.health_from_proto(reply)

@@ -9,17 +9,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from treadle.client._async import DEFAULT_ADDRESS, Client
-from treadle.common.stats import ErrorPattern, Overview, QueueStats, SystemHealth, Trends
-from treadle.common.tasks import (
-    Queue,
-    ReplicaInfo,
-    Schedule,
-    Submitted,
-    Task,
-    TaskPage,
-    TaskSpec,
-    TaskState,
-)
+from treadle.common import stats, tasks
+from treadle.common.tasks import Task, TaskSpec, TaskState
 
 T = TypeVar("T")
 
@@ -54,7 +45,7 @@ class SyncClient:
     def submit(self, name: str, payload: Any = None, **options: Any) -> Task:
         return self._run(self._client.submit(name, payload, **options))
 
-    def submit_spec(self, spec: TaskSpec) -> Submitted:
+    def submit_spec(self, spec: TaskSpec) -> tasks.Submitted:
         return self._run(self._client.submit_spec(spec))
 
     def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
@@ -70,7 +61,7 @@ class SyncClient:
         state: TaskState | None = None,
         page_size: int | None = None,
         cursor: str | None = None,
-    ) -> TaskPage:
+    ) -> tasks.TaskPage:
         return self._run(
             self._client.list(queue=queue, state=state, page_size=page_size, cursor=cursor)
         )
@@ -81,57 +72,57 @@ class SyncClient:
     def retry(self, task_id: str) -> Task:
         return self._run(self._client.retry(task_id))
 
-    def list_replicas(self) -> builtins.list[ReplicaInfo]:
+    def list_replicas(self) -> builtins.list[tasks.ReplicaInfo]:
         return self._run(self._client.list_replicas())
 
-    def list_queues(self) -> builtins.list[Queue]:
+    def list_queues(self) -> builtins.list[tasks.Queue]:
         return self._run(self._client.list_queues())
 
-    def get_queue(self, name: str) -> Queue:
+    def get_queue(self, name: str) -> tasks.Queue:
         return self._run(self._client.get_queue(name))
 
-    def update_queue(self, name: str, **settings: Any) -> Queue:
+    def update_queue(self, name: str, **settings: Any) -> tasks.Queue:
         return self._run(self._client.update_queue(name, **settings))
 
-    def pause_queue(self, name: str) -> Queue:
+    def pause_queue(self, name: str) -> tasks.Queue:
         return self._run(self._client.pause_queue(name))
 
-    def resume_queue(self, name: str) -> Queue:
+    def resume_queue(self, name: str) -> tasks.Queue:
         return self._run(self._client.resume_queue(name))
 
     def create_schedule(
         self, name: str, cron: str, task: TaskSpec, timezone: str = "UTC"
-    ) -> Schedule:
+    ) -> tasks.Schedule:
         return self._run(self._client.create_schedule(name, cron, task, timezone))
 
-    def list_schedules(self) -> builtins.list[Schedule]:
+    def list_schedules(self) -> builtins.list[tasks.Schedule]:
         return self._run(self._client.list_schedules())
 
-    def pause_schedule(self, name: str) -> Schedule:
+    def pause_schedule(self, name: str) -> tasks.Schedule:
         return self._run(self._client.pause_schedule(name))
 
-    def resume_schedule(self, name: str) -> Schedule:
+    def resume_schedule(self, name: str) -> tasks.Schedule:
         return self._run(self._client.resume_schedule(name))
 
     def delete_schedule(self, name: str) -> None:
         self._run(self._client.delete_schedule(name))
 
-    def queue_stats(self, queue: str) -> QueueStats:
+    def queue_stats(self, queue: str) -> stats.QueueStats:
         return self._run(self._client.queue_stats(queue))
 
-    def list_queue_stats(self) -> builtins.list[QueueStats]:
+    def list_queue_stats(self) -> builtins.list[stats.QueueStats]:
         return self._run(self._client.list_queue_stats())
 
-    def overview(self) -> Overview:
+    def overview(self) -> stats.Overview:
         return self._run(self._client.overview())
 
-    def trends(self, **options: Any) -> Trends:
+    def trends(self, **options: Any) -> stats.Trends:
         return self._run(self._client.trends(**options))
 
-    def error_patterns(self, **options: Any) -> builtins.list[ErrorPattern]:
+    def error_patterns(self, **options: Any) -> builtins.list[stats.ErrorPattern]:
         return self._run(self._client.error_patterns(**options))
 
-    def system_health(self) -> SystemHealth:
+    def system_health(self) -> stats.SystemHealth:
         return self._run(self._client.system_health())
 
     def wait(self, task_id: str, timeout: float = 30.0) -> Task:

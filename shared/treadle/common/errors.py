@@ -90,19 +90,6 @@ class Internal(TreadleError):
     code = "INTERNAL"
 
 
-#: Every concrete error class by its code, for decoding a status on the wire.
-BY_CODE: dict[str, type[TreadleError]] = {
-    cls.code: cls
-    for cls in (
-        InvalidArgument,
-        NotFound,
-        AlreadyExists,
-        InvalidState,
-        Unauthenticated,
-        PermissionDenied,
-        ResourceExhausted,
-        Unavailable,
-        DeadlineExceeded,
-        Internal,
-    )
-}
+#: Every concrete error class by its code, for decoding a status on the wire
+#: (the classes above, in order; each has its own code).
+BY_CODE: dict[str, type[TreadleError]] = {cls.code: cls for cls in TreadleError.__subclasses__()}

@@ -177,30 +177,15 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
                 )
             return _Call(found)
 
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, call, "unary"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, call, "server_stream"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                _unary(handler.stream_unary, call, "client_stream"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream, call, "bidi_stream"),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        for attr, make, wrap, kind in _HANDLERS:
+            behaviour = getattr(handler, attr)
+            if behaviour is not None:
+                made: grpc.RpcMethodHandler[_Req, _Resp] = make(
+                    wrap(behaviour, call, kind),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+                return made
         return handler
 
 
@@ -330,11 +315,24 @@ class _ClientCall:
         m.handled.labels(*self.labels, _code_name(code)).inc()
         m.duration.labels(*self.labels).observe(time.perf_counter() - self.began)
 
+    def failed(self, exc: BaseException) -> None:
+        """End with the status the call failed with: gRPC's, CANCELLED, or UNKNOWN."""
+        if isinstance(exc, grpc.aio.AioRpcError):
+            self.end(exc.code())
+        elif isinstance(exc, asyncio.CancelledError):
+            self.end(grpc.StatusCode.CANCELLED)
+        else:
+            self.end(grpc.StatusCode.UNKNOWN)
 
-class _UnaryClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+
+class _Measuring:
+    """A client interceptor that records the calls it sees in `metrics`."""
+
     def __init__(self, metrics: ClientMetrics) -> None:
         self.metrics = metrics
 
+
+class _UnaryClientInterceptor(_Measuring, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
@@ -345,22 +343,13 @@ class _UnaryClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         try:
             call = await continuation(client_call_details, request)
             measured.end(await call.code())
-        except grpc.aio.AioRpcError as exc:
-            measured.end(exc.code())
-            raise
-        except asyncio.CancelledError:
-            measured.end(grpc.StatusCode.CANCELLED)
-            raise
-        except BaseException:
-            measured.end(grpc.StatusCode.UNKNOWN)
+        except BaseException as exc:
+            measured.failed(exc)
             raise
         return call
 
 
-class _StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, metrics: ClientMetrics) -> None:
-        self.metrics = metrics
-
+class _StreamClientInterceptor(_Measuring, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self,
         continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
@@ -370,11 +359,18 @@ class _StreamClientInterceptor(grpc.aio.UnaryStreamClientInterceptor):
         measured = self.metrics._begin(client_call_details, "server_stream")
         try:
             call = await continuation(client_call_details, request)
-        except grpc.aio.AioRpcError as exc:
-            measured.end(exc.code())
-            raise
-        except BaseException:
-            measured.end(grpc.StatusCode.UNKNOWN)
+        except BaseException as exc:
+            measured.failed(exc)
             raise
         self.metrics._watch(call, measured)
         return call
+
+
+#: Each kind of method handler: its behaviour's attribute, how grpc makes one,
+#: how we wrap the behaviour, and the `kind` label.
+_HANDLERS: tuple[tuple[str, Callable[..., Any], Callable[..., Behavior], str], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, _unary, "unary"),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, _streaming, "server_stream"),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, _unary, "client_stream"),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, _streaming, "bidi_stream"),
+)

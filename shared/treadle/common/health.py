@@ -1,16 +1,17 @@
 """A scheduler replica's health, as plain dataclasses, and their protobuf form.
 
 The scheduler fills a `SchedulerHealth` for `GetHealth`; the gateway reads it
-(`treadle.client.Client.health()`) for `/health/detailed`. Conversions to and
-from `GetHealthResponse` live here, at the edge, like `wire` does for tasks.
+(`treadle.client.Client.health()`) for `/health/detailed`. Their `wire.Codec`s,
+for `GetHealthResponse`, live here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import datetime
 
 from treadle.api.v1 import scheduler_pb2 as pb
+from treadle.common import wire
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,71 +87,28 @@ class SchedulerHealth:
         return found
 
 
-def health_to_proto(h: SchedulerHealth) -> pb.GetHealthResponse:
-    reply = pb.GetHealthResponse(
-        replica_id=h.replica_id,
-        version=h.version,
-        serving=h.serving,
-        database=pb.GetHealthResponse.Database(
-            reachable=h.database.reachable,
-            latency_seconds=h.database.latency_seconds or 0.0,
-            size_bytes=h.database.size_bytes or 0,
-            error=h.database.error,
-        ),
-        pool=pb.GetHealthResponse.Pool(**dataclasses.asdict(h.pool)),
-        executor=pb.GetHealthResponse.Executor(**dataclasses.asdict(h.executor)),
-        running=h.running,
-        capacity=h.capacity,
-        backlog=[
-            pb.GetHealthResponse.QueueBacklog(
-                **{**dataclasses.asdict(q), "max_concurrent": q.max_concurrent or 0}
-            )
-            for q in h.backlog
-        ],
-        loops=[pb.GetHealthResponse.Loop(name=n, alive=up) for n, up in sorted(h.loops.items())],
-    )
-    if h.backlog_as_of is not None:
-        reply.backlog_as_of.FromDatetime(h.backlog_as_of)
-    if h.replicas_alive is not None:
-        reply.replicas_alive = h.replicas_alive
-    return reply
+def _loops_to_proto(loops: dict[str, bool]) -> list[pb.GetHealthResponse.Loop]:
+    return [pb.GetHealthResponse.Loop(name=n, alive=up) for n, up in sorted(loops.items())]
 
 
-def health_from_proto(reply: pb.GetHealthResponse) -> SchedulerHealth:
-    db = reply.database
-    return SchedulerHealth(
-        replica_id=reply.replica_id,
-        version=reply.version,
-        serving=reply.serving,
-        database=DatabaseHealth(
-            reachable=db.reachable,
-            latency_seconds=db.latency_seconds if db.reachable else None,
-            size_bytes=db.size_bytes if db.reachable else None,
-            error=db.error,
-        ),
-        pool=PoolHealth(
-            reply.pool.size, reply.pool.max_size, reply.pool.in_use, reply.pool.waiting
-        ),
-        executor=ExecutorHealth(reply.executor.threads, reply.executor.busy, reply.executor.queued),
-        running=reply.running,
-        capacity=reply.capacity,
-        backlog=tuple(
-            QueueBacklog(
-                queue=q.queue,
-                queued=q.queued,
-                scheduled=q.scheduled,
-                retrying=q.retrying,
-                running=q.running,
-                dead=q.dead,
-                oldest_queued_age_seconds=q.oldest_queued_age_seconds,
-                paused=q.paused,
-                max_concurrent=q.max_concurrent or None,
-            )
-            for q in reply.backlog
-        ),
-        backlog_as_of=(
-            reply.backlog_as_of.ToDatetime(tzinfo=UTC) if reply.HasField("backlog_as_of") else None
-        ),
-        loops={loop.name: loop.alive for loop in reply.loops},
-        replicas_alive=reply.replicas_alive if reply.HasField("replicas_alive") else None,
-    )
+_DATABASE = wire.Codec(
+    DatabaseHealth,
+    pb.GetHealthResponse.Database,
+    # Figures of an unreachable database are not figures, even when zero.
+    decode={
+        "latency_seconds": lambda db: db.latency_seconds if db.reachable else None,
+        "size_bytes": lambda db: db.size_bytes if db.reachable else None,
+    },
+)
+_POOL = wire.Codec(PoolHealth, pb.GetHealthResponse.Pool)
+_EXECUTOR = wire.Codec(ExecutorHealth, pb.GetHealthResponse.Executor)
+_BACKLOG = wire.Codec(QueueBacklog, pb.GetHealthResponse.QueueBacklog)
+_HEALTH = wire.Codec(
+    SchedulerHealth,
+    pb.GetHealthResponse,
+    encode={"loops": _loops_to_proto},
+    decode={"loops": lambda reply: {loop.name: loop.alive for loop in reply.loops}},
+)
+
+health_to_proto = _HEALTH.to_proto
+health_from_proto = _HEALTH.from_proto

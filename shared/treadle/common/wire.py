@@ -1,11 +1,44 @@
-"""Conversions between the public task types and protobuf, used only at the edges."""
+"""Conversions between Treadle's public types and protobuf, used only at the edges.
+
+`Codec` converts a frozen dataclass to and from the message of the same
+shape, field by field and by name, so a type and its message are listed once
+(in `tasks`/`stats`/`health` and in the .proto) instead of again here. Its
+rules, read from the dataclass annotations and the message descriptor:
+
+- a `datetime` is a `Timestamp` (a naive one is refused); an unset one is
+  None, or a broken reply when the annotation does not allow None;
+- a dataclass with a codec is its message; a `tuple[...]` a repeated field;
+- an enum is the proto enum whose values are the enum's prefixed by the proto
+  enum's own prefix (`TaskState.DEAD` is `TASK_STATE_DEAD`), or a string;
+  UNSPECIFIED is None, or a broken reply likewise;
+- None is left unset. Where the annotation allows None, an unset field with
+  presence (`optional`, a message) reads as None, and so does the zero value
+  of a field without (`max_concurrent` 0 means no limit); where it does not,
+  the field's value is read as it is.
+
+What does not fit (a JSON text, a map kept as a repeated message, a default
+other than None) is given to a codec as `encode`/`decode` overrides.
+
+Payloads and results travel as JSON text: `encode_json` and `decode_json` are
+the one encoder and decoder for the client, the CLI and the gateway, with one
+rule: standard JSON only, so NaN and the infinities are refused.
+
+This module also holds the task types' codecs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
+import types
+import typing
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from google.protobuf.descriptor import EnumDescriptor
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from treadle.api.v1 import scheduler_pb2 as pb
@@ -21,17 +54,46 @@ from treadle.common.tasks import (
     TaskState,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
-def state_to_proto(state: TaskState | None) -> pb.TaskState.ValueType:
-    if state is None:
-        return pb.TASK_STATE_UNSPECIFIED
-    return pb.TaskState.Value(f"TASK_STATE_{state.value}")
+D = TypeVar("D", bound="DataclassInstance")
+M = TypeVar("M", bound=Message)
+E = TypeVar("E", bound=enum.Enum)
+
+# -- JSON -------------------------------------------------------------------------
 
 
-def state_from_proto(value: pb.TaskState.ValueType) -> TaskState | None:
-    if value == pb.TASK_STATE_UNSPECIFIED:
-        return None
-    return TaskState(pb.TaskState.Name(value).removeprefix("TASK_STATE_"))
+def encode_json(value: Any, field: str = "payload") -> str:
+    """`value` as standard JSON text; raises `InvalidArgument` naming `field` when
+    it has no such form (NaN, an infinity, a set, an object...)."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"{field} is not JSON-serialisable: {exc} (NaN and Infinity are not standard JSON)"
+        ) from None
+    except TypeError as exc:
+        raise InvalidArgument(f"{field} is not JSON-serialisable: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not standard JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def decode_json(text: str, field: str = "payload") -> Any:
+    """The value of the JSON text; raises `InvalidArgument` naming `field` when it
+    is not standard JSON (NaN and the infinities included)."""
+    try:
+        return _DECODER.decode(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{field} is not valid JSON: {exc}") from None
+
+
+# -- times and enums ----------------------------------------------------------------
 
 
 def time_to_proto(value: datetime | None, target: Timestamp) -> None:
@@ -49,201 +111,199 @@ def time_from_proto(msg: Any, field: str) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def retry_to_proto(policy: RetryPolicy) -> pb.RetryPolicy:
-    return pb.RetryPolicy(
-        base_seconds=policy.base_seconds, factor=policy.factor, max_seconds=policy.max_seconds
-    )
+def _prefix(values: EnumDescriptor) -> str:
+    """`TASK_STATE_` for the enum whose zero value is `TASK_STATE_UNSPECIFIED`."""
+    return values.values_by_number[0].name.removesuffix("UNSPECIFIED")
 
 
-def retry_from_proto(msg: pb.RetryPolicy) -> RetryPolicy:
-    return RetryPolicy(msg.base_seconds, msg.factor, msg.max_seconds)
+def enum_to_proto(value: enum.Enum | None, values: EnumDescriptor) -> int:
+    """The proto enum number of `value`; None is the zero (UNSPECIFIED) value."""
+    if value is None:
+        return 0
+    return values.values_by_name[f"{_prefix(values)}{value.value}"].number
 
 
-def error_to_proto(error: TaskError) -> pb.TaskError:
-    msg = pb.TaskError(
-        type=error.type, message=error.message, traceback=error.traceback, attempt=error.attempt
-    )
-    time_to_proto(error.failed_at, msg.failed_at)
-    return msg
+def enum_from_proto(cls: type[E], values: EnumDescriptor, number: int) -> E | None:
+    """The member of `cls` for a proto enum number; None for UNSPECIFIED."""
+    if number == 0:
+        return None
+    return cls(values.values_by_number[number].name.removeprefix(_prefix(values)))
 
 
-def error_from_proto(msg: pb.TaskError) -> TaskError:
-    return TaskError(
-        msg.type, msg.message, msg.traceback, msg.attempt, time_from_proto(msg, "failed_at")
-    )
+# -- the codec -------------------------------------------------------------------------
+
+#: Every codec by its dataclass, so a codec finds those of its nested types.
+_CODECS: dict[type, Codec[Any, Any]] = {}
 
 
-def task_to_proto(task: Task) -> pb.Task:
-    msg = pb.Task(
-        id=task.id,
-        name=task.name,
-        queue=task.queue,
-        state=state_to_proto(task.state),
-        payload=json.dumps(task.payload),
-        result="" if task.result is None else json.dumps(task.result),
-        attempts=task.attempts,
-        max_attempts=task.max_attempts,
-        priority=task.priority,
-        idempotency_key=task.idempotency_key or "",
-        errors=[error_to_proto(e) for e in task.errors],
-        cancel_requested=task.cancel_requested,
-        timeout_seconds=task.timeout_seconds or 0.0,
-        retry=retry_to_proto(task.retry),
-        claims=task.claims,
-    )
-    if task.error is not None:
-        msg.error.CopyFrom(error_to_proto(task.error))
-    time_to_proto(task.run_at, msg.run_at)
-    time_to_proto(task.created_at, msg.created_at)
-    time_to_proto(task.started_at, msg.started_at)
-    time_to_proto(task.finished_at, msg.finished_at)
-    return msg
+Writer = Callable[[Any, Any], None]
+Reader = Callable[[Any], Any]
 
 
-def task_from_proto(msg: pb.Task) -> Task:
-    error = error_from_proto(msg.error) if msg.HasField("error") else None
-    state = state_from_proto(msg.state)
-    assert state is not None, "a stored task always has a state"
-    run_at = time_from_proto(msg, "run_at")
-    created_at = time_from_proto(msg, "created_at")
-    assert run_at is not None and created_at is not None
-    return Task(
-        id=msg.id,
-        name=msg.name,
-        queue=msg.queue,
-        state=state,
-        payload=json.loads(msg.payload) if msg.payload else None,
-        result=json.loads(msg.result) if msg.result else None,
-        error=error,
-        attempts=msg.attempts,
-        max_attempts=msg.max_attempts,
-        priority=msg.priority,
-        run_at=run_at,
-        created_at=created_at,
-        started_at=time_from_proto(msg, "started_at"),
-        finished_at=time_from_proto(msg, "finished_at"),
-        idempotency_key=msg.idempotency_key or None,
-        errors=tuple(error_from_proto(e) for e in msg.errors),
-        cancel_requested=msg.cancel_requested,
-        timeout_seconds=msg.timeout_seconds or None,
-        retry=retry_from_proto(msg.retry),
-        claims=msg.claims,
-    )
+def _is_enum(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, enum.Enum)
 
 
-def spec_to_proto(spec: TaskSpec) -> pb.TaskSpec:
-    msg = pb.TaskSpec(
-        name=spec.name,
-        payload=spec.payload_json,
-        queue=spec.queue or "",
-        priority=spec.priority,
-        max_attempts=spec.max_attempts,
-        idempotency_key=spec.idempotency_key or "",
-        delay_seconds=spec.delay_seconds,
-        timeout_seconds=spec.timeout_seconds,
-    )
-    if spec.retry is not None:
-        msg.retry.CopyFrom(retry_to_proto(spec.retry))
-    time_to_proto(spec.run_at, msg.run_at)
-    return msg
+def _writer(kind: Any, proto: Any, codec: Codec[Any, Any] | None) -> Writer:
+    """What sets a value (never None) of type `kind` on the message field `proto`."""
+    name = proto.name
+    if proto.is_repeated:
+        if codec is None:
+            return lambda msg, v: getattr(msg, name).extend(v)
+        return lambda msg, v: getattr(msg, name).extend([codec.to_proto(x) for x in v])
+    if kind is datetime:
+        return lambda msg, v: time_to_proto(v, getattr(msg, name))
+    if codec is not None:
+        return lambda msg, v: getattr(msg, name).CopyFrom(codec.to_proto(v))
+    if _is_enum(kind) and proto.enum_type is not None:
+        values = proto.enum_type
+        return lambda msg, v: setattr(msg, name, enum_to_proto(v, values))
+    if _is_enum(kind):
+        return lambda msg, v: setattr(msg, name, v.value)
+    return lambda msg, v: setattr(msg, name, v)
 
 
-def spec_from_proto(msg: pb.TaskSpec) -> TaskSpec:
-    return TaskSpec(
-        name=msg.name,
-        payload_json=msg.payload or "null",
-        queue=msg.queue or None,
-        priority=msg.priority,
-        run_at=time_from_proto(msg, "run_at"),
-        max_attempts=msg.max_attempts if msg.HasField("max_attempts") else None,
-        idempotency_key=msg.idempotency_key or None,
-        delay_seconds=msg.delay_seconds if msg.HasField("delay_seconds") else None,
-        timeout_seconds=msg.timeout_seconds if msg.HasField("timeout_seconds") else None,
-        retry=retry_from_proto(msg.retry) if msg.HasField("retry") else None,
-    )
+def _reader(kind: Any, optional: bool, proto: Any, codec: Codec[Any, Any] | None) -> Reader:
+    """What reads a value of the annotation `kind` (`| None` when `optional`) from
+    the message field `proto`."""
+    name = proto.name
+    if proto.is_repeated:
+        if codec is None:
+            return lambda msg: tuple(getattr(msg, name))
+        return lambda msg: tuple(codec.from_proto(x) for x in getattr(msg, name))
+    if kind is not datetime and codec is None and not _is_enum(kind):  # a plain scalar
+        if not optional:
+            return lambda msg: getattr(msg, name)
+        if proto.has_presence:
+            return lambda msg: getattr(msg, name) if msg.HasField(name) else None
+        return lambda msg: getattr(msg, name) or None  # the zero value stands for None
+    read: Reader
+    if kind is datetime:
+        read = lambda msg: time_from_proto(msg, name)  # noqa: E731
+    elif codec is not None:
+        read = lambda msg: codec.from_proto(getattr(msg, name))  # noqa: E731
+    elif proto.enum_type is not None:
+        values = proto.enum_type
+        read = lambda msg: enum_from_proto(kind, values, getattr(msg, name))  # noqa: E731
+    else:
+        read = lambda msg: kind(getattr(msg, name))  # noqa: E731
+    if optional and proto.has_presence:
+        return lambda msg: read(msg) if msg.HasField(name) else None
+    if optional:
+        return read
+
+    def required(msg: Any) -> Any:
+        value = read(msg)
+        assert value is not None, f"{name} is always set"
+        return value
+
+    return required
 
 
-def queue_to_proto(queue: Queue) -> pb.Queue:
-    msg = pb.Queue(
-        name=queue.name,
-        max_concurrent=queue.max_concurrent or 0,
-        paused=queue.paused,
-        max_attempts=queue.max_attempts,
-        timeout_seconds=queue.timeout_seconds or 0.0,
-        retry=retry_to_proto(queue.retry),
-    )
-    time_to_proto(queue.created_at, msg.created_at)
-    time_to_proto(queue.updated_at, msg.updated_at)
-    return msg
+class Codec(Generic[D, M]):
+    """Converts the dataclass `cls` to and from the protobuf `message` (see the
+    module docstring for the rules). `rename` maps a dataclass field to the
+    message field of another name; `encode[name]` turns a field's value into
+    what is set on the message; `decode[name]` reads a field's value from the
+    message. A dataclass field the message lacks is not sent; decoding, it
+    takes its default or the keyword given to `from_proto`."""
+
+    def __init__(
+        self,
+        cls: type[D],
+        message: type[M],
+        *,
+        rename: Mapping[str, str] | None = None,
+        encode: Mapping[str, Callable[[Any], Any]] | None = None,
+        decode: Mapping[str, Callable[[M], Any]] | None = None,
+    ) -> None:
+        self.cls = cls
+        self.message = message
+        hints = typing.get_type_hints(cls)
+        by_name = message.DESCRIPTOR.fields_by_name
+        #: Per field: its name, what prepares its value (or None), what sets it.
+        self._writers: list[tuple[str, Callable[[Any], Any] | None, Writer]] = []
+        #: Per field: its name and what reads it.
+        self._readers: list[tuple[str, Reader]] = []
+        for field in dataclasses.fields(cls):
+            proto = by_name.get((rename or {}).get(field.name, field.name))
+            if proto is None:
+                continue
+            annotation = hints[field.name]
+            args = typing.get_args(annotation)
+            optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and (
+                type(None) in args
+            )
+            kind = next(a for a in args if a is not type(None)) if optional else annotation
+            item = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
+            codec = _CODECS.get(item)
+            prepare = (encode or {}).get(field.name)
+            self._writers.append((field.name, prepare, _writer(kind, proto, codec)))
+            custom = (decode or {}).get(field.name)
+            self._readers.append((field.name, custom or _reader(kind, optional, proto, codec)))
+        _CODECS[cls] = self
+
+    def to_proto(self, value: D) -> M:
+        msg = self.message()
+        for name, prepare, write in self._writers:
+            v = getattr(value, name)
+            if prepare is not None:
+                v = prepare(v)
+            if v is not None:
+                write(msg, v)
+        return msg
+
+    def from_proto(self, msg: M, **given: Any) -> D:
+        for name, read in self._readers:
+            given[name] = read(msg)
+        return self.cls(**given)
 
 
-def queue_from_proto(msg: pb.Queue) -> Queue:
-    return Queue(
-        name=msg.name,
-        max_concurrent=msg.max_concurrent or None,
-        paused=msg.paused,
-        max_attempts=msg.max_attempts,
-        timeout_seconds=msg.timeout_seconds or None,
-        retry=retry_from_proto(msg.retry),
-        created_at=time_from_proto(msg, "created_at"),
-        updated_at=time_from_proto(msg, "updated_at"),
-    )
+# -- tasks -----------------------------------------------------------------------------
 
 
-def schedule_to_proto(schedule: Schedule) -> pb.Schedule:
-    msg = pb.Schedule(
-        name=schedule.name,
-        cron=schedule.cron,
-        timezone=schedule.timezone,
-        task=spec_to_proto(schedule.task),
-        paused=schedule.paused,
-    )
-    time_to_proto(schedule.next_fire_at, msg.next_fire_at)
-    time_to_proto(schedule.last_fired_at, msg.last_fired_at)
-    time_to_proto(schedule.created_at, msg.created_at)
-    return msg
+def state_to_proto(state: TaskState | None) -> pb.TaskState.ValueType:
+    return typing.cast(pb.TaskState.ValueType, enum_to_proto(state, pb.TaskState.DESCRIPTOR))
 
 
-def schedule_from_proto(msg: pb.Schedule) -> Schedule:
-    return Schedule(
-        name=msg.name,
-        cron=msg.cron,
-        timezone=msg.timezone or "UTC",
-        task=spec_from_proto(msg.task),
-        paused=msg.paused,
-        next_fire_at=time_from_proto(msg, "next_fire_at"),
-        last_fired_at=time_from_proto(msg, "last_fired_at"),
-        created_at=time_from_proto(msg, "created_at"),
-    )
+def state_from_proto(value: pb.TaskState.ValueType) -> TaskState | None:
+    return enum_from_proto(TaskState, pb.TaskState.DESCRIPTOR, value)
 
 
-def replica_to_proto(replica: ReplicaInfo) -> pb.Replica:
-    msg = pb.Replica(
-        id=replica.id,
-        host=replica.host,
-        pid=replica.pid,
-        version=replica.version,
-        alive=replica.alive,
-        running=replica.running,
-    )
-    time_to_proto(replica.started_at, msg.started_at)
-    time_to_proto(replica.last_heartbeat_at, msg.last_heartbeat_at)
-    time_to_proto(replica.stopped_at, msg.stopped_at)
-    return msg
+def _json_or_none(text: str) -> Any:
+    return decode_json(text) if text else None
 
 
-def replica_from_proto(msg: pb.Replica) -> ReplicaInfo:
-    started_at = time_from_proto(msg, "started_at")
-    last_heartbeat_at = time_from_proto(msg, "last_heartbeat_at")
-    assert started_at is not None and last_heartbeat_at is not None
-    return ReplicaInfo(
-        id=msg.id,
-        host=msg.host,
-        pid=msg.pid,
-        version=msg.version,
-        started_at=started_at,
-        last_heartbeat_at=last_heartbeat_at,
-        alive=msg.alive,
-        stopped_at=time_from_proto(msg, "stopped_at"),
-        running=msg.running,
-    )
+_RETRY = Codec(RetryPolicy, pb.RetryPolicy)
+_ERROR = Codec(TaskError, pb.TaskError)
+_TASK = Codec(
+    Task,
+    pb.Task,
+    encode={"payload": encode_json, "result": lambda r: None if r is None else encode_json(r)},
+    decode={
+        "payload": lambda m: _json_or_none(m.payload),
+        "result": lambda m: _json_or_none(m.result),
+    },
+)
+_SPEC = Codec(
+    TaskSpec,
+    pb.TaskSpec,
+    rename={"payload_json": "payload"},
+    decode={"payload_json": lambda m: m.payload or "null"},
+)
+_QUEUE = Codec(Queue, pb.Queue)
+_SCHEDULE = Codec(Schedule, pb.Schedule, decode={"timezone": lambda m: m.timezone or "UTC"})
+_REPLICA = Codec(ReplicaInfo, pb.Replica)
+
+retry_to_proto = _RETRY.to_proto
+retry_from_proto = _RETRY.from_proto
+task_to_proto = _TASK.to_proto
+task_from_proto = _TASK.from_proto
+spec_to_proto = _SPEC.to_proto
+spec_from_proto = _SPEC.from_proto
+queue_to_proto = _QUEUE.to_proto
+queue_from_proto = _QUEUE.from_proto
+schedule_to_proto = _SCHEDULE.to_proto
+schedule_from_proto = _SCHEDULE.from_proto
+replica_to_proto = _REPLICA.to_proto
+replica_from_proto = _REPLICA.from_proto

@@ -14,8 +14,8 @@ from typing import Any
 
 from treadle.cli import queues, schedules
 from treadle.client import Client
-from treadle.client._async import DEFAULT_ADDRESS, encode_payload
-from treadle.common import config, process
+from treadle.client._async import DEFAULT_ADDRESS
+from treadle.common import config, process, wire
 from treadle.common.errors import InvalidArgument
 from treadle.common.process import Command
 from treadle.common.tasks import Task, TaskSpec
@@ -111,10 +111,6 @@ def _address(args: argparse.Namespace, env: Mapping[str, str]) -> str:
 
 
 def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    try:
-        payload = json.loads(args.payload)
-    except ValueError as exc:
-        raise InvalidArgument(f"--payload is not valid JSON: {exc}") from None
     run_at = None
     if args.run_at:
         try:
@@ -123,7 +119,7 @@ def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             raise InvalidArgument(f"--run-at {args.run_at!r} is not an ISO 8601 time") from None
     spec = TaskSpec(
         name=args.name,
-        payload_json=encode_payload(payload),
+        payload_json=wire.encode_json(wire.decode_json(args.payload, "--payload")),
         queue=args.queue,
         priority=args.priority,
         run_at=run_at,

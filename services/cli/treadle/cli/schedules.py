@@ -10,8 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from treadle.client import Client
-from treadle.client._async import encode_payload
-from treadle.common.errors import InvalidArgument
+from treadle.common import wire
 from treadle.common.tasks import Schedule, TaskSpec
 
 
@@ -85,13 +84,9 @@ def _time(value: datetime | None) -> str | None:
 
 
 def _spec(args: argparse.Namespace) -> TaskSpec:
-    try:
-        payload = json.loads(args.payload)
-    except ValueError as exc:
-        raise InvalidArgument(f"--payload is not valid JSON: {exc}") from None
     return TaskSpec(
         name=args.task,
-        payload_json=encode_payload(payload),
+        payload_json=wire.encode_json(wire.decode_json(args.payload, "--payload")),
         queue=args.queue,
         priority=args.priority,
         max_attempts=args.max_attempts,

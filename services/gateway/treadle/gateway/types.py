@@ -8,7 +8,7 @@ from datetime import datetime
 import strawberry
 from strawberry.scalars import JSON
 
-from treadle.common import tasks
+from treadle.common import tasks, wire
 
 # GraphQL shows the shared enum itself (`strawberry.enum` marks the class).
 TaskState = tasks.TaskState
@@ -235,7 +235,7 @@ class SubmitTaskInput:
     def spec(self) -> tasks.TaskSpec:
         return tasks.TaskSpec(
             name=self.name,
-            payload_json=json.dumps(self.payload),
+            payload_json=wire.encode_json(self.payload),
             queue=self.queue,
             priority=self.priority,
             run_at=self.run_at,

@@ -1,0 +1,96 @@
+"""`wire`: the one JSON rule for payloads, and the codec's rules for types and messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from treadle.api.v1 import scheduler_pb2 as pb
+from treadle.common import stats, stats_wire, wire
+from treadle.common.errors import InvalidArgument
+from treadle.common.tasks import Queue, RetryPolicy, Task, TaskError, TaskSpec, TaskState
+
+NOW = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {"a": [float("-inf")]}])
+def test_encode_json_refuses_nan_and_infinity_naming_the_field(value: object) -> None:
+    with pytest.raises(InvalidArgument, match=r"^result is not JSON-serialisable: .*NaN"):
+        wire.encode_json(value, "result")
+
+
+def test_encode_json_refuses_what_has_no_json_form() -> None:
+    with pytest.raises(InvalidArgument, match=r"^payload is not JSON-serialisable: .*set"):
+        wire.encode_json({1, 2})
+
+
+@pytest.mark.parametrize("text", ["NaN", "[Infinity]", '{"a": -Infinity}', "{"])
+def test_decode_json_refuses_what_is_not_standard_json(text: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"^--payload is not valid JSON"):
+        wire.decode_json(text, "--payload")
+
+
+def test_json_round_trip() -> None:
+    value = {"a": [1, 2.5, None, True, "é"], "b": {}}
+    assert wire.decode_json(wire.encode_json(value)) == value
+
+
+def test_task_round_trip_keeps_every_field_but_the_internal_ones() -> None:
+    error = TaskError("ValueError", "bad", "tb", 2, NOW)
+    task = Task(
+        id="t",
+        name="echo",
+        queue="q",
+        state=TaskState.RETRYING,
+        payload={"x": 1},
+        result=None,
+        error=error,
+        attempts=2,
+        max_attempts=5,
+        priority=-3,
+        run_at=NOW,
+        created_at=NOW,
+        started_at=NOW,
+        idempotency_key="k",
+        errors=(error, error),
+        timeout_seconds=1.5,
+        retry=RetryPolicy(2, 3, 4),
+        trace_context={"traceparent": "00-..."},
+        claims=4,
+    )
+    msg = wire.task_to_proto(task)
+    assert msg.state == pb.TASK_STATE_RETRYING and msg.payload == '{"x": 1}' and msg.result == ""
+    back = wire.task_from_proto(msg)
+    assert back == task and back.trace_context is None
+
+
+def test_zero_limits_are_none_and_optional_fields_keep_their_zero() -> None:
+    queue = wire.queue_from_proto(wire.queue_to_proto(Queue("q", max_concurrent=None)))
+    assert queue.max_concurrent is None and queue.timeout_seconds is None
+    # `optional` in the proto: a zero sent is a zero read.
+    spec = wire.spec_from_proto(wire.spec_to_proto(TaskSpec("n", max_attempts=0)))
+    assert spec.max_attempts == 0 and spec.delay_seconds is None and spec.payload_json == "null"
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(InvalidArgument, match="time zone"):
+        wire.spec_to_proto(TaskSpec("n", run_at=datetime(2030, 1, 1)))
+
+
+def test_alert_enums_and_renamed_time() -> None:
+    alert = stats.Alert(
+        stats.Severity.CRITICAL, stats.Metric.ERROR_RATE, "high", "q", 0.5, 0.1, NOW
+    )
+    health = stats.SystemHealth(stats.SystemStatus.CRITICAL, (alert,), NOW)
+    msg = stats_wire.health_to_proto(health)
+    assert msg.status == pb.SYSTEM_STATUS_CRITICAL
+    assert msg.alerts[0].severity == pb.ALERT_SEVERITY_CRITICAL
+    assert msg.alerts[0].metric == "error_rate" and msg.alerts[0].replica == ""
+    assert msg.alerts[0].time.ToDatetime(tzinfo=UTC) == NOW
+    assert stats_wire.health_from_proto(msg) == health
+
+
+def test_a_reply_without_a_required_field_is_refused() -> None:
+    with pytest.raises(AssertionError, match="last_updated"):
+        stats_wire.overview_from_proto(pb.Overview())
