@@ -1,6 +1,7 @@
 """The replica's one LISTEN connection, its reconnects, and every NOTIFY channel's name.
 
-Three channels per schema (the triggers of `sql/migrations` spell the same names):
+Three channels per schema (the triggers of `sql/migrations` spell the ready
+and changes names too; the store sends on ready and cancel with these):
 
 - `treadle_ready_<schema>`: tasks are ready ('ready') or were scheduled ('due');
 - `treadle_cancel_<schema>`: the id of a running task someone cancelled;
