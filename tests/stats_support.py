@@ -95,10 +95,10 @@ async def run(client: Client) -> Workload:
 
 async def settle(replica: Replica, client: Client) -> None:
     """Flush the replica's counters until every outcome of the workload is in."""
-    assert replica.stats is not None
+    assert replica.parts.recorder is not None
     deadline = time.monotonic() + 10
     while True:
-        await replica.stats.flush()
+        await replica.parts.recorder.flush()
         mixed = await client.queue_stats(MIXED)
         ok = await client.queue_stats(OK)
         if (mixed.total_completed, mixed.total_dead, ok.total_completed) == (3, 2, 7):

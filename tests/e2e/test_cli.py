@@ -148,7 +148,7 @@ async def test_schedule_create_list_pause_delete(replica: Replica) -> None:
     assert code == 0 and json.loads(out)["paused"] is True, err
     code, out, err = await treadle("schedule", "delete", "nightly", *address)
     assert code == 0 and "deleted schedule nightly" in out, err
-    assert replica.schedules is not None and await replica.schedules.list() == []
+    assert replica.parts.schedules is not None and await replica.parts.schedules.list() == []
 
 
 async def test_schedule_errors_are_clear(replica: Replica) -> None:

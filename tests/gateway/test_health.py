@@ -43,7 +43,7 @@ async def until_status(
 
 async def test_detailed_health_when_all_is_well(http: httpx.AsyncClient, replica: Replica) -> None:
     for _ in range(250):  # until the first periodic count
-        if replica.metrics.backlog_as_of is not None:
+        if replica.parts.backlog.latest.as_of is not None:
             break
         await asyncio.sleep(0.02)
     code, body = await until_status(http, "ok")

@@ -131,10 +131,10 @@ async def test_completing_early_ends_the_watch_on_the_scheduler(
     task_id = await submit(gql, "sleep", {"seconds": 30})
     await subscribe(ws, "1", task_id)
     assert (await receive(ws))["type"] == "next"
-    assert replica.watchers is not None and replica.watchers.watched == 1
+    assert replica.parts.watchers is not None and replica.parts.watchers.watched == 1
     await send(ws, id="1", type="complete")
     deadline = time.monotonic() + 5
-    while replica.watchers.watched:
+    while replica.parts.watchers.watched:
         assert time.monotonic() < deadline, "the scheduler still watches the task"
         await asyncio.sleep(0.02)
 

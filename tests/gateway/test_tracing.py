@@ -287,8 +287,8 @@ async def test_the_submitters_context_is_stored_with_the_task(
     ) as client:
         await client.pause_queue(DEFAULT_QUEUE)
         task = await client.submit("echo", 1)
-    assert replica_a.scheduler is not None
-    stored = await replica_a.scheduler.store.get(uuid.UUID(task.id))
+    assert replica_a.parts.scheduler is not None
+    stored = await replica_a.parts.scheduler.store.get(uuid.UUID(task.id))
     assert stored is not None and stored.trace_context is not None
     server_call = one(exporter.get_finished_spans(), SUBMIT, SpanKind.SERVER)
     context = server_call.get_span_context()
@@ -310,12 +310,12 @@ async def test_tracing_off_installs_nothing(
     await replica.start()
     try:
         assert replica.tracer_provider is None
-        assert replica.scheduler is not None and replica.scheduler.tracer is None
-        assert replica.worker is not None and replica.worker.executor.tracer is None
+        assert replica.parts.scheduler is not None and replica.parts.scheduler.tracer is None
+        assert replica.parts.worker is not None and replica.parts.worker.executor.tracer is None
         async with Client(replica.address) as client:
             task = await client.submit("echo", 1)
             await client.wait(task.id, timeout=10)
-        stored = await replica.scheduler.store.get(uuid.UUID(task.id))
+        stored = await replica.parts.scheduler.store.get(uuid.UUID(task.id))
         assert stored is not None and stored.trace_context is None
     finally:
         await replica.stop()

@@ -157,8 +157,8 @@ async def test_slow_is_not_dead(database_url: str, schema: str) -> None:
     assert done.attempts == 1
     assert done.claims == 1, "never reclaimed, so it ran exactly once"
     assert done.errors == ()
-    assert sum(r.worker.reclaimed_total for r in replicas if r.worker) == 0
-    assert sum(r.worker.leases_extended_total for r in replicas if r.worker) >= 5
+    assert sum(r.parts.worker.reclaimed_total for r in replicas if r.parts.worker) == 0
+    assert sum(r.parts.worker.leases_extended_total for r in replicas if r.parts.worker) >= 5
 
 
 async def test_replica_registry(database_url: str, schema: str) -> None:
@@ -213,7 +213,7 @@ async def test_a_late_outcome_is_discarded_and_counted_as_stale(
     async with running_replica(
         database_url, schema, lease_seconds=0.5, heartbeat_interval=0.1, flush_interval=1.5
     ) as replica:
-        worker = replica.worker
+        worker = replica.parts.worker
         assert worker is not None
         scraped = await scrape(metrics_url(replica))
         assert scraped.value("treadle_stale_outcomes_discarded_total") == 0
@@ -249,7 +249,7 @@ async def test_stale_outcomes_are_counted_by_claim_within_one_batch(
     async with running_replica(
         database_url, schema, lease_seconds=0.5, heartbeat_interval=0.1, flush_interval=1.5
     ) as replica:
-        worker = replica.worker
+        worker = replica.parts.worker
         assert worker is not None
         async with Client(replica.address) as client:
             task = await client.submit("echo", "again and again")
@@ -270,7 +270,7 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
     async with running_replica(
         database_url, schema, lease_seconds=2, heartbeat_interval=0.1
     ) as replica:
-        worker = replica.worker
+        worker = replica.parts.worker
         assert worker is not None
         await asyncio.sleep(0.35)  # a few reaper rounds: the lease still holds
         assert worker.reclaimed_total == 0

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support import make_settings, running_replica
 
 from treadle.client import Client, TaskSpec, TaskState
-from treadle.scheduler import postgres, supervisor
+from treadle.scheduler import loops, postgres
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.registry import Handler, Registry, load_app
 from treadle.scheduler.store import Store
@@ -222,7 +222,7 @@ async def test_a_dying_loop_stops_the_replica(
     async def broken() -> None:
         raise RuntimeError("loop broke")
 
-    replica._spawn("broken", broken())
+    replica.background.spawn("broken", broken())
     await asyncio.wait_for(replica.serve(), timeout=10)
     assert "background loop treadle-broken died" in caplog.text
 
@@ -232,7 +232,7 @@ async def test_stop_does_not_hang_on_a_loop_that_loses_its_cancellation(
 ) -> None:
     """A loop that swallows one cancellation (as Python 3.11's wait_for can make
     a loop do) is named with its stack and cancelled again; stop() finishes."""
-    monkeypatch.setattr(supervisor, "CANCEL_WAIT", 0.2)
+    monkeypatch.setattr(loops, "CANCEL_WAIT", 0.2)
     swallowed = asyncio.Event()
 
     async def stubborn() -> None:
@@ -244,7 +244,7 @@ async def test_stop_does_not_hang_on_a_loop_that_loses_its_cancellation(
                     raise
                 swallowed.set()
 
-    replica._spawn("stubborn", stubborn())
+    replica.background.spawn("stubborn", stubborn())
     await asyncio.wait_for(replica.stop(), timeout=10)
     assert swallowed.is_set()
     assert "background loop treadle-stubborn did not end when cancelled (round 1 of 3)" in (

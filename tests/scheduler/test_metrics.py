@@ -42,13 +42,13 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> An
 
 async def fresh(replica: Replica) -> Scraped:
     """A scrape taken after the next periodic round of queue counts."""
-    before = replica.metrics.backlog_as_of
+    before = replica.parts.backlog.latest.as_of
     await until(lambda: _later(replica, before))
     return await scrape(metrics_url(replica))
 
 
 async def _later(replica: Replica, before: Any) -> bool:
-    after = replica.metrics.backlog_as_of
+    after = replica.parts.backlog.latest.as_of
     return after is not None and (before is None or after > before)
 
 

@@ -171,9 +171,11 @@ async def test_every_second_fires_each_tick_exactly_once_across_three_replicas(
     ]
     # No replica ever fired a tick that another had fired (the idempotency key
     # is only the second line of defence).
-    fired = [r.schedules.fired_total for r in replicas if r.schedules is not None]
+    fired = [r.parts.schedules.fired_total for r in replicas if r.parts.schedules is not None]
     assert sum(fired) == len(ticks), fired
-    assert all(r.schedules is not None and r.schedules.duplicates_total == 0 for r in replicas)
+    assert all(
+        r.parts.schedules is not None and r.parts.schedules.duplicates_total == 0 for r in replicas
+    )
     row = await conn.fetchrow("SELECT * FROM schedules WHERE name = 'every-second'")
     assert row["last_fired_at"] == ticks[-1]
     assert row["paused"]
@@ -204,8 +206,8 @@ async def test_missed_ticks_fire_once_when_a_replica_starts(
             return await cron_tasks(conn, "minutely")
 
         await until(fired)
-        assert second.schedules is not None
-        assert await second.schedules.fire_due() == 0, "nothing else is due"
+        assert second.parts.schedules is not None
+        assert await second.parts.schedules.fire_due() == 0, "nothing else is due"
     finally:
         await second.stop()
     rows = [r for r in await cron_tasks(conn, "minutely") if r["run_at"] < started]
@@ -306,10 +308,10 @@ async def test_fired_task_takes_the_template_then_the_queue_defaults(
         "UPDATE schedules SET next_fire_at = date_trunc('second', now()) - interval '1 minute' "
         "RETURNING next_fire_at"
     )
-    assert replica.schedules is not None
+    assert replica.parts.schedules is not None
     # The replica's own cron loop may fire them first (its commit can land
     # after this call returns): either way, each fires once.
-    await replica.schedules.fire_due()
+    await replica.parts.schedules.fire_due()
 
     async def both_fired() -> dict[str, list[asyncpg.Record]] | None:
         rows = {name: await cron_tasks(conn, name) for name in ("report", "fresh")}
@@ -356,8 +358,8 @@ async def test_pause_stops_firing_and_resume_restarts_from_now(
     count = await fired()
     # Even long overdue, a paused schedule does not fire.
     await conn.execute("UPDATE schedules SET next_fire_at = now() - interval '1 hour'")
-    assert replica.schedules is not None
-    assert await replica.schedules.fire_due() == 0
+    assert replica.parts.schedules is not None
+    assert await replica.parts.schedules.fire_due() == 0
     assert await fired() == count
 
     before = datetime.now(UTC)

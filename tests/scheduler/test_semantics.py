@@ -179,8 +179,8 @@ async def test_a_cancel_that_overtakes_its_claim_still_cancels(
     await client.submit("echo", None, queue=queue)  # the queue exists
     await client.pause_queue(queue)
     task = await client.submit("cancellable", {"seconds": 30, "key": key}, queue=queue)
-    assert replica.worker is not None
-    assert replica.worker.cancel(task.id) is False, "not running here (yet)"
+    assert replica.parts.worker is not None
+    assert replica.parts.worker.cancel(task.id) is False, "not running here (yet)"
     await client.resume_queue(queue)
     done = await client.wait(task.id, timeout=5)
     assert done.state is TaskState.CANCELLED
@@ -412,9 +412,9 @@ async def test_prune_deletes_old_finished_tasks_and_frees_old_keys(
         )
     finally:
         await conn.close()
-    assert replica.scheduler is not None
+    assert replica.parts.scheduler is not None
     now = datetime.now(UTC)
-    deleted, expired = await replica.scheduler.store.prune(
+    deleted, expired = await replica.parts.scheduler.store.prune(
         now - timedelta(days=7), now - timedelta(days=1), 500
     )
     assert (deleted, expired) == (1, 1)

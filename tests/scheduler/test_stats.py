@@ -20,6 +20,7 @@ from treadle.scheduler import postgres
 from treadle.scheduler.registry import load_app
 from treadle.scheduler.stats import StatsRecorder
 from treadle.scheduler.stats_store import StatsStore
+from treadle.scheduler.store import Reclaimed
 from treadle.scheduler.supervisor import Replica
 from treadle.scheduler.tally import Tally, day_of, hour_of
 
@@ -176,8 +177,8 @@ async def test_cron_submissions_are_counted(replica: Replica, client: Client) ->
     await w.poll(lambda: _count(client, "s-cron", 2), timeout=5)
     await client.pause_schedule("tick")
     await asyncio.sleep(0.1)
-    assert replica.stats is not None
-    await replica.stats.flush()
+    assert replica.parts.recorder is not None
+    await replica.parts.recorder.flush()
     stored = len((await client.list(queue="s-cron", page_size=100)).tasks)
     assert (await client.queue_stats("s-cron")).total_enqueued == stored
 
@@ -306,14 +307,15 @@ async def test_a_failed_flush_keeps_its_counts_for_the_next(
     broken = await postgres.create_pool(database_url, schema, 1)
     await broken.close()
     recorder = StatsRecorder(StatsStore(broken, schema), settings)
-    recorder.submitted(["s-flush", "s-flush"])
+    recorder.fired(["s-flush", "s-flush"])
     recorder.cancelled("s-flush")
     lost_id = str(uuid.uuid4())
-    recorder.lost("s-flush", lost_id, TaskError("LeaseExpired", "replica r1 stopped renewing"))
+    error = TaskError("LeaseExpired", "replica r1 stopped renewing")
+    recorder.reclaimed([Reclaimed(lost_id, TaskState.DEAD, "s-flush", "r1", error)])
     with pytest.raises(Unavailable):
         await recorder.flush()
     assert recorder.pending
-    recorder.submitted(["s-flush"])
+    recorder.fired(["s-flush"])
 
     pool = await postgres.create_pool(database_url, schema, 1)
     try:

@@ -57,8 +57,8 @@ async def state_is(client: Client, task_id: str, state: TaskState) -> bool:
 
 def none_watched(replica: Replica) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        assert replica.watchers is not None
-        return replica.watchers.watched == 0
+        assert replica.parts.watchers is not None
+        return replica.parts.watchers.watched == 0
 
     return check
 
@@ -88,7 +88,7 @@ async def test_stream_through_the_stub_has_each_state_once_in_order(
     assert {t.id for t in tasks} == {task.id}
     assert tasks[-1].result == "slept"
     assert tasks[1].started_at is not None and tasks[-1].finished_at is not None
-    assert replica.watchers is not None and replica.watchers.watched == 0
+    assert replica.parts.watchers is not None and replica.parts.watchers.watched == 0
 
 
 async def test_a_finished_task_gives_one_message(client: Client) -> None:
@@ -115,7 +115,7 @@ async def test_unknown_or_malformed_id(replica: Replica, client: Client) -> None
         await states(client, str(uuid.uuid4()))
     with pytest.raises(NotFound):
         await client.wait(str(uuid.uuid4()), timeout=2)
-    assert replica.watchers is not None and replica.watchers.watched == 0
+    assert replica.parts.watchers is not None and replica.parts.watchers.watched == 0
 
 
 async def test_a_watch_on_one_replica_sees_a_task_run_on_another(
@@ -138,10 +138,10 @@ async def test_a_watch_on_one_replica_sees_a_task_run_on_another(
                     began = time.monotonic()
                     assert await states(client, task.id) == [QUEUED, RUNNING, SUCCEEDED]
                     assert time.monotonic() - began < 3
-                assert running.worker is not None and running.worker.claimed_total == 2
+                assert running.parts.worker is not None and running.parts.worker.claimed_total == 2
             finally:
                 await running.stop()
-        assert watching.worker is not None and watching.worker.claimed_total == 1
+        assert watching.parts.worker is not None and watching.parts.worker.claimed_total == 1
     finally:
         await watching.stop()
 
@@ -151,16 +151,16 @@ async def test_many_watchers_of_one_task_all_finish(replica: Replica, client: Cl
     task = await client.submit("sleep", {"seconds": 0.2})
     seen = await asyncio.gather(*(states(client, task.id) for _ in range(20)))
     assert seen == [[QUEUED, RUNNING, SUCCEEDED]] * 20
-    assert replica.watchers is not None and replica.watchers.watched == 0
+    assert replica.parts.watchers is not None and replica.parts.watchers.watched == 0
 
 
 async def test_a_client_that_leaves_ends_its_watch(replica: Replica, client: Client) -> None:
     task = await client.submit("sleep", {"seconds": 30})
-    assert replica.watchers is not None
+    assert replica.parts.watchers is not None
     async with contextlib.aclosing(client.watch(task.id)) as updates:
         async for update in updates:
             assert update.state in (QUEUED, RUNNING)
-            assert replica.watchers.watched == 1
+            assert replica.parts.watchers.watched == 1
             break
     await until(none_watched(replica))
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 
@@ -27,11 +26,11 @@ from treadle.common.tasks import (
     TaskState,
 )
 from treadle.scheduler import tracing
-from treadle.scheduler.metrics import SchedulerMetrics
+from treadle.scheduler.events import NOTHING, Events
+from treadle.scheduler.loops import Clock, utcnow
 from treadle.scheduler.model import NewTask, check_queue_update, check_spec, parse_task_id
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.settings import Settings
-from treadle.scheduler.stats import StatsRecorder
 from treadle.scheduler.store import Store
 
 DEFAULT_PAGE_SIZE = 50
@@ -62,16 +61,13 @@ class Scheduler:
         store: Store,
         registry: Registry,
         settings: Settings,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utcnow,
         tracer: trace.Tracer | None = None,
-        stats: StatsRecorder | None = None,
-        metrics: SchedulerMetrics | None = None,
+        events: Events = NOTHING,
     ) -> None:
         self.store = store
-        #: Prometheus counters of submissions (None: not counted).
-        self.metrics = metrics
-        #: Counts new tasks and cancellations (None: not counted).
-        self.stats = stats
+        #: Told of each submission and each cancellation of a waiting task.
+        self.events = events
         self.registry = registry
         self.settings = settings
         self.clock = clock
@@ -106,10 +102,7 @@ class Scheduler:
         checked = self.check(spec, trace_context=tracing.submitted())
         with tracing.inserting(self.tracer, self.store.schema, 1):
             (submitted,) = await self.store.insert([checked])
-        if self.stats is not None:
-            self.stats.submissions([submitted])
-        if self.metrics is not None:
-            self.metrics.submitted([submitted])
+        self.events.submitted([submitted])
         return submitted
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Submitted]:
@@ -125,10 +118,7 @@ class Scheduler:
             raise InvalidArgument("the same idempotency key appears twice in one batch")
         with tracing.inserting(self.tracer, self.store.schema, len(checked)):
             submitted = await self.store.insert(checked)
-        if self.stats is not None:
-            self.stats.submissions(submitted)
-        if self.metrics is not None:
-            self.metrics.submitted(submitted)
+        self.events.submitted(submitted)
         return submitted
 
     async def get(self, task_id: str) -> Task:
@@ -157,8 +147,8 @@ class Scheduler:
         parsed = parse_task_id(task_id)
         cancelled = await self.store.cancel(parsed)
         if cancelled is not None:
-            if self.stats is not None and cancelled.state is TaskState.CANCELLED:
-                self.stats.cancelled(cancelled.queue)
+            if cancelled.state is TaskState.CANCELLED:
+                self.events.cancelled(cancelled.queue)
             return cancelled
         task = await self.store.get(parsed)
         if task is None:

@@ -23,12 +23,13 @@ from datetime import datetime
 
 from opentelemetry import trace
 
+from treadle.common.health import ExecutorHealth
 from treadle.common.tasks import Task, TaskError, TaskState
 from treadle.scheduler import tracing
+from treadle.scheduler.loops import Clock
 from treadle.scheduler.model import Outcome, after_failure, ended
 from treadle.scheduler.registry import Handler, Permanent
 
-Clock = Callable[[], datetime]
 TRACEBACK_FRAMES = 8
 
 
@@ -86,6 +87,10 @@ class Executor:
     def queued(self) -> int:
         """Handler calls waiting for a free thread."""
         return self._pool._work_queue.qsize()
+
+    def health(self) -> ExecutorHealth:
+        """Threads, those busy, and calls waiting (for metrics and GetHealth)."""
+        return ExecutorHealth(threads=self.threads, busy=self.busy, queued=self.queued)
 
     async def run(self, task: Task, handler: Handler) -> Outcome:
         """Run one attempt. Cancellation propagates; anything else the handler

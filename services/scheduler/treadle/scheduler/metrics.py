@@ -2,18 +2,16 @@
 
 Where the numbers come from:
 
-- counters and histograms are updated where things happen: submit (`core`),
-  claim, start and end of an attempt, and each flush of outcomes (`worker`);
-  every SQL statement (a query logger on each pool connection, named after
-  its block in `sql/`); every gRPC call (`grpc_metrics` interceptor);
-- gauges of live state (pool, executor, worker, background loops) and the
-  worker's own counters (claims, leases, stale outcomes) are read when
-  Prometheus scrapes;
-- queue gauges (depth by state, oldest ready task, running, limit, paused),
-  the database size and the replicas alive come from one round of indexed
-  queries every `TREADLE_METRICS_INTERVAL` seconds (`run`, the replica's
-  `treadle-metrics` loop), never from a per-task row update; scrapes read the
-  last round. The same loop measures the event loop's lag.
+- counters and histograms are updated as things happen, `SchedulerMetrics`
+  being an observer of the replica's events (`events.Events`): submit, claim,
+  start and end of an attempt, each flush of outcomes; of its pool
+  (`postgres.PoolObserver`): every connection, and every SQL statement, named
+  after its block in `sql/`; of the periodic round (`backlog.RoundObserver`);
+  and every gRPC call (`grpc_metrics` interceptor);
+- gauges of live state (pool, executor, worker, background loops), the
+  worker's own counters (claims, leases, stale outcomes) and the last periodic
+  round of queue and database counts (`backlog`) are read from a
+  `ReplicaState` snapshot when Prometheus scrapes (`live_metrics`).
 
 Labels stay bounded: `task` is a registered handler name (else "other"),
 `queue` one of the first MAX_QUEUES queue names this replica meets (its
@@ -23,43 +21,25 @@ handlers' queues first; else "other"), `query` a named query from `sql/`
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
-import logging
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-
-import asyncpg
 
 from treadle.common import exposition, grpc_metrics
-from treadle.common.errors import TreadleError
-from treadle.common.health import QueueBacklog
 from treadle.common.loop_metrics import CounterChild, HistogramChild, LoopSeries
 from treadle.common.tasks import Submitted, Task, TaskState
-from treadle.scheduler import postgres
+from treadle.scheduler.events import Observer
 from treadle.scheduler.live_metrics import LiveCollector
-from treadle.scheduler.metrics_store import MetricsStore
-from treadle.scheduler.model import Outcome
-
-if TYPE_CHECKING:
-    from treadle.scheduler.registry import Registry
-    from treadle.scheduler.store import Store
-    from treadle.scheduler.supervisor import Replica
-
-log = logging.getLogger("treadle.scheduler.metrics")
+from treadle.scheduler.model import Applied, Outcome
+from treadle.scheduler.registry import Registry
+from treadle.scheduler.state import ReplicaState
 
 OTHER = "other"
 #: The `outcome` label of `treadle_tasks_finished_total`.
 OUTCOMES = ("succeeded", "failed", "timed_out", "dead", "cancelled")
 #: Distinct queue names used as label values; later ones count as "other".
 MAX_QUEUES = 100
-#: Seconds between two probes of the event loop's lag.
-LAG_PROBE = 0.25
-#: Seconds one periodic round may take before it is abandoned (and counted as failed).
-REFRESH_TIMEOUT = 30.0
 
 #: Seconds from due to start: a few milliseconds when idle, minutes in a backlog.
 LATENCY_BUCKETS = (
@@ -95,33 +75,6 @@ def timed_out(outcome: Outcome) -> bool:
     return outcome.error is not None and outcome.error.type == "TimeoutError"
 
 
-def error_kind(exc: BaseException) -> str:
-    """A bounded name for why a statement failed."""
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
-    if isinstance(exc, (TimeoutError, asyncpg.QueryCanceledError)):
-        return "timeout"
-    if isinstance(exc, asyncpg.UniqueViolationError):
-        return "unique_violation"
-    if isinstance(exc, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError)):
-        return "conflict"
-    if isinstance(
-        exc,
-        (
-            asyncpg.PostgresConnectionError,
-            asyncpg.CannotConnectNowError,
-            asyncpg.AdminShutdownError,
-            asyncpg.InterfaceError,
-            ConnectionError,
-            OSError,
-        ),
-    ):
-        return "connection"
-    if isinstance(exc, asyncpg.PostgresError):
-        return "database"
-    return OTHER
-
-
 @dataclasses.dataclass(slots=True)
 class _TaskSeries:
     """The series of one (queue, task) pair."""
@@ -134,28 +87,18 @@ class _TaskSeries:
     finished: dict[str, CounterChild]
 
 
-class SchedulerMetrics:
-    """Every metric family of one replica, in `self.registry`."""
+class SchedulerMetrics(Observer):
+    """Every metric family of one replica, in `self.registry`; the live ones
+    read `state()` at each scrape."""
 
-    def __init__(self, handlers: Registry | None = None) -> None:
+    def __init__(self, handlers: Registry, state: Callable[[], ReplicaState]) -> None:
         self.registry = exposition.new_registry("scheduler")
         r = self.registry
-        self._task_names = set(handlers.names) if handlers is not None else set()
+        self._task_names = set(handlers.names)
         self._queue_names: set[str] = set()
-        for handler in handlers.handlers if handlers is not None else ():
+        for handler in handlers.handlers:
             self.queue_label(handler.queue)
-        self._query_names = {text: name for name, text in postgres.load_queries().items()}
         self._by_task: dict[tuple[str, str], _TaskSeries] = {}
-        #: A connection failed (to open, or mid-statement) since the last one opened.
-        self._unreachable = False
-        #: The replica whose live state scrapes read (`attach`).
-        self.replica: Replica | None = None
-        #: The last round of periodic queries; None until the first.
-        self.backlog: tuple[QueueBacklog, ...] = ()
-        self.backlog_as_of: datetime | None = None
-        self.database_size: int | None = None
-        self.replicas_alive: int | None = None
-        self.loop_lag = 0.0
 
         self.grpc = grpc_metrics.ServerMetrics(r)
         # Updated on the replica's event loop, per task or per statement: see loop_metrics.
@@ -266,7 +209,7 @@ class SchedulerMetrics:
             "Rounds of the periodic queries that failed (the gauges keep the last values).",
         )
         r.register(fast)
-        r.register(LiveCollector(self))
+        r.register(LiveCollector(state, self.queue_label))
 
     # -- labels ---------------------------------------------------------------
 
@@ -299,11 +242,7 @@ class SchedulerMetrics:
             )
         return series
 
-    # -- hooks ----------------------------------------------------------------
-
-    def attach(self, replica: Replica) -> None:
-        """Read live state (pool, worker, loops) from `replica` at scrape time."""
-        self.replica = replica
+    # -- events (events.Events) -------------------------------------------------
 
     def submitted(self, results: Iterable[Submitted]) -> None:
         new: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -322,14 +261,14 @@ class SchedulerMetrics:
         self.claim_batch.observe(count)
         self.claim_duration.observe(seconds)
 
-    def task_started(self, task: Task) -> None:
+    def started(self, task: Task) -> None:
         series = self._series(task)
         series.started.value += 1
         if task.started_at is not None:
             waited = (task.started_at - task.run_at).total_seconds()
             series.latency.observe(waited if waited > 0 else 0.0)
 
-    def attempt_ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+    def ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
         """An attempt's outcome was decided here; `seconds` its handler ran (None: never ran)."""
         series = self._series(task)
         if outcome.state is TaskState.SUCCEEDED:
@@ -343,70 +282,37 @@ class SchedulerMetrics:
         if seconds is not None:
             series.run.observe(seconds)
 
-    def flushed(self, batch: Sequence[Outcome], seconds: float) -> None:
+    def flushed(
+        self,
+        batch: Sequence[Outcome],
+        applied: Mapping[tuple[str, int], Applied],
+        seconds: float,
+    ) -> None:
         self.flush_batch.observe(len(batch))
         self.flush_duration.observe(seconds)
         now = datetime.now(UTC)
         for outcome in batch:
             self.outcome_latency.observe(max(0.0, (now - outcome.finished_at).total_seconds()))
 
-    async def connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
-        """The pool's `connect`: `asyncpg.connect`, counted, with every
-        statement on the new connection timed (a query logger)."""
-        try:
-            conn: asyncpg.Connection = await asyncpg.connect(*args, **kwargs)
-        except (Exception, asyncio.CancelledError) as exc:
-            self.query_errors.labels("connect", error_kind(exc)).inc()
-            self._unreachable = True
-            raise
-        conn.add_query_logger(self._logged)
+    # -- the pool (postgres.PoolObserver) ---------------------------------------
+
+    def connected(self, again: bool) -> None:
         self.connections_opened.inc()
-        if self._unreachable:
-            self._unreachable = False
+        if again:
             self.reconnects.inc()
-        return conn
 
-    def _logged(self, record: Any) -> None:
-        name = self._query_names.get(record.query, OTHER)
-        self.query_duration.labels(name).observe(record.elapsed)
-        if record.exception is not None:
-            kind = error_kind(record.exception)
-            self.query_errors.labels(name, kind).inc()
-            if kind == "connection":
-                self._unreachable = True
+    def connect_failed(self, kind: str) -> None:
+        self.query_errors.labels("connect", kind).inc()
 
-    # -- the periodic round ---------------------------------------------------
+    def query_done(self, name: str, seconds: float, error: str | None) -> None:
+        self.query_duration.labels(name).observe(seconds)
+        if error is not None:
+            self.query_errors.labels(name, error).inc()
 
-    async def run(self, store: Store, interval: float, lease_seconds: float) -> None:
-        """The `treadle-metrics` loop: count queues, size the database and the
-        replicas alive every `interval` seconds, and probe the event loop's lag
-        in between. Errors are logged and counted; this loop never stops the replica."""
-        loop = asyncio.get_running_loop()
-        probe = MetricsStore(store.pool)
-        due = 0.0
-        while True:
-            if loop.time() >= due:
-                try:
-                    async with asyncio.timeout(REFRESH_TIMEOUT):
-                        await self.refresh(probe, store, lease_seconds)
-                except (TreadleError, TimeoutError) as exc:
-                    self.refresh_errors.inc()
-                    log.warning("metrics round failed: %s", exc)
-                except Exception:
-                    self.refresh_errors.inc()
-                    log.exception("metrics round failed unexpectedly")
-                due = loop.time() + interval
-            began = loop.time()
-            await asyncio.sleep(LAG_PROBE)
-            self.loop_lag = max(0.0, loop.time() - began - LAG_PROBE)
+    # -- the periodic round (backlog.RoundObserver) -----------------------------
 
-    async def refresh(self, probe: MetricsStore, store: Store, lease_seconds: float) -> None:
-        began = time.perf_counter()
-        backlog = await probe.queues()
-        size = await probe.database_size()
-        replicas = await store.replicas(lease_seconds)
-        self.backlog = tuple(backlog)
-        self.backlog_as_of = datetime.now(UTC)
-        self.database_size = size
-        self.replicas_alive = sum(1 for r in replicas if r.alive)
-        self.refresh_duration.observe(time.perf_counter() - began)
+    def refreshed(self, seconds: float) -> None:
+        self.refresh_duration.observe(seconds)
+
+    def refresh_failed(self) -> None:
+        self.refresh_errors.inc()

@@ -1,11 +1,15 @@
 """PostgreSQL plumbing: pools, migrations, named queries, and driver-error translation.
 
-asyncpg's exceptions enter our code here and nowhere else: `translated()`
-turns them into Treadle's errors.
+asyncpg's exceptions enter our code here and nowhere else. One table (`_ERRORS`)
+says what each means: `translated()` turns them into Treadle's errors, and
+`error_kind()` names them for metrics. `ConnectHook` opens the pool's
+connections, and tells an observer of each connection and of every statement,
+named after its block in `sql/`. `pool_health()` reads the pool's figures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import keyword
 import logging
@@ -13,16 +17,24 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 import asyncpg
 
 from treadle.common import errors
+from treadle.common.health import PoolHealth
 
 log = logging.getLogger("treadle.scheduler.postgres")
 
+#: A pool of connections (for modules that do not speak asyncpg).
+Pool: TypeAlias = asyncpg.Pool
+
 #: Seconds to wait for a new connection before calling the database unavailable.
 CONNECT_TIMEOUT = 5.0
+#: Seconds `close_pool` waits for the pool's connections to close before terminating them.
+CLOSE_TIMEOUT = 5.0
+#: The `query` label of statements that are not a named block of sql/.
+OTHER = "other"
 
 _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
@@ -44,34 +56,80 @@ def load_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def _unexpected(exc: BaseException) -> errors.TreadleError:
+    log.error("unexpected database error", exc_info=exc)
+    return errors.Internal()
+
+
+#: What each driver error means, most specific first: its kind (the `kind`
+#: label of treadle_database_errors_total) and the Treadle error it becomes.
+_ERRORS: tuple[
+    tuple[tuple[type[BaseException], ...], str, Callable[[Any], errors.TreadleError]], ...
+] = (
+    (
+        (asyncpg.UniqueViolationError,),
+        "unique_violation",
+        lambda exc: errors.AlreadyExists(exc.detail or str(exc)),
+    ),
+    (
+        (asyncpg.SerializationError, asyncpg.DeadlockDetectedError),
+        "conflict",
+        lambda exc: errors.Unavailable(f"database conflict, try again: {exc}"),
+    ),
+    # a statement_timeout: the server cancelled it
+    ((asyncpg.QueryCanceledError,), "timeout", _unexpected),
+    # before OSError, of which it is a subclass
+    ((TimeoutError,), "timeout", lambda exc: errors.Unavailable(f"database unavailable: {exc}")),
+    (
+        (
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.TooManyConnectionsError,
+            asyncpg.AdminShutdownError,
+            asyncpg.InterfaceError,
+            # a connection broken mid-statement (the server went away) can leave
+            # the protocol in a state asyncpg reports as an internal error
+            asyncpg.InternalClientError,
+            ConnectionError,
+            OSError,
+        ),
+        "connection",
+        lambda exc: errors.Unavailable(f"database unavailable: {exc}"),
+    ),
+    ((asyncpg.PostgresError,), "database", _unexpected),
+)
+
+
+def _meaning(
+    exc: BaseException,
+) -> tuple[str, Callable[[Any], errors.TreadleError]] | None:
+    for classes, kind, error in _ERRORS:
+        if isinstance(exc, classes):
+            return kind, error
+    return None
+
+
+def error_kind(exc: BaseException) -> str:
+    """A bounded name for why a statement failed: a kind of `_ERRORS`,
+    cancelled (we cancelled it), or other."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    meaning = _meaning(exc)
+    return OTHER if meaning is None else meaning[0]
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
-    """Turn asyncpg and connection errors into Treadle's errors."""
+    """Turn asyncpg and connection errors into Treadle's errors (`_ERRORS`)."""
     try:
         yield
     except errors.TreadleError:
         raise
-    except asyncpg.UniqueViolationError as exc:
-        raise errors.AlreadyExists(exc.detail or str(exc)) from exc
-    except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError) as exc:
-        raise errors.Unavailable(f"database conflict, try again: {exc}") from exc
-    except (
-        asyncpg.PostgresConnectionError,
-        asyncpg.CannotConnectNowError,
-        asyncpg.TooManyConnectionsError,
-        asyncpg.AdminShutdownError,
-        asyncpg.InterfaceError,
-        # a connection broken mid-statement (the server went away) can leave
-        # the protocol in a state asyncpg reports as an internal error
-        asyncpg.InternalClientError,
-        ConnectionError,
-        OSError,
-        TimeoutError,
-    ) as exc:
-        raise errors.Unavailable(f"database unavailable: {exc}") from exc
-    except asyncpg.PostgresError as exc:
-        log.exception("unexpected database error")
-        raise errors.Internal() from exc
+    except Exception as exc:
+        meaning = _meaning(exc)
+        if meaning is None:
+            raise
+        raise meaning[1](exc) from exc
 
 
 def server_settings(schema: str, app: str) -> dict[str, str]:
@@ -111,6 +169,77 @@ async def create_pool(
             connect=connect,
         )
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close the pool's connections, or terminate them when that takes too long."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await pool.close()
+    except (TimeoutError, Exception):
+        pool.terminate()
+
+
+def pool_health(pool: asyncpg.Pool) -> PoolHealth:
+    size = pool.get_size()
+    return PoolHealth(
+        size=size,
+        max_size=pool.get_max_size(),
+        in_use=size - pool.get_idle_size(),
+        waiting=pool_waiting(pool),
+    )
+
+
+def pool_waiting(pool: asyncpg.Pool) -> int:
+    """Callers blocked in `pool.acquire()`. asyncpg has no public API for it:
+    its free connections sit in an asyncio.Queue, whose waiting getters we count."""
+    queue = getattr(pool, "_queue", None)
+    getters = getattr(queue, "_getters", ())
+    return sum(1 for waiter in getters if not waiter.done())
+
+
+class PoolObserver(Protocol):
+    """Told of the pool's connections and statements (`metrics.SchedulerMetrics`)."""
+
+    def connected(self, again: bool) -> None:
+        """A connection opened; `again`: the first since the database was unreachable."""
+
+    def connect_failed(self, kind: str) -> None:
+        """A connection failed to open, for a reason of `kind` (see `error_kind`)."""
+
+    def query_done(self, name: str, seconds: float, error: str | None) -> None:
+        """Statement `name` (a block of sql/, else OTHER) took `seconds`;
+        `error` is the kind of its failure, None when it succeeded."""
+
+
+class ConnectHook:
+    """A pool's `connect`: `asyncpg.connect`, with every connection and every
+    statement on it (a query logger) told to `observer`."""
+
+    def __init__(self, observer: PoolObserver) -> None:
+        self.observer = observer
+        self._names = {text: name for name, text in load_queries().items()}
+        #: A connection failed (to open, or mid-statement) since the last one opened.
+        self._unreachable = False
+
+    async def connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(*args, **kwargs)
+        except (Exception, asyncio.CancelledError) as exc:
+            self.observer.connect_failed(error_kind(exc))
+            self._unreachable = True
+            raise
+        conn.add_query_logger(self._logged)
+        again, self._unreachable = self._unreachable, False
+        self.observer.connected(again)
+        return conn
+
+    def _logged(self, record: Any) -> None:
+        name = self._names.get(record.query, OTHER)
+        kind = None if record.exception is None else error_kind(record.exception)
+        self.observer.query_done(name, record.elapsed, kind)
+        if kind == "connection":
+            self._unreachable = True
 
 
 async def connect(url: str, schema: str, app: str = "treadle") -> asyncpg.Connection:

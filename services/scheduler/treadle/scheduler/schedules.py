@@ -24,7 +24,6 @@ import dataclasses
 import logging
 import re
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,12 +33,11 @@ from treadle.common.errors import AlreadyExists, InvalidArgument, NotFound, Trea
 from treadle.common.tasks import Schedule, TaskSpec
 from treadle.common.wakeup import wait_event
 from treadle.scheduler.core import Scheduler
+from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
 from treadle.scheduler.schedule_store import FIRE_BATCH, Fire, ScheduleStore
 from treadle.scheduler.settings import Settings
 
 log = logging.getLogger("treadle.scheduler.schedules")
-
-Clock = Callable[[], datetime]
 
 MAX_NAME_LENGTH = 200
 MAX_CRON_LENGTH = 200
@@ -56,16 +54,10 @@ NICKNAMES = {
     "@hourly": "0 * * * *",
 }
 
-#: Seconds to wait after a failed database call before firing again (doubling).
-ERROR_BACKOFF = (0.1, 5.0)
 #: Seconds to wait when a due schedule is being fired by another replica.
 LOCKED_RETRY = 0.05
 #: Ticks examined for one "next tick" before giving up (see `next_tick`).
 _MAX_STEPS = 1000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- rules ----------------------------------------------------------------------
@@ -250,10 +242,9 @@ class Schedules:
         returns how many fired."""
         fires, inserted_ids = await self.store.fire_due(plan, self.scheduler.store)
         inserted = len(inserted_ids)
-        if self.scheduler.stats is not None:
-            self.scheduler.stats.submitted(
-                f.schedule.task.queue or "" for f in fires if f.task_id in inserted_ids
-            )
+        self.scheduler.events.fired(
+            [f.schedule.task.queue or "" for f in fires if f.task_id in inserted_ids]
+        )
         if fires:
             self.fired_total += len(fires)
             self.duplicates_total += len(fires) - inserted
@@ -271,10 +262,13 @@ class Schedules:
             return min(poll, LOCKED_RETRY)
         return min(poll, due_in + 0.001)
 
+    def loops(self) -> dict[str, Loop]:
+        return {"cron": self.run}
+
     async def run(self) -> None:
         """Fire schedules as they come due, until cancelled. Sleeps until the
         next tick (at most the poll interval); `wake()` cuts the sleep short."""
-        delay = 0.0
+        backoff = Backoff(log)
         while True:
             self._wake.clear()
             try:
@@ -283,9 +277,7 @@ class Schedules:
                     continue  # more may be due
                 due_in = await self.store.seconds_until_due()
             except TreadleError as exc:
-                delay = min(ERROR_BACKOFF[1], max(ERROR_BACKOFF[0], delay * 2))
-                log.warning("firing cron schedules failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
+                await backoff.failed("firing cron schedules", exc)
                 continue
-            delay = 0.0
+            backoff.ok()
             await wait_event(self._wake, self._sleep_for(due_in))

@@ -1,13 +1,16 @@
 """Statistics: the counters each replica keeps, and the statistics use cases.
 
-Counting never touches a shared row per task. Each replica adds what it sees
-to tallies in memory, keyed by queue and hour and by queue and second:
+Counting never touches a shared row per task. Each replica's
+`StatsRecorder` observes its events (`events.Events`) and adds what it sees to
+tallies in memory, keyed by queue and hour and by queue and second:
 
-- a submission, once its insert returned a new task (`core`, cron firing);
+- a submission, once its insert returned a new task (`submitted`, `fired`);
 - an outcome, once the store says it applied, with the state the task really
-  ended in (`worker.flush_now`), and its processing time; a failed attempt
-  also counts its error (type, message) with up to three example task ids;
-- a waiting task cancelled at once (`core.cancel`).
+  ended in (`flushed`), and its processing time; a failed attempt also counts
+  its error (type, message) with up to three example task ids;
+- a task the lease reaper ended DEAD (`reclaimed`): a failed attempt, a dead
+  task and its error;
+- a waiting task cancelled at once (`cancelled`).
 
 `StatsRecorder.run()` (the `treadle-stats` loop) adds them to the aggregates
 every TREADLE_STATS_FLUSH_INTERVAL in one statement, again when the replica
@@ -28,8 +31,9 @@ import builtins
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from treadle.common.errors import InvalidArgument, NotFound, TreadleError
 from treadle.common.stats import (
@@ -46,14 +50,17 @@ from treadle.common.stats import (
     Trends,
 )
 from treadle.common.tasks import Submitted, TaskError, TaskState
+from treadle.scheduler.events import Observer
+from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
 from treadle.scheduler.model import Applied, Outcome
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.stats_store import ErrorTally, LiveReplica, StatsStore
 from treadle.scheduler.tally import Tally, day_of, hour_of, window
 
-log = logging.getLogger("treadle.scheduler.stats")
+if TYPE_CHECKING:
+    from treadle.scheduler.store import Reclaimed
 
-Clock = Callable[[], datetime]
+log = logging.getLogger("treadle.scheduler.stats")
 
 #: The widths (seconds) of the buckets of the sliding windows, and how long
 #: their rows are kept: one-second rows for two minutes, one-minute ones for an
@@ -69,7 +76,8 @@ MAX_TYPE_LENGTH = 200
 MAX_MESSAGE_LENGTH = 500
 #: Seconds the last flush may take when the replica stops.
 FINAL_FLUSH_TIMEOUT = 2.0
-ERROR_BACKOFF = (0.5, 10.0)
+#: Seconds to wait after a failed flush before the next: the first wait, the longest.
+FLUSH_BACKOFF = (0.5, 10.0)
 
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_BUCKETS = 1000
@@ -77,11 +85,7 @@ DEFAULT_PATTERNS = 10
 MAX_PATTERNS_LIMIT = 100
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class StatsRecorder:
+class StatsRecorder(Observer):
     """One replica's counters, added to the aggregates by `flush()`.
 
     Counting is synchronous and cheap (a dict lookup and a few additions per
@@ -109,22 +113,28 @@ class StatsRecorder:
             tally = self._seconds[key] = Tally()
         return tally
 
-    def submitted(self, queues: Iterable[str]) -> None:
-        """Count one new task per queue name given."""
+    def _new_tasks(self, queues: Iterable[str]) -> None:
         now = self.clock()
         for queue in queues:
             self._tally(queue, now).submitted += 1
 
-    def submissions(self, submitted: Sequence[Submitted]) -> None:
+    def submitted(self, results: Sequence[Submitted]) -> None:
         """Count the tasks a submission stored (not those an idempotency key returned)."""
-        self.submitted(s.task.queue for s in submitted if not s.existing)
+        self._new_tasks(s.task.queue for s in results if not s.existing)
+
+    def fired(self, queues: Sequence[str]) -> None:
+        """Count one new task per queue name given."""
+        self._new_tasks(queues)
 
     def cancelled(self, queue: str) -> None:
         """Count a waiting task cancelled at once."""
         self._tally(queue, self.clock()).cancelled += 1
 
-    def outcomes(
-        self, batch: Sequence[Outcome], applied: Mapping[tuple[str, int], Applied]
+    def flushed(
+        self,
+        batch: Sequence[Outcome],
+        applied: Mapping[tuple[str, int], Applied],
+        seconds: float,
     ) -> None:
         """Count the outcomes of `batch` that the store applied, as it applied them."""
         for outcome in batch:
@@ -149,14 +159,17 @@ class StatsRecorder:
             if done.started_at is not None:
                 tally.took((at - done.started_at).total_seconds())
 
-    def lost(self, queue: str, task_id: str, error: TaskError) -> None:
-        """Count a task the lease reaper ended DEAD (its replica was lost once too
-        often): a failed attempt, a dead task and its error."""
-        now = self.clock()
-        tally = self._tally(queue, now)
-        tally.failed += 1
-        tally.dead += 1
-        self._error(queue, now, task_id, error)
+    def reclaimed(self, rows: Sequence[Reclaimed]) -> None:
+        """Count each task the lease reaper ended DEAD (its replica was lost once
+        too often): a failed attempt, a dead task and its error."""
+        for row in rows:
+            if row.state is not TaskState.DEAD:
+                continue
+            now = self.clock()
+            tally = self._tally(row.queue, now)
+            tally.failed += 1
+            tally.dead += 1
+            self._error(row.queue, now, row.task_id, row.error)
 
     def _error(self, queue: str, at: datetime, task_id: str, error: TaskError) -> None:
         hour = int(at.timestamp()) // 3600 * 3600
@@ -236,24 +249,29 @@ class StatsRecorder:
             hour_of(now) - timedelta(seconds=self.settings.stats_error_retention_seconds),
         )
 
+    def loops(self) -> dict[str, Loop]:
+        return {"stats": self.run}
+
     async def run(self) -> None:
         """Flush every TREADLE_STATS_FLUSH_INTERVAL and prune every minute;
-        flush once more when cancelled (the replica stops)."""
-        delay = 0.0
+        flush once more when cancelled (the replica stops). A failed round is
+        tried again after a backoff instead of the interval."""
+        backoff = Backoff(log, FLUSH_BACKOFF)
         pruned = 0.0
         try:
             while True:
-                await asyncio.sleep(delay or self.settings.stats_flush_interval)
-                try:
-                    await self.flush()
-                    if time.monotonic() - pruned >= PRUNE_EVERY:
-                        await self.prune()
-                        pruned = time.monotonic()
-                except TreadleError as exc:
-                    delay = min(ERROR_BACKOFF[1], max(ERROR_BACKOFF[0], delay * 2))
-                    log.warning("flushing statistics failed (%s); retrying in %.1fs", exc, delay)
-                    continue
-                delay = 0.0
+                await asyncio.sleep(self.settings.stats_flush_interval)
+                while True:
+                    try:
+                        await self.flush()
+                        if time.monotonic() - pruned >= PRUNE_EVERY:
+                            await self.prune()
+                            pruned = time.monotonic()
+                    except TreadleError as exc:
+                        await backoff.failed("flushing statistics", exc)
+                        continue
+                    break
+                backoff.ok()
         except asyncio.CancelledError:
             if self.pending:
                 try:

@@ -27,21 +27,11 @@ from treadle.common.tasks import (
     TaskState,
 )
 from treadle.scheduler import postgres
+from treadle.scheduler.listener import cancel_channel, ready_channel
 from treadle.scheduler.model import Applied, NewTask, Outcome
 
 #: Seconds between looks for limited queues while none has ready tasks.
 LIMITED_RECHECK = 0.5
-
-
-def ready_channel(schema: str) -> str:
-    """The LISTEN/NOTIFY channel that says tasks are ready ('ready') or
-    scheduled ('due') in `schema`."""
-    return f"treadle_ready_{schema}"
-
-
-def cancel_channel(schema: str) -> str:
-    """The channel on which a running task's id asks its replica to cancel it."""
-    return f"treadle_cancel_{schema}"
 
 
 def _queue(row: asyncpg.Record) -> Queue:

@@ -2,9 +2,9 @@
 
 The database names the tasks whose state changed: a statement trigger sends
 `NOTIFY treadle_tasks_<schema>` with their ids, comma-separated, after every
-statement that changed some. The replica's one LISTEN connection hands each
-payload to `Watchers.notify`, which wakes only the watchers of those ids (a
-dict lookup per id; nothing at all while nobody watches).
+statement that changed some. The replica's one LISTEN connection (`listener`)
+hands each payload to `Watchers.notify`, which wakes only the watchers of
+those ids (a dict lookup per id; nothing at all while nobody watches).
 
 A woken watcher re-reads its task and yields it when its state differs from
 the last state it yielded. Watchers of one task share their reads: a read
@@ -33,11 +33,6 @@ from treadle.common.tasks import Task
 Get = Callable[[str], Coroutine[Any, Any, Task]]
 
 _CLOSED = "the scheduler replica is shutting down; watch the task again"
-
-
-def changes_channel(schema: str) -> str:
-    """The LISTEN/NOTIFY channel naming the tasks whose state changed in `schema`."""
-    return f"treadle_tasks_{schema}"
 
 
 def _key(task_id: str) -> str:

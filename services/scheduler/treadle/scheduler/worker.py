@@ -1,6 +1,6 @@
 """The worker: claims ready tasks, runs them, and records their outcomes.
 
-Three loops, each started by the supervisor as a named task:
+Its loops, which the supervisor starts as named tasks (`loops()`):
 
 - `dispatch`: claims up to the free capacity in one statement, starts each
   handler as an asyncio task, then sleeps until a NOTIFY, a freed slot or
@@ -8,8 +8,13 @@ Three loops, each started by the supervisor as a named task:
 - `promote`: turns scheduled and retrying tasks into ready ones when their
   time comes, sleeping until the next one is due;
 - `flush`: writes finished outcomes in batches, every few milliseconds;
+- `heartbeat`: renews the lease of every task running here, in one statement;
+- `reap`: takes back tasks whose lease expired (their replica died);
 - `prune`: deletes finished tasks past the retention period and frees expired
   idempotency keys, in small batches.
+
+What happens (claims, attempts, flushes, reclaimed tasks) is told to one
+`events.Events`; the worker does not know who listens.
 
 A cancel asked for on another replica arrives through `cancel()`: a coroutine
 handler is cancelled (it sees `asyncio.CancelledError`), a sync handler's
@@ -24,46 +29,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from opentelemetry import trace
 
 from treadle.common.errors import TreadleError
 from treadle.common.tasks import Task, TaskState
 from treadle.common.wakeup import wait_event
-from treadle.scheduler.executor import Clock, Executor
-from treadle.scheduler.metrics import SchedulerMetrics
+from treadle.scheduler.events import NOTHING, Events
+from treadle.scheduler.executor import Executor
+from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
 from treadle.scheduler.model import Outcome, ended
 from treadle.scheduler.registry import Handler, Registry
 from treadle.scheduler.settings import Settings
-from treadle.scheduler.stats import StatsRecorder
 from treadle.scheduler.store import Store
 
 log = logging.getLogger("treadle.scheduler.worker")
 
-#: Seconds to wait after a failed database call before the loop tries again.
-ERROR_BACKOFF = (0.1, 5.0)
 #: How long, and for how many ids at most, a cancel for a task that is not
 #: running here is remembered, in case its claim is on the way.
 EARLY_CANCEL_SECONDS = 10.0
 EARLY_CANCELS_MAX = 10_000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class _Backoff:
-    def __init__(self) -> None:
-        self.delay = 0.0
-
-    async def failed(self, what: str, exc: Exception) -> None:
-        self.delay = min(ERROR_BACKOFF[1], max(ERROR_BACKOFF[0], self.delay * 2))
-        log.warning("%s failed (%s); retrying in %.1fs", what, exc, self.delay)
-        await asyncio.sleep(self.delay)
-
-    def ok(self) -> None:
-        self.delay = 0.0
 
 
 class Worker:
@@ -74,14 +60,11 @@ class Worker:
         settings: Settings,
         clock: Clock = utcnow,
         tracer: trace.Tracer | None = None,
-        stats: StatsRecorder | None = None,
-        metrics: SchedulerMetrics | None = None,
+        events: Events = NOTHING,
     ) -> None:
         self.store = store
-        #: Prometheus metrics of claims, attempts and flushes (None: not measured).
-        self.metrics = metrics
-        #: Counts the outcomes that applied (None: not counted).
-        self.stats = stats
+        #: Told of claims, attempts, flushes and reclaimed tasks.
+        self.events = events
         self.registry = registry
         self.settings = settings
         self.owner = settings.replica_id
@@ -109,6 +92,16 @@ class Worker:
         self.leases_lost_total = 0
         self.reclaimed_total = 0
 
+    def loops(self) -> dict[str, Loop]:
+        return {
+            "heartbeat": self.heartbeat,
+            "reap": self.reap,
+            "dispatch": self.dispatch,
+            "promote": self.promote,
+            "flush": self.flush,
+            "prune": self.prune,
+        }
+
     # -- signals from outside -------------------------------------------------
 
     def wake(self) -> None:
@@ -119,16 +112,18 @@ class Worker:
         """Scheduled or retrying tasks may be due sooner than planned."""
         self._due.set()
 
-    def on_ready(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        """LISTEN callback: 'due' means a task was scheduled, anything else ready."""
+    def catch_up(self) -> None:
+        """Notifications may have been missed (the database or the LISTEN
+        connection came back): claim and promote now."""
+        self.wake()
+        self.wake_promoter()
+
+    def on_ready(self, payload: str) -> None:
+        """A NOTIFY on the ready channel: 'due' means a task was scheduled, anything else ready."""
         if payload == "due":
             self._due.set()
         else:
             self._wake.set()
-
-    def on_cancel(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        """LISTEN callback: `payload` is the id of a task someone cancelled."""
-        self.cancel(payload)
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a task running here; False when it does not run here. Such
@@ -159,7 +154,7 @@ class Worker:
     # -- dispatch -------------------------------------------------------------
 
     async def dispatch(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff(log)
         min_claim = max(1, self.settings.concurrency // 4)
         while self._claiming:
             free = self.settings.concurrency - len(self._running)
@@ -189,8 +184,7 @@ class Worker:
         try:
             began = time.perf_counter()
             tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
-            if self.metrics is not None:
-                self.metrics.claimed(len(tasks), time.perf_counter() - began)
+            self.events.claimed(len(tasks), time.perf_counter() - began)
             unknown = [(t.id, t.claims) for t in tasks if self.registry.get(t.name) is None]
             for task in tasks:
                 if self.registry.get(task.name) is not None:
@@ -220,12 +214,10 @@ class Worker:
         asked_early = asked_at is not None and time.monotonic() - asked_at < EARLY_CANCEL_SECONDS
         if task.cancel_requested or asked_early:
             cancelled = ended(task, TaskState.CANCELLED, self.clock())
-            if self.metrics is not None:
-                self.metrics.attempt_ended(task, cancelled, None)
+            self.events.ended(task, cancelled, None)
             self._record(cancelled)
             return
-        if self.metrics is not None:
-            self.metrics.task_started(task)
+        self.events.started(task)
         runner = asyncio.create_task(self._attempt(task, handler), name=f"treadle-task-{task.id}")
         self._running[task.id] = (runner, task)
         runner.add_done_callback(lambda _: self._finished(task.id))
@@ -242,8 +234,7 @@ class Worker:
             return
         if task.id in self._cancelled:
             outcome = ended(task, TaskState.CANCELLED, self.clock())
-        if self.metrics is not None:
-            self.metrics.attempt_ended(task, outcome, time.perf_counter() - began)
+        self.events.ended(task, outcome, time.perf_counter() - began)
         self._record(outcome)
 
     def _record(self, outcome: Outcome) -> None:
@@ -261,7 +252,7 @@ class Worker:
     # -- promote --------------------------------------------------------------
 
     async def promote(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff(log)
         while True:
             self._due.clear()
             try:
@@ -273,7 +264,7 @@ class Worker:
             backoff.ok()
             wait = self.settings.poll_interval
             if due is not None:
-                wait = max(0.0, min(wait, (due - utcnow()).total_seconds()))
+                wait = max(0.0, min(wait, (due - self.clock()).total_seconds()))
             # Woken early when a task is scheduled sooner than we planned for.
             await wait_event(self._due, wait)
 
@@ -288,7 +279,7 @@ class Worker:
         someone asked to cancel is cancelled here too, in case the NOTIFY that
         said so was missed (the LISTEN connection was down at the time)."""
         s = self.settings
-        backoff = _Backoff()
+        backoff = Backoff(log)
         while True:
             held = [(task_id, task.claims) for task_id, (_, task) in self._running.items()]
             try:
@@ -316,7 +307,7 @@ class Worker:
         """Take back tasks whose lease expired (their replica died), so they
         run again within about a lease plus a heartbeat of the crash."""
         s = self.settings
-        backoff = _Backoff()
+        backoff = Backoff(log)
         while True:
             try:
                 reclaimed = await self.store.reap(s.prune_batch, s.max_reclaims)
@@ -328,9 +319,7 @@ class Worker:
                 self.reclaimed_total += len(reclaimed)
                 owners = sorted({r.owner for r in reclaimed})
                 dead = [r for r in reclaimed if r.state is TaskState.DEAD]
-                if self.stats is not None:
-                    for r in dead:
-                        self.stats.lost(r.queue, r.task_id, r.error)
+                self.events.reclaimed(reclaimed)
                 log.warning(
                     "reclaimed %d task(s) whose lease expired (from %s)%s",
                     len(reclaimed),
@@ -346,11 +335,11 @@ class Worker:
         """Delete finished tasks past retention and free expired idempotency
         keys, a batch at a time, then sleep for the prune interval."""
         s = self.settings
-        backoff = _Backoff()
+        backoff = Backoff(log)
         while True:
             try:
                 while True:
-                    now = utcnow()
+                    now = self.clock()
                     deleted, expired = await self.store.prune(
                         now - timedelta(seconds=s.retention_seconds),
                         now - timedelta(seconds=s.idempotency_retention_seconds),
@@ -371,7 +360,7 @@ class Worker:
     # -- flush ----------------------------------------------------------------
 
     async def flush(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff(log)
         while True:
             await self._outcome_ready.wait()
             await asyncio.sleep(self.settings.flush_interval)
@@ -395,11 +384,8 @@ class Worker:
             self._outcomes[:0] = batch
             self._outcome_ready.set()
             raise
-        if self.metrics is not None:
-            self.metrics.flushed(batch, time.perf_counter() - began)
+        self.events.flushed(batch, applied, time.perf_counter() - began)
         self.completed_total += len(applied)
-        if self.stats is not None:
-            self.stats.outcomes(batch, applied)
         if any(o.run_at is not None for o in batch):
             self._due.set()  # a retry is due at some point: let the promoter plan for it
         # By claim: an earlier claim's outcome is stale even when a later

@@ -1,0 +1,136 @@
+"""What happens to tasks, told to whoever watches: the one seam between the use
+cases (`core`, `worker`, `schedules`) and what observes them (`metrics`, `stats`).
+
+The use cases call one `Events` and never know who listens, nor whether anyone
+does: `Observer` does nothing with each event (subclass it and override what
+you count), and `Fanout` hands each event to several observers in turn. An
+event is a plain, synchronous call made after the fact; an observer must not
+wait, nor fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from treadle.common.tasks import Submitted, Task
+from treadle.scheduler.model import Applied, Outcome
+
+if TYPE_CHECKING:
+    from treadle.scheduler.store import Reclaimed
+
+
+class Events(Protocol):
+    def submitted(self, results: Sequence[Submitted]) -> None:
+        """A submission stored these tasks, or found them by idempotency key
+        (`existing`)."""
+
+    def fired(self, queues: Sequence[str]) -> None:
+        """Cron firings stored one new task in each of `queues` (one entry per task)."""
+
+    def cancelled(self, queue: str) -> None:
+        """A waiting task of `queue` was cancelled at once."""
+
+    def claimed(self, count: int, seconds: float) -> None:
+        """A claim round took `seconds` and claimed `count` tasks."""
+
+    def started(self, task: Task) -> None:
+        """An attempt of `task` started here."""
+
+    def ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+        """An attempt's outcome was decided here; its handler ran `seconds`
+        (None: it never ran, the task was cancelled before it started)."""
+
+    def flushed(
+        self,
+        batch: Sequence[Outcome],
+        applied: Mapping[tuple[str, int], Applied],
+        seconds: float,
+    ) -> None:
+        """`batch` was written in `seconds`; `applied` are those whose lease
+        still held, by (task id, claim), as the store applied them."""
+
+    def reclaimed(self, rows: Sequence[Reclaimed]) -> None:
+        """The lease reaper took these tasks back from a replica that stopped
+        renewing them (QUEUED again, or DEAD after too many losses)."""
+
+
+class Observer:
+    """An `Events` that does nothing with each event: a base for observers."""
+
+    def submitted(self, results: Sequence[Submitted]) -> None:
+        pass
+
+    def fired(self, queues: Sequence[str]) -> None:
+        pass
+
+    def cancelled(self, queue: str) -> None:
+        pass
+
+    def claimed(self, count: int, seconds: float) -> None:
+        pass
+
+    def started(self, task: Task) -> None:
+        pass
+
+    def ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+        pass
+
+    def flushed(
+        self,
+        batch: Sequence[Outcome],
+        applied: Mapping[tuple[str, int], Applied],
+        seconds: float,
+    ) -> None:
+        pass
+
+    def reclaimed(self, rows: Sequence[Reclaimed]) -> None:
+        pass
+
+
+#: Nobody listens.
+NOTHING: Events = Observer()
+
+
+class Fanout:
+    """Each event to every observer, in the order given."""
+
+    def __init__(self, *observers: Events) -> None:
+        self.observers = observers
+
+    def submitted(self, results: Sequence[Submitted]) -> None:
+        for o in self.observers:
+            o.submitted(results)
+
+    def fired(self, queues: Sequence[str]) -> None:
+        for o in self.observers:
+            o.fired(queues)
+
+    def cancelled(self, queue: str) -> None:
+        for o in self.observers:
+            o.cancelled(queue)
+
+    def claimed(self, count: int, seconds: float) -> None:
+        for o in self.observers:
+            o.claimed(count, seconds)
+
+    def started(self, task: Task) -> None:
+        for o in self.observers:
+            o.started(task)
+
+    def ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+        for o in self.observers:
+            o.ended(task, outcome, seconds)
+
+    def flushed(
+        self,
+        batch: Sequence[Outcome],
+        applied: Mapping[tuple[str, int], Applied],
+        seconds: float,
+    ) -> None:
+        for o in self.observers:
+            o.flushed(batch, applied, seconds)
+
+    def reclaimed(self, rows: Sequence[Reclaimed]) -> None:
+        for o in self.observers:
+            o.reclaimed(rows)
