@@ -133,13 +133,10 @@ def test_shared_imports_no_service(repo_root: Path) -> None:
     graph = import_graph(repo_root)
     modules = _modules(repo_root)
     shared = repo_root / "shared" / "treadle"
-    cli = shared / "cli"
     offenders = [
         f"{name} imports {target}"
         for name, path in modules.items()
         if path.is_relative_to(shared)
-        # until the CLI leaves shared/ (issue 8 item 6)
-        and not (cli.is_dir() and path.is_relative_to(cli))
         for target in sorted(graph[name])
         if any(target == s or target.startswith(f"{s}.") for s in SERVICES)
     ]
