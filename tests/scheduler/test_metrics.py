@@ -15,6 +15,7 @@ from support import make_settings
 
 from treadle.client import Client, TaskState
 from treadle.common.errors import NotFound, Unavailable
+from treadle.common.tasks import TaskSpec
 from treadle.scheduler.registry import load_app
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.supervisor import Replica
@@ -254,3 +255,24 @@ async def test_get_health_reports_the_replica(replica: Replica, client: Client) 
     assert health.loops["treadle-dispatch"] and health.loops["treadle-metrics"]
     assert health.replicas_alive is not None and health.replicas_alive >= 1
     assert health.problems() == []
+
+
+async def test_cron_fires_count_as_submissions(replica: Replica, client: Client) -> None:
+    """A task a schedule fired is a submitted task, counted like one from the API."""
+    await client.create_schedule("every-second", "*/1 * * * * *", TaskSpec("echo", queue="cron"))
+
+    async def two_fired() -> Scraped | None:
+        m = await scrape(metrics_url(replica))
+        new = m.value("treadle_schedule_fires_total") - m.value(
+            "treadle_schedule_duplicate_fires_total"
+        )
+        return m if new >= 2 else None
+
+    m = await until(two_fired, timeout=10)
+    await client.pause_schedule("every-second")
+    m = await scrape(metrics_url(replica))
+    fired = m.value("treadle_schedule_fires_total") - m.value(
+        "treadle_schedule_duplicate_fires_total"
+    )
+    assert m.value("treadle_tasks_submitted_total", queue="cron", task="echo") == fired
+    assert m.value("treadle_tasks_deduplicated_total") == 0

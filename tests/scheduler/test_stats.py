@@ -16,6 +16,7 @@ from support import make_settings, running_replica
 
 from treadle.client import Client, InvalidArgument, NotFound, TaskError, TaskState, Unavailable
 from treadle.common.stats import Granularity, Metric, Severity, SystemStatus
+from treadle.common.tasks import Submitted, Task
 from treadle.scheduler import postgres
 from treadle.scheduler.registry import load_app
 from treadle.scheduler.stats import StatsRecorder
@@ -300,6 +301,26 @@ async def test_system_health_warns_below_twice_the_threshold(
 # -- the recorder ---------------------------------------------------------------
 
 
+def _new_task(queue: str) -> Submitted:
+    """What a submission that stored one task in `queue` reports."""
+    now = datetime.now(UTC)
+    task = Task(
+        id=str(uuid.uuid4()),
+        name="noop",
+        queue=queue,
+        state=TaskState.QUEUED,
+        payload=None,
+        result=None,
+        error=None,
+        attempts=0,
+        max_attempts=1,
+        priority=0,
+        run_at=now,
+        created_at=now,
+    )
+    return Submitted(task)
+
+
 async def test_a_failed_flush_keeps_its_counts_for_the_next(
     database_url: str, schema: str, db: asyncpg.Connection
 ) -> None:
@@ -307,7 +328,7 @@ async def test_a_failed_flush_keeps_its_counts_for_the_next(
     broken = await postgres.create_pool(database_url, schema, 1)
     await broken.close()
     recorder = StatsRecorder(StatsStore(broken, schema), settings)
-    recorder.fired(["s-flush", "s-flush"])
+    recorder.submitted([_new_task("s-flush"), _new_task("s-flush")])
     recorder.cancelled("s-flush")
     lost_id = str(uuid.uuid4())
     error = TaskError("LeaseExpired", "replica r1 stopped renewing")
@@ -315,7 +336,7 @@ async def test_a_failed_flush_keeps_its_counts_for_the_next(
     with pytest.raises(Unavailable):
         await recorder.flush()
     assert recorder.pending
-    recorder.fired(["s-flush"])
+    recorder.submitted([_new_task("s-flush")])
 
     pool = await postgres.create_pool(database_url, schema, 1)
     try:

@@ -22,11 +22,8 @@ if TYPE_CHECKING:
 
 class Events(Protocol):
     def submitted(self, results: Sequence[Submitted]) -> None:
-        """A submission stored these tasks, or found them by idempotency key
-        (`existing`)."""
-
-    def fired(self, queues: Sequence[str]) -> None:
-        """Cron firings stored one new task in each of `queues` (one entry per task)."""
+        """A submission (through the API, or a cron schedule firing) stored
+        these tasks, or found them by idempotency key (`existing`)."""
 
     def cancelled(self, queue: str) -> None:
         """A waiting task of `queue` was cancelled at once."""
@@ -59,9 +56,6 @@ class Observer:
     """An `Events` that does nothing with each event: a base for observers."""
 
     def submitted(self, results: Sequence[Submitted]) -> None:
-        pass
-
-    def fired(self, queues: Sequence[str]) -> None:
         pass
 
     def cancelled(self, queue: str) -> None:
@@ -101,10 +95,6 @@ class Fanout:
     def submitted(self, results: Sequence[Submitted]) -> None:
         for o in self.observers:
             o.submitted(results)
-
-    def fired(self, queues: Sequence[str]) -> None:
-        for o in self.observers:
-            o.fired(queues)
 
     def cancelled(self, queue: str) -> None:
         for o in self.observers:

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from treadle.common.errors import InvalidArgument
-from treadle.common.tasks import RetryPolicy, Schedule, TaskSpec
+from treadle.common.tasks import RetryPolicy, Schedule, Submitted, TaskSpec
 from treadle.scheduler import postgres
 from treadle.scheduler.model import NewTask
 from treadle.scheduler.store import Store
@@ -142,16 +142,16 @@ class ScheduleStore(postgres.PoolStore):
 
     async def fire_due(
         self, plan: Callable[[Schedule, datetime], Fire], tasks: Store
-    ) -> tuple[builtins.list[Fire], set[uuid.UUID]]:
+    ) -> tuple[builtins.list[Fire], builtins.list[Submitted]]:
         """Fire up to FIRE_BATCH due schedules in one transaction: lock them
         (skipping those another replica holds), insert one task per tick
         through `tasks` and move each to the tick `plan` gives. Returns the
-        fires and the ids of the tasks inserted (fewer when a tick had fired
-        already)."""
+        fires and, in the same order, what the insert made of each
+        (`existing` when that tick had fired already)."""
         async with postgres.acquired(self.pool) as conn, conn.transaction():
             rows = await postgres.fetch(conn, "schedule_lock_due")
             if not rows:
-                return [], set()
+                return [], []
             now: datetime = rows[0]["now"]
             fires = [plan(_schedule(row), now) for row in rows]
             submitted = await tasks.insert([f.task() for f in fires], conn)
@@ -162,7 +162,7 @@ class ScheduleStore(postgres.PoolStore):
                 fired_ats=[f.tick for f in fires],
                 next_fire_ats=[f.next_fire_at for f in fires],
             )
-        return fires, {f.task_id for f, s in zip(fires, submitted, strict=True) if not s.existing}
+        return fires, submitted
 
     async def seconds_until_due(self) -> float | None:
         """Seconds until the next tick of any running schedule (<= 0: overdue)."""

@@ -240,11 +240,12 @@ class Schedules:
     async def fire_due(self) -> int:
         """Fire every due schedule no other replica is firing (up to a batch);
         returns how many fired."""
-        fires, inserted_ids = await self.store.fire_due(plan, self.scheduler.store)
-        inserted = len(inserted_ids)
-        self.scheduler.events.fired(
-            [f.schedule.task.queue or "" for f in fires if f.task_id in inserted_ids]
-        )
+        fires, submitted = await self.store.fire_due(plan, self.scheduler.store)
+        new = [s for s in submitted if not s.existing]
+        inserted = len(new)
+        # Counted like any submission; a tick that had fired already is
+        # not a deduplicated submission, so it is left out.
+        self.scheduler.events.submitted(new)
         if fires:
             self.fired_total += len(fires)
             self.duplicates_total += len(fires) - inserted

@@ -113,18 +113,12 @@ class StatsRecorder(Observer):
             tally = self._seconds[key] = Tally()
         return tally
 
-    def _new_tasks(self, queues: Iterable[str]) -> None:
-        now = self.clock()
-        for queue in queues:
-            self._tally(queue, now).submitted += 1
-
     def submitted(self, results: Sequence[Submitted]) -> None:
         """Count the tasks a submission stored (not those an idempotency key returned)."""
-        self._new_tasks(s.task.queue for s in results if not s.existing)
-
-    def fired(self, queues: Sequence[str]) -> None:
-        """Count one new task per queue name given."""
-        self._new_tasks(queues)
+        now = self.clock()
+        for s in results:
+            if not s.existing:
+                self._tally(s.task.queue, now).submitted += 1
 
     def cancelled(self, queue: str) -> None:
         """Count a waiting task cancelled at once."""
