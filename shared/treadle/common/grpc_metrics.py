@@ -30,6 +30,8 @@ DURATION_BUCKETS = (
 _LABELS = ("grpc_service", "grpc_method", "grpc_type")
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+#: What a client interceptor calls to make the call itself.
+_Continuation = Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]]
 
 
 def split_method(full: str | bytes) -> tuple[str, str]:
@@ -328,42 +330,44 @@ class _ClientCall:
 class _Measuring:
     """A client interceptor that records the calls it sees in `metrics`."""
 
+    #: Server-streaming calls are recorded when their stream ends, unary ones at once.
+    streaming = False
+
     def __init__(self, metrics: ClientMetrics) -> None:
         self.metrics = metrics
+
+    async def _measure(
+        self, continuation: _Continuation, details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        """Start the call; a unary one is recorded when it ends, before this returns,
+        a streaming one from its done callback (`ClientMetrics._watch`)."""
+        measured = self.metrics._begin(details, "server_stream" if self.streaming else "unary")
+        try:
+            call = await continuation(details, request)
+            if not self.streaming:
+                measured.end(await call.code())
+        except BaseException as exc:
+            measured.failed(exc)
+            raise
+        if self.streaming:
+            self.metrics._watch(call, measured)
+        return call
 
 
 class _UnaryClientInterceptor(_Measuring, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
+        self, continuation: _Continuation, details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        measured = self.metrics._begin(client_call_details, "unary")
-        try:
-            call = await continuation(client_call_details, request)
-            measured.end(await call.code())
-        except BaseException as exc:
-            measured.failed(exc)
-            raise
-        return call
+        return await self._measure(continuation, details, request)
 
 
 class _StreamClientInterceptor(_Measuring, grpc.aio.UnaryStreamClientInterceptor):
+    streaming = True
+
     async def intercept_unary_stream(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
+        self, continuation: _Continuation, details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        measured = self.metrics._begin(client_call_details, "server_stream")
-        try:
-            call = await continuation(client_call_details, request)
-        except BaseException as exc:
-            measured.failed(exc)
-            raise
-        self.metrics._watch(call, measured)
-        return call
+        return await self._measure(continuation, details, request)
 
 
 #: Each kind of method handler: its behaviour's attribute, how grpc makes one,
