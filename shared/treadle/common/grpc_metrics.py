@@ -192,66 +192,60 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 Behavior = Callable[..., Any]
+#: The kinds of call that bring one request.
+_SINGLE_REQUEST = frozenset({"unary", "server_stream"})
 
 
 def _unary(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> Behavior:
     """Wrap a behavior that returns one response (unary or client-streaming)."""
-    single_request = kind == "unary"
+    return _awaited(behavior, call, kind, counts_response=True)
 
-    async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+
+def _streaming(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> Behavior:
+    """Wrap a behavior that streams responses: an async generator, or a
+    coroutine that writes with `context.write` (grpc_health's Watch)."""
+    if not inspect.isasyncgenfunction(behavior):
+        return _awaited(behavior, call, kind, counts_response=False)
+
+    async def measured_gen(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         c = call(kind)
-        c.start(1 if single_request else 0)
+        c.start(1 if kind in _SINGLE_REQUEST else 0)
+        sent = c.method.sent
         error: BaseException | None = None
         try:
-            result = await behavior(request, context)
-            c.method.sent.inc()
-            return result
+            # Closing this stream closes the method's own at once.
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    sent.inc()
+                    yield response
+        except GeneratorExit:
+            error = asyncio.CancelledError()  # closed early: the client went away
+            raise
         except BaseException as exc:
             error = exc
             raise
         finally:
             c.end(context, error)
 
-    return measured
+    return measured_gen
 
 
-def _streaming(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> Behavior:
-    """Wrap a behavior that streams responses: an async generator, or a
-    coroutine that writes with `context.write` (grpc_health's Watch)."""
-    single_request = kind == "server_stream"
-
-    if inspect.isasyncgenfunction(behavior):
-
-        async def measured_gen(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            c = call(kind)
-            c.start(1 if single_request else 0)
-            sent = c.method.sent
-            error: BaseException | None = None
-            try:
-                # Closing this stream closes the method's own at once.
-                async with contextlib.aclosing(behavior(request, context)) as responses:
-                    async for response in responses:
-                        sent.inc()
-                        yield response
-            except GeneratorExit:
-                error = asyncio.CancelledError()  # closed early: the client went away
-                raise
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                c.end(context, error)
-
-        return measured_gen
+def _awaited(
+    behavior: Behavior, call: Callable[[str], _Call], kind: str, counts_response: bool
+) -> Behavior:
+    """Wrap a coroutine behavior; `counts_response`: its result is the one response."""
 
     async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         c = call(kind)
-        c.start(1 if single_request else 0)
+        c.start(1 if kind in _SINGLE_REQUEST else 0)
         error: BaseException | None = None
         try:
-            return await behavior(request, context)
+            result = await behavior(request, context)
+            if counts_response:
+                c.method.sent.inc()
+            return result
         except BaseException as exc:
             error = exc
             raise
