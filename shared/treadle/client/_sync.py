@@ -1,18 +1,35 @@
-"""A thin blocking wrapper over the async client, for code without an event loop."""
+"""A thin blocking wrapper over the async client, for code without an event loop.
+
+Each call of `SyncClient` is the `Client` method of the same name, run to the
+end on the wrapper's own event loop (`_blocking`); so the two cannot drift
+apart in signatures or docs.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import builtins
-from collections.abc import Coroutine, Iterator, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from treadle.client._async import DEFAULT_ADDRESS, Client
-from treadle.common import stats, tasks
-from treadle.common.tasks import Task, TaskSpec, TaskState
+from treadle.common.tasks import Task
 
 T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _blocking(
+    method: Callable[Concatenate[Client, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncClient, P], T]:
+    """The async `method` as a blocking method of `SyncClient`."""
+
+    @functools.wraps(method)
+    def call(self: SyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self._client, *args, **kwargs))
+
+    return call
 
 
 class SyncClient:
@@ -42,91 +59,31 @@ class SyncClient:
             self._run(self._client.close())
             self._loop.close()
 
-    def submit(self, name: str, payload: Any = None, **options: Any) -> Task:
-        return self._run(self._client.submit(name, payload, **options))
-
-    def submit_spec(self, spec: TaskSpec) -> tasks.Submitted:
-        return self._run(self._client.submit_spec(spec))
-
-    def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
-        return self._run(self._client.submit_many(specs))
-
-    def get(self, task_id: str) -> Task:
-        return self._run(self._client.get(task_id))
-
-    def list(
-        self,
-        *,
-        queue: str | None = None,
-        state: TaskState | None = None,
-        page_size: int | None = None,
-        cursor: str | None = None,
-    ) -> tasks.TaskPage:
-        return self._run(
-            self._client.list(queue=queue, state=state, page_size=page_size, cursor=cursor)
-        )
-
-    def cancel(self, task_id: str) -> Task:
-        return self._run(self._client.cancel(task_id))
-
-    def retry(self, task_id: str) -> Task:
-        return self._run(self._client.retry(task_id))
-
-    def list_replicas(self) -> builtins.list[tasks.ReplicaInfo]:
-        return self._run(self._client.list_replicas())
-
-    def list_queues(self) -> builtins.list[tasks.Queue]:
-        return self._run(self._client.list_queues())
-
-    def get_queue(self, name: str) -> tasks.Queue:
-        return self._run(self._client.get_queue(name))
-
-    def update_queue(self, name: str, **settings: Any) -> tasks.Queue:
-        return self._run(self._client.update_queue(name, **settings))
-
-    def pause_queue(self, name: str) -> tasks.Queue:
-        return self._run(self._client.pause_queue(name))
-
-    def resume_queue(self, name: str) -> tasks.Queue:
-        return self._run(self._client.resume_queue(name))
-
-    def create_schedule(
-        self, name: str, cron: str, task: TaskSpec, timezone: str = "UTC"
-    ) -> tasks.Schedule:
-        return self._run(self._client.create_schedule(name, cron, task, timezone))
-
-    def list_schedules(self) -> builtins.list[tasks.Schedule]:
-        return self._run(self._client.list_schedules())
-
-    def pause_schedule(self, name: str) -> tasks.Schedule:
-        return self._run(self._client.pause_schedule(name))
-
-    def resume_schedule(self, name: str) -> tasks.Schedule:
-        return self._run(self._client.resume_schedule(name))
-
-    def delete_schedule(self, name: str) -> None:
-        self._run(self._client.delete_schedule(name))
-
-    def queue_stats(self, queue: str) -> stats.QueueStats:
-        return self._run(self._client.queue_stats(queue))
-
-    def list_queue_stats(self) -> builtins.list[stats.QueueStats]:
-        return self._run(self._client.list_queue_stats())
-
-    def overview(self) -> stats.Overview:
-        return self._run(self._client.overview())
-
-    def trends(self, **options: Any) -> stats.Trends:
-        return self._run(self._client.trends(**options))
-
-    def error_patterns(self, **options: Any) -> builtins.list[stats.ErrorPattern]:
-        return self._run(self._client.error_patterns(**options))
-
-    def system_health(self) -> stats.SystemHealth:
-        return self._run(self._client.system_health())
-
-    def wait(self, task_id: str, timeout: float = 30.0) -> Task:
-        return self._run(self._client.wait(task_id, timeout))
+    submit = _blocking(Client.submit)
+    submit_spec = _blocking(Client.submit_spec)
+    submit_many = _blocking(Client.submit_many)
+    get = _blocking(Client.get)
+    list = _blocking(Client.list)
+    cancel = _blocking(Client.cancel)
+    retry = _blocking(Client.retry)
+    list_replicas = _blocking(Client.list_replicas)
+    list_queues = _blocking(Client.list_queues)
+    get_queue = _blocking(Client.get_queue)
+    update_queue = _blocking(Client.update_queue)
+    pause_queue = _blocking(Client.pause_queue)
+    resume_queue = _blocking(Client.resume_queue)
+    create_schedule = _blocking(Client.create_schedule)
+    list_schedules = _blocking(Client.list_schedules)
+    pause_schedule = _blocking(Client.pause_schedule)
+    resume_schedule = _blocking(Client.resume_schedule)
+    delete_schedule = _blocking(Client.delete_schedule)
+    queue_stats = _blocking(Client.queue_stats)
+    list_queue_stats = _blocking(Client.list_queue_stats)
+    overview = _blocking(Client.overview)
+    trends = _blocking(Client.trends)
+    error_patterns = _blocking(Client.error_patterns)
+    system_health = _blocking(Client.system_health)
+    wait = _blocking(Client.wait)
 
     def watch(self, task_id: str) -> Iterator[Task]:
         updates = self._client.watch(task_id)

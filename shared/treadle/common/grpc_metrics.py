@@ -30,6 +30,8 @@ DURATION_BUCKETS = (
 _LABELS = ("grpc_service", "grpc_method", "grpc_type")
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
+#: What a client interceptor calls to make the call itself.
+_Continuation = Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]]
 
 
 def split_method(full: str | bytes) -> tuple[str, str]:
@@ -190,66 +192,60 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 Behavior = Callable[..., Any]
+#: The kinds of call that bring one request.
+_SINGLE_REQUEST = frozenset({"unary", "server_stream"})
 
 
 def _unary(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> Behavior:
     """Wrap a behavior that returns one response (unary or client-streaming)."""
-    single_request = kind == "unary"
+    return _awaited(behavior, call, kind, counts_response=True)
 
-    async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+
+def _streaming(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> Behavior:
+    """Wrap a behavior that streams responses: an async generator, or a
+    coroutine that writes with `context.write` (grpc_health's Watch)."""
+    if not inspect.isasyncgenfunction(behavior):
+        return _awaited(behavior, call, kind, counts_response=False)
+
+    async def measured_gen(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         c = call(kind)
-        c.start(1 if single_request else 0)
+        c.start(1 if kind in _SINGLE_REQUEST else 0)
+        sent = c.method.sent
         error: BaseException | None = None
         try:
-            result = await behavior(request, context)
-            c.method.sent.inc()
-            return result
+            # Closing this stream closes the method's own at once.
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    sent.inc()
+                    yield response
+        except GeneratorExit:
+            error = asyncio.CancelledError()  # closed early: the client went away
+            raise
         except BaseException as exc:
             error = exc
             raise
         finally:
             c.end(context, error)
 
-    return measured
+    return measured_gen
 
 
-def _streaming(behavior: Behavior, call: Callable[[str], _Call], kind: str) -> Behavior:
-    """Wrap a behavior that streams responses: an async generator, or a
-    coroutine that writes with `context.write` (grpc_health's Watch)."""
-    single_request = kind == "server_stream"
-
-    if inspect.isasyncgenfunction(behavior):
-
-        async def measured_gen(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            c = call(kind)
-            c.start(1 if single_request else 0)
-            sent = c.method.sent
-            error: BaseException | None = None
-            try:
-                # Closing this stream closes the method's own at once.
-                async with contextlib.aclosing(behavior(request, context)) as responses:
-                    async for response in responses:
-                        sent.inc()
-                        yield response
-            except GeneratorExit:
-                error = asyncio.CancelledError()  # closed early: the client went away
-                raise
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                c.end(context, error)
-
-        return measured_gen
+def _awaited(
+    behavior: Behavior, call: Callable[[str], _Call], kind: str, counts_response: bool
+) -> Behavior:
+    """Wrap a coroutine behavior; `counts_response`: its result is the one response."""
 
     async def measured(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         c = call(kind)
-        c.start(1 if single_request else 0)
+        c.start(1 if kind in _SINGLE_REQUEST else 0)
         error: BaseException | None = None
         try:
-            return await behavior(request, context)
+            result = await behavior(request, context)
+            if counts_response:
+                c.method.sent.inc()
+            return result
         except BaseException as exc:
             error = exc
             raise
@@ -328,42 +324,44 @@ class _ClientCall:
 class _Measuring:
     """A client interceptor that records the calls it sees in `metrics`."""
 
+    #: Server-streaming calls are recorded when their stream ends, unary ones at once.
+    streaming = False
+
     def __init__(self, metrics: ClientMetrics) -> None:
         self.metrics = metrics
+
+    async def _measure(
+        self, continuation: _Continuation, details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        """Start the call; a unary one is recorded when it ends, before this returns,
+        a streaming one from its done callback (`ClientMetrics._watch`)."""
+        measured = self.metrics._begin(details, "server_stream" if self.streaming else "unary")
+        try:
+            call = await continuation(details, request)
+            if not self.streaming:
+                measured.end(await call.code())
+        except BaseException as exc:
+            measured.failed(exc)
+            raise
+        if self.streaming:
+            self.metrics._watch(call, measured)
+        return call
 
 
 class _UnaryClientInterceptor(_Measuring, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
+        self, continuation: _Continuation, details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        measured = self.metrics._begin(client_call_details, "unary")
-        try:
-            call = await continuation(client_call_details, request)
-            measured.end(await call.code())
-        except BaseException as exc:
-            measured.failed(exc)
-            raise
-        return call
+        return await self._measure(continuation, details, request)
 
 
 class _StreamClientInterceptor(_Measuring, grpc.aio.UnaryStreamClientInterceptor):
+    streaming = True
+
     async def intercept_unary_stream(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
+        self, continuation: _Continuation, details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        measured = self.metrics._begin(client_call_details, "server_stream")
-        try:
-            call = await continuation(client_call_details, request)
-        except BaseException as exc:
-            measured.failed(exc)
-            raise
-        self.metrics._watch(call, measured)
-        return call
+        return await self._measure(continuation, details, request)
 
 
 #: Each kind of method handler: its behaviour's attribute, how grpc makes one,

@@ -5,33 +5,33 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from collections.abc import Callable
 from typing import Any
 
+from treadle.cli import _actions
 from treadle.client import Client
 from treadle.common.tasks import Queue, RetryPolicy
 
 
-def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Any, add_address: _actions.AddAddress) -> None:
     """Add `queue` and its subcommands to the `treadle` parser."""
-    queue = sub.add_parser(
+    actions = _actions.add_noun(
+        sub,
         "queue",
         help="list, show, update, pause or resume queues",
         description="Manage queues: a limit on tasks running at once across all replicas, "
         "pause/resume, and the default retry policy and timeout of their tasks. "
         "Queues are printed as JSON.",
     )
-    actions = queue.add_subparsers(dest="queue_command", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="list every queue", description="List queues.")
-    add_address(listing)
-    for action, text in (
-        ("show", "print one queue"),
-        ("pause", "accept the queue's tasks but start none of them"),
-        ("resume", "start the queue's tasks again"),
-    ):
-        p = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
-        p.add_argument("name", help="queue name")
-        add_address(p)
+    _actions.add_simple(
+        actions,
+        add_address,
+        "queue",
+        (
+            ("show", "print one queue"),
+            ("pause", "accept the queue's tasks but start none of them"),
+            ("resume", "start the queue's tasks again"),
+        ),
+    )
     update = actions.add_parser(
         "update",
         help="change a queue's settings",

@@ -9,21 +9,22 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from treadle.cli import _actions
 from treadle.client import Client
 from treadle.common import wire
 from treadle.common.tasks import Schedule, TaskSpec
 
 
-def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Any, add_address: _actions.AddAddress) -> None:
     """Add `schedule` and its subcommands to the `treadle` parser."""
-    schedule = sub.add_parser(
+    actions = _actions.add_noun(
+        sub,
         "schedule",
         help="create, list, pause, resume or delete cron schedules",
         description="Manage cron schedules: each submits a task on every tick of a cron "
         "expression (five fields, or six with seconds first, or @hourly/@daily/...), "
         "read in an IANA time zone. Schedules are printed as JSON.",
     )
-    actions = schedule.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
 
     create = actions.add_parser(
         "create",
@@ -45,16 +46,16 @@ def add_parser(sub: Any, add_address: Callable[[argparse.ArgumentParser], None])
     create.add_argument("--max-attempts", type=int, help="attempts (default: the queue's)")
     add_address(create)
 
-    listing = actions.add_parser("list", help="list every schedule", description="List schedules.")
-    add_address(listing)
-    for action, text in (
-        ("pause", "stop a schedule firing until it is resumed"),
-        ("resume", "resume a paused schedule from the next tick after now"),
-        ("delete", "delete a schedule (the tasks it submitted stay)"),
-    ):
-        p = actions.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
-        p.add_argument("name", help="schedule name")
-        add_address(p)
+    _actions.add_simple(
+        actions,
+        add_address,
+        "schedule",
+        (
+            ("pause", "stop a schedule firing until it is resumed"),
+            ("resume", "resume a paused schedule from the next tick after now"),
+            ("delete", "delete a schedule (the tasks it submitted stay)"),
+        ),
+    )
 
 
 def schedule_dict(schedule: Schedule) -> dict[str, Any]:

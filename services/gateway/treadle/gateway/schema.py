@@ -39,6 +39,7 @@ from treadle.gateway.types import (
     TaskConnection,
     TaskState,
     UpdateQueueInput,
+    from_domain,
 )
 
 MAX_DEPTH = 10
@@ -97,16 +98,16 @@ async def retry(info: Info, id: strawberry.ID) -> Task:
 
 
 async def list_replicas(info: Info) -> list[Replica]:
-    return [Replica.from_replica(r) for r in await info.context.client.list_replicas()]
+    return [from_domain(Replica, r) for r in await info.context.client.list_replicas()]
 
 
 async def list_queues(info: Info) -> list[Queue]:
-    return [Queue.from_queue(q) for q in await info.context.client.list_queues()]
+    return [from_domain(Queue, q) for q in await info.context.client.list_queues()]
 
 
 async def get_queue(info: Info, name: str) -> Queue | None:
     try:
-        return Queue.from_queue(await info.context.client.get_queue(name))
+        return from_domain(Queue, await info.context.client.get_queue(name))
     except NotFound:
         return None
 
@@ -119,15 +120,15 @@ async def update_queue(info: Info, input: UpdateQueueInput) -> Queue:
         timeout_seconds=input.timeout_seconds,
         retry=input.retry.to_policy() if input.retry else None,
     )
-    return Queue.from_queue(queue)
+    return from_domain(Queue, queue)
 
 
 async def pause_queue(info: Info, name: str) -> Queue:
-    return Queue.from_queue(await info.context.client.pause_queue(name))
+    return from_domain(Queue, await info.context.client.pause_queue(name))
 
 
 async def resume_queue(info: Info, name: str) -> Queue:
-    return Queue.from_queue(await info.context.client.resume_queue(name))
+    return from_domain(Queue, await info.context.client.resume_queue(name))
 
 
 async def list_schedules(info: Info) -> list[Schedule]:

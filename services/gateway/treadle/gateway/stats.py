@@ -17,7 +17,7 @@ from strawberry.types.scalar import ScalarDefinition
 from treadle.client import Client
 from treadle.common import stats
 from treadle.common.errors import NotFound
-from treadle.gateway.types import TaskState
+from treadle.gateway.types import TaskState, from_domain
 
 
 def _long(value: object) -> int:
@@ -80,24 +80,6 @@ class QueueStats:
     total_dead: Long
     total_cancelled: Long
 
-    @classmethod
-    def from_stats(cls, s: stats.QueueStats) -> QueueStats:
-        return cls(
-            queue=s.queue,
-            length=s.length,
-            running=s.running,
-            scheduled=s.scheduled,
-            retrying=s.retrying,
-            max_concurrent=s.max_concurrent,
-            paused=s.paused,
-            oldest_enqueued_at=s.oldest_enqueued_at,
-            total_enqueued=Long(s.total_enqueued),
-            total_completed=Long(s.total_completed),
-            total_failed=Long(s.total_failed),
-            total_dead=Long(s.total_dead),
-            total_cancelled=Long(s.total_cancelled),
-        )
-
 
 @strawberry.type(description="How many stored tasks are in one state.")
 class StateCount:
@@ -133,23 +115,8 @@ class Overview:
 
     @classmethod
     def from_overview(cls, o: stats.Overview) -> Overview:
-        return cls(
-            total_queues=o.total_queues,
-            tasks_by_state=[
-                StateCount(state=state, count=Long(count))
-                for state, count in o.tasks_by_state.items()
-            ],
-            finished_last_minute=Long(o.finished_last_minute),
-            finished_last_hour=Long(o.finished_last_hour),
-            throughput_last_minute=o.throughput_last_minute,
-            throughput_last_hour=o.throughput_last_hour,
-            error_rate=o.error_rate,
-            avg_processing_seconds=o.avg_processing_seconds,
-            p95_processing_seconds=o.p95_processing_seconds,
-            active_replicas=o.active_replicas,
-            uptime_seconds=o.uptime_seconds,
-            last_updated=o.last_updated,
-        )
+        by_state = [StateCount(state=s, count=Long(n)) for s, n in o.tasks_by_state.items()]
+        return from_domain(cls, o, tasks_by_state=by_state)
 
 
 @strawberry.type(description="What happened in one trend bucket.")
@@ -173,27 +140,6 @@ class Trends:
     granularity: TrendGranularity
     buckets: list[TrendBucket]
 
-    @classmethod
-    def from_trends(cls, t: stats.Trends) -> Trends:
-        return cls(
-            since=t.since,
-            until=t.until,
-            granularity=t.granularity,
-            buckets=[
-                TrendBucket(
-                    start=b.start,
-                    submitted=Long(b.submitted),
-                    completed=Long(b.completed),
-                    failed=Long(b.failed),
-                    dead=Long(b.dead),
-                    cancelled=Long(b.cancelled),
-                    avg_duration_seconds=b.avg_duration_seconds,
-                    p95_duration_seconds=b.p95_duration_seconds,
-                )
-                for b in t.buckets
-            ],
-        )
-
 
 @strawberry.type(description="Failed attempts with the same error type and message.")
 class ErrorPattern:
@@ -205,17 +151,6 @@ class ErrorPattern:
     )
     queues: list[str]
     last_seen_at: datetime
-
-    @classmethod
-    def from_pattern(cls, p: stats.ErrorPattern) -> ErrorPattern:
-        return cls(
-            type=p.type,
-            message=p.message,
-            count=Long(p.count),
-            example_task_ids=[strawberry.ID(i) for i in p.example_task_ids],
-            queues=list(p.queues),
-            last_seen_at=p.last_seen_at,
-        )
 
 
 @strawberry.type(description="One threshold crossed.")
@@ -238,23 +173,9 @@ class SystemHealth:
 
     @classmethod
     def from_health(cls, h: stats.SystemHealth) -> SystemHealth:
-        return cls(
-            status=h.status,
-            alerts=[
-                Alert(
-                    severity=a.severity,
-                    metric=a.metric,
-                    message=a.message,
-                    queue=a.queue,
-                    value=a.value,
-                    threshold=a.threshold,
-                    time=a.at,
-                    replica=a.replica,
-                )
-                for a in h.alerts
-            ],
-            checked_at=h.checked_at,
-        )
+        # `stats.Alert.at` is `time` in GraphQL.
+        alerts = [from_domain(Alert, a, time=a.at) for a in h.alerts]
+        return from_domain(cls, h, alerts=alerts)
 
 
 def _client(info: strawberry.Info[Any, Any]) -> Client:
@@ -264,13 +185,13 @@ def _client(info: strawberry.Info[Any, Any]) -> Client:
 
 async def queue_stats(info: strawberry.Info[Any, Any], queue: str) -> QueueStats | None:
     try:
-        return QueueStats.from_stats(await _client(info).queue_stats(queue))
+        return from_domain(QueueStats, await _client(info).queue_stats(queue))
     except NotFound:
         return None
 
 
 async def queue_stats_list(info: strawberry.Info[Any, Any]) -> list[QueueStats]:
-    return [QueueStats.from_stats(s) for s in await _client(info).list_queue_stats()]
+    return [from_domain(QueueStats, s) for s in await _client(info).list_queue_stats()]
 
 
 async def overview(info: strawberry.Info[Any, Any]) -> Overview:
@@ -290,7 +211,7 @@ async def trends(
         granularity=granularity,
         queues=queues or (),
     )
-    return Trends.from_trends(found)
+    return from_domain(Trends, found)
 
 
 async def error_patterns(
@@ -301,7 +222,7 @@ async def error_patterns(
     limit: int = 10,
 ) -> list[ErrorPattern]:
     found = await _client(info).error_patterns(since=since, until=until, queue=queue, limit=limit)
-    return [ErrorPattern.from_pattern(p) for p in found]
+    return [from_domain(ErrorPattern, p) for p in found]
 
 
 async def system_health(info: strawberry.Info[Any, Any]) -> SystemHealth:

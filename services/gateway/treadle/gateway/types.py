@@ -1,14 +1,61 @@
-"""The GraphQL types, converted from the plain dataclasses of `treadle.common.tasks`."""
+"""The GraphQL types, converted from the plain dataclasses of `treadle.common.tasks`.
+
+`from_domain` fills an output type from the dataclass it mirrors, field by
+field and by name; what does not mirror a field is given to it by hand.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Iterable
 from datetime import datetime
+from typing import TypeVar
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.base import (
+    StrawberryList,
+    StrawberryObjectDefinition,
+    StrawberryOptional,
+    get_object_definition,
+    has_object_definition,
+)
 
 from treadle.common import tasks, wire
+
+T = TypeVar("T")
+
+
+def from_domain(cls: type[T], source: object, **given: object) -> T:
+    """The strawberry output type `cls` filled from the dataclass `source`: each
+    field takes `source`'s attribute of the same name, unless `given` names it.
+    A nested output type is filled the same way, a sequence becomes a list;
+    scalars (`ID`, `Long`, enums) are the values themselves."""
+    values = {
+        name: given[name] if name in given else _converted(kind, getattr(source, name))
+        for name, kind in _fields(get_object_definition(cls, strict=True))
+    }
+    return cls(**values)
+
+
+@functools.cache
+def _fields(definition: StrawberryObjectDefinition) -> tuple[tuple[str, object], ...]:
+    return tuple((f.python_name, f.type) for f in definition.fields)
+
+
+def _converted(kind: object, value: object) -> object:
+    if value is None:
+        return None
+    if isinstance(kind, StrawberryOptional):
+        return _converted(kind.of_type, value)
+    if isinstance(kind, StrawberryList):
+        assert isinstance(value, Iterable)
+        return [_converted(kind.of_type, item) for item in value]
+    if isinstance(kind, type) and has_object_definition(kind):
+        return from_domain(kind, value)
+    return value
+
 
 # GraphQL shows the shared enum itself (`strawberry.enum` marks the class).
 TaskState = tasks.TaskState
@@ -25,13 +72,7 @@ class TaskError:
 
     @classmethod
     def from_error(cls, error: tasks.TaskError) -> TaskError:
-        return cls(
-            type=error.type,
-            message=error.message,
-            traceback=error.traceback,
-            attempt=error.attempt,
-            failed_at=error.failed_at,
-        )
+        return from_domain(cls, error)
 
 
 @strawberry.type(
@@ -45,9 +86,7 @@ class RetryPolicy:
 
     @classmethod
     def from_policy(cls, policy: tasks.RetryPolicy) -> RetryPolicy:
-        return cls(
-            base_seconds=policy.base_seconds, factor=policy.factor, max_seconds=policy.max_seconds
-        )
+        return from_domain(cls, policy)
 
 
 @strawberry.input(
@@ -78,19 +117,6 @@ class Queue:
     retry: RetryPolicy
     created_at: datetime | None
     updated_at: datetime | None
-
-    @classmethod
-    def from_queue(cls, queue: tasks.Queue) -> Queue:
-        return cls(
-            name=queue.name,
-            max_concurrent=queue.max_concurrent,
-            paused=queue.paused,
-            max_attempts=queue.max_attempts,
-            timeout_seconds=queue.timeout_seconds,
-            retry=RetryPolicy.from_policy(queue.retry),
-            created_at=queue.created_at,
-            updated_at=queue.updated_at,
-        )
 
 
 @strawberry.input(description="Queue settings to change; the ones left out stay as they are.")
@@ -328,17 +354,3 @@ class Replica:
     )
     stopped_at: datetime | None
     running: int = strawberry.field(description="Tasks it holds leases on.")
-
-    @classmethod
-    def from_replica(cls, replica: tasks.ReplicaInfo) -> Replica:
-        return cls(
-            id=replica.id,
-            host=replica.host,
-            pid=replica.pid,
-            version=replica.version,
-            started_at=replica.started_at,
-            last_heartbeat_at=replica.last_heartbeat_at,
-            alive=replica.alive,
-            stopped_at=replica.stopped_at,
-            running=replica.running,
-        )
