@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import strawberry
@@ -282,7 +281,7 @@ class Schedule:
             timezone=schedule.timezone,
             task=TaskTemplate(
                 name=spec.name,
-                payload=JSON(json.loads(spec.payload_json)),
+                payload=JSON(wire.decode_json(spec.payload_json)),
                 queue=spec.queue or "",
                 priority=spec.priority,
                 max_attempts=spec.max_attempts,

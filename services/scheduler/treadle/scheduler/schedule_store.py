@@ -48,7 +48,6 @@ class Fire:
             name=spec.name,
             queue=spec.queue or "",
             payload_json=spec.payload_json,
-            payload=json.loads(spec.payload_json),
             priority=spec.priority,
             run_at=self.tick,
             max_attempts=spec.max_attempts,
