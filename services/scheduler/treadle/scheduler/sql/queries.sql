@@ -127,7 +127,9 @@ SELECT min(run_at) FROM tasks WHERE state IN ('SCHEDULED', 'RETRYING');
 -- highest priority first, then by run time, then submission order. Other
 -- replicas skip the locked rows instead of waiting. The ORDER BY matches the
 -- partial index tasks_ready, so the plan is an ordered index scan that stops
--- after $1 rows, however stale the statistics.
+-- after $1 rows, however stale the statistics. Returns what running a task
+-- needs (store._claimed), not the whole row: a retried task's error history
+-- stays in the database.
 WITH ready AS (
     SELECT id FROM tasks
     WHERE state = 'QUEUED'
@@ -140,7 +142,9 @@ UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
     lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3)
 FROM ready WHERE t.id = ready.id
-RETURNING t.*;
+RETURNING t.id, t.claims, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
+          t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
+          t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: limited_queues_ready
 -- Queues with a max_concurrent limit, not paused, with ready tasks. The
@@ -174,7 +178,9 @@ UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
     lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4)
 FROM ready WHERE t.id = ready.id
-RETURNING t.*;
+RETURNING t.id, t.claims, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
+          t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
+          t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: complete
 -- params: ids, owners, claims, states, results, errors, finished_ats, run_ats
