@@ -50,7 +50,6 @@ async def run(url: str, count: int, variant: str) -> str:
                         name="noop",
                         queue="bench",
                         payload_json="null",
-                        payload=None,
                         priority=0,
                         run_at=None,
                         max_attempts=1,
@@ -72,11 +71,7 @@ async def run(url: str, count: int, variant: str) -> str:
                 break
             now = datetime.now(UTC)
             await store.complete(
-                "store-bench",
-                [
-                    Outcome(t.id, t.attempts, TaskState.SUCCEEDED, now, "null", claim=t.claims)
-                    for t in tasks
-                ],
+                [Outcome(t.lease, t.attempts, TaskState.SUCCEEDED, now, "null") for t in tasks]
             )
             complete_seconds += time.perf_counter() - b
             done += len(tasks)

@@ -15,9 +15,8 @@ from scrape import scrape
 from support import make_settings, running_replica
 
 from treadle.client import Client, TaskSpec, TaskState
-from treadle.common.tasks import Task
 from treadle.scheduler import postgres
-from treadle.scheduler.model import Outcome, check_spec
+from treadle.scheduler.model import ClaimedTask, Lease, Outcome, check_spec
 from treadle.scheduler.registry import load_app
 from treadle.scheduler.store import Store
 from treadle.scheduler.supervisor import Replica
@@ -38,10 +37,20 @@ async def submit(store: Store, count: int = 1) -> list[str]:
     return [s.task.id for s in await store.insert(specs)]
 
 
-def success(task: Task) -> Outcome:
-    return Outcome(
-        task.id, task.attempts, TaskState.SUCCEEDED, datetime.now(UTC), "1", claim=task.claims
-    )
+def success(task: ClaimedTask) -> Outcome:
+    return Outcome(task.lease, task.attempts, TaskState.SUCCEEDED, datetime.now(UTC), "1")
+
+
+async def claims_of(database_url: str, schema: str, task_id: str) -> int:
+    """How many times the task was claimed (scheduler-internal: not in `Task`)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        claims: int = await conn.fetchval(
+            f'SELECT claims FROM "{schema}".tasks WHERE id = $1', uuid.UUID(task_id)
+        )
+        return claims
+    finally:
+        await conn.close()
 
 
 async def expire_leases(database_url: str, schema: str) -> None:
@@ -70,10 +79,10 @@ async def test_stale_outcome_is_rejected_after_the_lease_moved(
     assert reclaimed[0].error.type == "LeaseExpired"
     (second,) = await store.claim("replica-b", 10, 30)
     assert second.attempts == first.attempts == 1, "the lost attempt was not charged"
-    assert second.claims == first.claims + 1
+    assert second.lease.claim == first.lease.claim + 1
 
-    assert not await store.complete("replica-a", [success(first)]), "stale: discarded"
-    assert set(await store.complete("replica-b", [success(second)])) == {(task_id, 2)}
+    assert not await store.complete([success(first)]), "stale: discarded"
+    assert set(await store.complete([success(second)])) == {Lease(task_id, "replica-b", 2)}
     done = await store.get(uuid.UUID(task_id))
     assert done is not None
     assert done.state is TaskState.SUCCEEDED
@@ -89,9 +98,9 @@ async def test_same_replica_cannot_apply_an_outcome_of_an_earlier_claim(
     await expire_leases(database_url, schema)
     await store.reap(100, max_reclaims=3)
     (again,) = await store.claim("replica-a", 10, 30)
-    assert (again.attempts, again.claims) == (1, 2)
-    assert not await store.complete("replica-a", [success(first)])
-    assert set(await store.complete("replica-a", [success(again)])) == {(again.id, 2)}
+    assert (again.attempts, again.lease.claim) == (1, 2)
+    assert not await store.complete([success(first)])
+    assert set(await store.complete([success(again)])) == {Lease(again.id, "replica-a", 2)}
 
 
 async def test_in_one_batch_only_the_current_claims_outcome_applies(
@@ -105,8 +114,8 @@ async def test_in_one_batch_only_the_current_claims_outcome_applies(
     await expire_leases(database_url, schema)
     await store.reap(100, max_reclaims=3)
     (again,) = await store.claim("replica-a", 10, 30)
-    applied = await store.complete("replica-a", [success(first), success(again)])
-    assert set(applied) == {(task_id, again.claims)}
+    applied = await store.complete([success(first), success(again)])
+    assert set(applied) == {Lease(task_id, "replica-a", again.lease.claim)}
 
 
 async def test_heartbeat_extends_only_leases_still_held(
@@ -114,7 +123,7 @@ async def test_heartbeat_extends_only_leases_still_held(
 ) -> None:
     ids = await submit(store, 3)
     claimed = await store.claim("replica-a", 10, 30)
-    held = [(t.id, t.claims) for t in claimed]
+    held = [t.lease for t in claimed]
     await store.register_replica("replica-a", "host", 1, "test")
     assert set(await store.heartbeat("replica-a", held, 30)) == set(ids)
     await expire_leases(database_url, schema)
@@ -155,7 +164,9 @@ async def test_slow_is_not_dead(database_url: str, schema: str) -> None:
             await r.stop()
     assert done.state is TaskState.SUCCEEDED
     assert done.attempts == 1
-    assert done.claims == 1, "never reclaimed, so it ran exactly once"
+    assert await claims_of(database_url, schema, done.id) == 1, (
+        "never reclaimed, so it ran exactly once"
+    )
     assert done.errors == ()
     assert sum(r.parts.worker.reclaimed_total for r in replicas if r.parts.worker) == 0
     assert sum(r.parts.worker.leases_extended_total for r in replicas if r.parts.worker) >= 5
@@ -231,7 +242,8 @@ async def test_a_late_outcome_is_discarded_and_counted_as_stale(
             assert worker.reclaimed_total == 1
             assert worker.completed_total == 0
             handed = await client.get(task.id)
-            assert (handed.state, handed.attempts, handed.claims) == (TaskState.QUEUED, 0, 1)
+            claims = await claims_of(database_url, schema, task.id)
+            assert (handed.state, handed.attempts, claims) == (TaskState.QUEUED, 0, 1)
             assert [e.type for e in handed.errors] == ["LeaseExpired"]
             scraped = await scrape(metrics_url(replica))
             assert scraped.value("treadle_stale_outcomes_discarded_total") == 1
@@ -255,10 +267,11 @@ async def test_stale_outcomes_are_counted_by_claim_within_one_batch(
             task = await client.submit("echo", "again and again")
             done = await client.wait(task.id, timeout=10)
         assert done.state is TaskState.SUCCEEDED
-        assert done.claims >= 2, "it was reclaimed and claimed again before the flush"
-        await until(lambda: worker.completed_total + worker.stale_total >= done.claims)
+        claims = await claims_of(database_url, schema, done.id)
+        assert claims >= 2, "it was reclaimed and claimed again before the flush"
+        await until(lambda: worker.completed_total + worker.stale_total >= claims)
         assert worker.completed_total == 1
-        assert worker.stale_total == done.claims - 1
+        assert worker.stale_total == claims - 1
 
 
 async def test_an_expired_lease_is_reclaimed_counted_and_logged(
@@ -290,7 +303,8 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
         )
         async with Client(replica.address) as client:
             done = await client.wait(task_id, timeout=5)
-        assert (done.state, done.attempts, done.claims) == (TaskState.SUCCEEDED, 1, 2)
+        claims = await claims_of(database_url, schema, task_id)
+        assert (done.state, done.attempts, claims) == (TaskState.SUCCEEDED, 1, 2)
         assert [e.message for e in done.errors] == [
             "replica ghost-replica stopped renewing its lease"
         ]

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from treadle.common.tasks import RetryPolicy, Task, TaskError, TaskState
-from treadle.scheduler.model import after_failure, backoff_seconds
+from treadle.common.tasks import RetryPolicy, TaskError, TaskState
+from treadle.scheduler.model import ClaimedTask, Lease, after_failure, backoff_seconds
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -51,22 +51,18 @@ def test_jitter_scales_the_capped_delay_within_half_to_full(attempt: int) -> Non
         assert full / 2 <= delay <= full
 
 
-def _task(attempts: int, max_attempts: int, retry: RetryPolicy) -> Task:
-    return Task(
-        id="00000000-0000-4000-8000-000000000001",
+def _task(attempts: int, max_attempts: int, retry: RetryPolicy) -> ClaimedTask:
+    return ClaimedTask(
+        lease=Lease("00000000-0000-4000-8000-000000000001", "replica", attempts),
         name="echo",
         queue="default",
-        state=TaskState.RUNNING,
-        payload=None,
-        result=None,
-        error=None,
+        payload_json="null",
         attempts=attempts,
         max_attempts=max_attempts,
-        priority=0,
         run_at=NOW,
-        created_at=NOW,
+        started_at=NOW,
+        timeout_seconds=None,
         retry=retry,
-        claims=attempts,
     )
 
 

@@ -29,9 +29,9 @@ class Rows:
 
     def put(self, task_id: str, state: TaskState, attempts: int = 0) -> None:
         self.tasks[task_id] = Task(
-            id=task_id, name="t", queue="default", state=state, payload=None, result=None,
-            error=None, attempts=attempts, max_attempts=1, priority=0, run_at=NOW,
-            created_at=NOW,
+            id=task_id, name="t", queue="default", state=state, payload_json="null",
+            result_json=None, error=None, attempts=attempts, max_attempts=1, priority=0,
+            run_at=NOW, created_at=NOW,
         )  # fmt: skip
 
     async def get(self, task_id: str) -> Task:

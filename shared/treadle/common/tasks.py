@@ -2,13 +2,17 @@
 
 The scheduler's core, the Python client and the gateway all speak these;
 `treadle.common.wire` converts them to and from protobuf at the edges.
+Payloads and results are JSON text in these types, as they are in the
+database and on the wire; `Task.payload` and `Task.result` decode them on
+first read, so only a reader that looks at them pays for the decoding.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+import functools
+import json
 from datetime import datetime
 from typing import Any
 
@@ -57,14 +61,16 @@ class RetryPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A stored task. `payload` and `result` are decoded JSON values."""
+    """A stored task. `payload_json` and `result_json` are its payload and
+    result as JSON text (`result_json` None: no result yet); `payload` and
+    `result` are their values, decoded on first read."""
 
     id: str
     name: str
     queue: str
     state: TaskState
-    payload: Any
-    result: Any
+    payload_json: str
+    result_json: str | None
     error: TaskError | None
     attempts: int
     max_attempts: int
@@ -79,13 +85,16 @@ class Task:
     cancel_requested: bool = False
     timeout_seconds: float | None = None
     retry: RetryPolicy = RetryPolicy()
-    #: Scheduler-internal, never sent over the wire (None in clients): the
-    #: submitter's W3C trace context, which the execution span continues.
-    trace_context: Mapping[str, str] | None = dataclasses.field(
-        default=None, repr=False, compare=False
-    )
-    #: Times a replica claimed the task: the lease token its outcome must name.
-    claims: int = 0
+
+    @functools.cached_property
+    def payload(self) -> Any:
+        """The payload, decoded from `payload_json`."""
+        return json.loads(self.payload_json)
+
+    @functools.cached_property
+    def result(self) -> Any:
+        """The handler's result, decoded from `result_json`; None when there is none."""
+        return None if self.result_json is None else json.loads(self.result_json)
 
 
 @dataclasses.dataclass(frozen=True)

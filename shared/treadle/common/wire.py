@@ -19,9 +19,11 @@ rules, read from the dataclass annotations and the message descriptor:
 What does not fit (a JSON text, a map kept as a repeated message, a default
 other than None) is given to a codec as `encode`/`decode` overrides.
 
-Payloads and results travel as JSON text: `encode_json` and `decode_json` are
-the one encoder and decoder for the client, the CLI and the gateway, with one
-rule: standard JSON only, so NaN and the infinities are refused.
+Payloads and results travel as JSON text, and the task types hold them as
+text too (`Task.payload_json`, `result_json`), so converting a task copies
+the text. `encode_json` and `decode_json` are the one encoder and decoder for
+the client, the CLI, the gateway and the scheduler's checks, with one rule:
+standard JSON only, so NaN and the infinities are refused.
 
 This module also holds the task types' codecs.
 """
@@ -270,20 +272,14 @@ def state_from_proto(value: pb.TaskState.ValueType) -> TaskState | None:
     return enum_from_proto(TaskState, pb.TaskState.DESCRIPTOR, value)
 
 
-def _json_or_none(text: str) -> Any:
-    return decode_json(text) if text else None
-
-
 _RETRY = Codec(RetryPolicy, pb.RetryPolicy)
 _ERROR = Codec(TaskError, pb.TaskError)
+#: The JSON texts go on the wire as they are, neither decoded nor encoded again.
 _TASK = Codec(
     Task,
     pb.Task,
-    encode={"payload": encode_json, "result": lambda r: None if r is None else encode_json(r)},
-    decode={
-        "payload": lambda m: _json_or_none(m.payload),
-        "result": lambda m: _json_or_none(m.result),
-    },
+    rename={"payload_json": "payload", "result_json": "result"},
+    decode={"payload_json": lambda m: m.payload or "null"},
 )
 _SPEC = Codec(
     TaskSpec,

@@ -33,8 +33,9 @@ def task_json(task: Task) -> str:
             return value.isoformat()
         raise TypeError(type(value).__name__)
 
-    data = dataclasses.asdict(task)
-    data.pop("trace_context", None)  # scheduler-internal, and never on the wire
+    # The payload and result as JSON values, where their texts stand in the task.
+    data = {k.removesuffix("_json"): v for k, v in dataclasses.asdict(task).items()}
+    data["payload"], data["result"] = task.payload, task.result
     return json.dumps(data, default=encode, indent=2)
 
 

@@ -7,7 +7,6 @@ field and by name; what does not mirror a field is given to it by hand.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TypeVar
@@ -308,7 +307,7 @@ class Schedule:
             timezone=schedule.timezone,
             task=TaskTemplate(
                 name=spec.name,
-                payload=JSON(json.loads(spec.payload_json)),
+                payload=JSON(wire.decode_json(spec.payload_json)),
                 queue=spec.queue or "",
                 priority=spec.priority,
                 max_attempts=spec.max_attempts,

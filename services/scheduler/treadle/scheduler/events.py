@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from treadle.common.tasks import Submitted, Task
-from treadle.scheduler.model import Applied, Outcome
+from treadle.common.tasks import Submitted
+from treadle.scheduler.model import Applied, ClaimedTask, Lease, Outcome
 
 if TYPE_CHECKING:
     from treadle.scheduler.store import Reclaimed
@@ -31,21 +31,21 @@ class Events(Protocol):
     def claimed(self, count: int, seconds: float) -> None:
         """A claim round took `seconds` and claimed `count` tasks."""
 
-    def started(self, task: Task) -> None:
+    def started(self, task: ClaimedTask) -> None:
         """An attempt of `task` started here."""
 
-    def ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+    def ended(self, task: ClaimedTask, outcome: Outcome, seconds: float | None) -> None:
         """An attempt's outcome was decided here; its handler ran `seconds`
         (None: it never ran, the task was cancelled before it started)."""
 
     def flushed(
         self,
         batch: Sequence[Outcome],
-        applied: Mapping[tuple[str, int], Applied],
+        applied: Mapping[Lease, Applied],
         seconds: float,
     ) -> None:
         """`batch` was written in `seconds`; `applied` are those whose lease
-        still held, by (task id, claim), as the store applied them."""
+        still held, by lease, as the store applied them."""
 
     def reclaimed(self, rows: Sequence[Reclaimed]) -> None:
         """The lease reaper took these tasks back from a replica that stopped
@@ -64,16 +64,16 @@ class Observer:
     def claimed(self, count: int, seconds: float) -> None:
         pass
 
-    def started(self, task: Task) -> None:
+    def started(self, task: ClaimedTask) -> None:
         pass
 
-    def ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+    def ended(self, task: ClaimedTask, outcome: Outcome, seconds: float | None) -> None:
         pass
 
     def flushed(
         self,
         batch: Sequence[Outcome],
-        applied: Mapping[tuple[str, int], Applied],
+        applied: Mapping[Lease, Applied],
         seconds: float,
     ) -> None:
         pass
@@ -104,18 +104,18 @@ class Fanout:
         for o in self.observers:
             o.claimed(count, seconds)
 
-    def started(self, task: Task) -> None:
+    def started(self, task: ClaimedTask) -> None:
         for o in self.observers:
             o.started(task)
 
-    def ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+    def ended(self, task: ClaimedTask, outcome: Outcome, seconds: float | None) -> None:
         for o in self.observers:
             o.ended(task, outcome, seconds)
 
     def flushed(
         self,
         batch: Sequence[Outcome],
-        applied: Mapping[tuple[str, int], Applied],
+        applied: Mapping[Lease, Applied],
         seconds: float,
     ) -> None:
         for o in self.observers:

@@ -13,7 +13,6 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
-import json
 import random
 import threading
 import traceback
@@ -23,11 +22,13 @@ from datetime import datetime
 
 from opentelemetry import trace
 
+from treadle.common import wire
+from treadle.common.errors import InvalidArgument
 from treadle.common.health import ExecutorHealth
-from treadle.common.tasks import Task, TaskError, TaskState
+from treadle.common.tasks import TaskError, TaskState
 from treadle.scheduler import tracing
 from treadle.scheduler.loops import Clock
-from treadle.scheduler.model import Outcome, after_failure, ended
+from treadle.scheduler.model import ClaimedTask, Outcome, after_failure, ended
 from treadle.scheduler.registry import Handler, Permanent
 
 TRACEBACK_FRAMES = 8
@@ -65,12 +66,14 @@ class Executor:
         self.busy = 0
         self._busy_lock = threading.Lock()
 
-    async def _call(self, task: Task, handler: Handler) -> object:
+    async def _call(self, task: ClaimedTask, handler: Handler) -> object:
+        # The one place the scheduler decodes a payload: for the handler, as it runs.
+        payload = wire.decode_json(task.payload_json)
         if handler.is_async:
-            return await handler.fn(task.payload)
+            return await handler.fn(payload)
         loop = asyncio.get_running_loop()
         # The thread sees the attempt's context (its span, for logs and child spans).
-        call = functools.partial(contextvars.copy_context().run, handler.fn, task.payload)
+        call = functools.partial(contextvars.copy_context().run, handler.fn, payload)
         return await loop.run_in_executor(self._pool, self._counted, call)
 
     def _counted(self, call: Callable[[], object]) -> object:
@@ -92,7 +95,7 @@ class Executor:
         """Threads, those busy, and calls waiting (for metrics and GetHealth)."""
         return ExecutorHealth(threads=self.threads, busy=self.busy, queued=self.queued)
 
-    async def run(self, task: Task, handler: Handler) -> Outcome:
+    async def run(self, task: ClaimedTask, handler: Handler) -> Outcome:
         """Run one attempt. Cancellation propagates; anything else the handler
         raises becomes a failed attempt that is retried or ends the task DEAD.
         With tracing on, the attempt runs in its own span (see `tracing`)."""
@@ -103,15 +106,15 @@ class Executor:
             tracing.ended(span, outcome)
             return outcome
 
-    async def _run(self, task: Task, handler: Handler) -> Outcome:
+    async def _run(self, task: ClaimedTask, handler: Handler) -> Outcome:
         deadline = asyncio.timeout(task.timeout_seconds)
         try:
             async with deadline:
                 value = await self._call(task, handler)
             try:
-                result_json = json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise Permanent(f"handler result is not JSON-serialisable: {exc}") from None
+                result_json = wire.encode_json(value, "handler result")
+            except InvalidArgument as exc:
+                raise Permanent(exc.message) from None
             return ended(task, TaskState.SUCCEEDED, self.clock(), result_json)
         except TimeoutError as exc:
             now = self.clock()

@@ -31,7 +31,7 @@ from treadle.common.loop_metrics import CounterChild, HistogramChild, LoopSeries
 from treadle.common.tasks import Submitted, Task, TaskState
 from treadle.scheduler.events import Observer
 from treadle.scheduler.live_metrics import LiveCollector
-from treadle.scheduler.model import Applied, Outcome
+from treadle.scheduler.model import Applied, ClaimedTask, Lease, Outcome
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.state import ReplicaState
 
@@ -224,10 +224,10 @@ class SchedulerMetrics(Observer):
             return name
         return OTHER
 
-    def _labels(self, task: Task) -> tuple[str, str]:
+    def _labels(self, task: Task | ClaimedTask) -> tuple[str, str]:
         return self.queue_label(task.queue), self.task_label(task.name)
 
-    def _series(self, task: Task) -> _TaskSeries:
+    def _series(self, task: ClaimedTask) -> _TaskSeries:
         """The series of a task's (bounded) queue and task labels, made once per pair."""
         labels = self._labels(task)
         series = self._by_task.get(labels)
@@ -261,14 +261,14 @@ class SchedulerMetrics(Observer):
         self.claim_batch.observe(count)
         self.claim_duration.observe(seconds)
 
-    def started(self, task: Task) -> None:
+    def started(self, task: ClaimedTask) -> None:
         series = self._series(task)
         series.started.value += 1
         if task.started_at is not None:
             waited = (task.started_at - task.run_at).total_seconds()
             series.latency.observe(waited if waited > 0 else 0.0)
 
-    def ended(self, task: Task, outcome: Outcome, seconds: float | None) -> None:
+    def ended(self, task: ClaimedTask, outcome: Outcome, seconds: float | None) -> None:
         """An attempt's outcome was decided here; `seconds` its handler ran (None: never ran)."""
         series = self._series(task)
         if outcome.state is TaskState.SUCCEEDED:
@@ -285,7 +285,7 @@ class SchedulerMetrics(Observer):
     def flushed(
         self,
         batch: Sequence[Outcome],
-        applied: Mapping[tuple[str, int], Applied],
+        applied: Mapping[Lease, Applied],
         seconds: float,
     ) -> None:
         self.flush_batch.observe(len(batch))

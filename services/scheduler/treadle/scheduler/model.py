@@ -1,24 +1,27 @@
-"""The scheduler's domain: what a submission becomes, what an attempt produces,
-and the pure rules that check them. Imports nothing of ours but errors and
-the public task types."""
+"""The scheduler's domain: what a submission becomes, the lease a claim holds,
+what a claimed task carries, what an attempt produces, and the pure rules that
+check them. Imports nothing of ours but errors, the public task types and the
+one JSON rule (`wire.decode_json`).
+
+Payloads and results stay JSON text here: a submission's payload is parsed
+once, in `check_spec`, to refuse what is not standard JSON, and then only the
+executor decodes it, just before it calls the handler."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
+from treadle.common import wire
 from treadle.common.errors import InvalidArgument
 from treadle.common.tasks import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     QueueUpdate,
     RetryPolicy,
-    Task,
     TaskError,
     TaskSpec,
     TaskState,
@@ -35,9 +38,8 @@ class NewTask:
     id: uuid.UUID
     name: str
     queue: str
+    #: The payload as standard JSON text (checked, never decoded again here).
     payload_json: str
-    #: `payload_json` decoded (checking it decodes it: the reply reuses it).
-    payload: Any
     priority: int
     run_at: datetime | None
     #: None: the queue's default.
@@ -51,20 +53,62 @@ class NewTask:
     trace_context: Mapping[str, str] | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """How one attempt ended, waiting to be written."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease:
+    """What a claim holds: the task, the replica that claimed it, and the claim
+    number (the task's claim count then, a fencing token). The store applies an
+    outcome, a renewal or a hand-back only while the task's lease is still this
+    one; once the lease moved on (reclaimed, claimed again) it is stale."""
 
     task_id: str
+    owner: str
+    claim: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task as a replica claimed it to run one attempt: what dispatch, the
+    executor, tracing and the observers need, and the lease it runs under.
+    Scheduler-internal: it never leaves the replica (`Task` is the public form)."""
+
+    lease: Lease
+    name: str
+    queue: str
+    #: The payload as JSON text; the executor decodes it for the handler.
+    payload_json: str
+    #: This attempt's number (1-based): claiming counts it.
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    started_at: datetime | None
+    timeout_seconds: float | None
+    retry: RetryPolicy
+    cancel_requested: bool = False
+    #: The submitter's W3C trace context, which the execution span continues.
+    trace_context: Mapping[str, str] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.lease.task_id
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, waiting to be written under its lease."""
+
+    lease: Lease
     attempt: int
     state: TaskState
     finished_at: datetime
+    #: The handler's result as JSON text (SUCCEEDED only).
     result_json: str | None = None
     error: TaskError | None = None
     #: When a RETRYING task may run again.
     run_at: datetime | None = None
-    #: The claim (lease token) the attempt ran under; the store checks it.
-    claim: int = 0
+
+    @property
+    def task_id(self) -> str:
+        return self.lease.task_id
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +168,7 @@ def check_spec(
         raise InvalidArgument(
             f"payload is {size} bytes, over the limit of {max_payload_bytes} bytes"
         )
-    try:
-        payload = json.loads(spec.payload_json)
-    except ValueError as exc:
-        raise InvalidArgument(f"payload is not valid JSON: {exc}") from None
+    wire.decode_json(spec.payload_json, "payload")  # the one parse: standard JSON only
     if "\\u0000" in spec.payload_json:
         raise InvalidArgument("payload must not contain NUL characters (\\u0000)")
     if not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
@@ -157,7 +198,6 @@ def check_spec(
         name=spec.name,
         queue=queue,
         payload_json=spec.payload_json,
-        payload=payload,
         priority=spec.priority,
         run_at=run_at,
         max_attempts=spec.max_attempts,
@@ -188,19 +228,19 @@ def backoff_seconds(policy: RetryPolicy, attempt: int, jitter: float) -> float:
 
 
 def ended(
-    task: Task,
+    task: ClaimedTask,
     state: TaskState,
     at: datetime,
     result_json: str | None = None,
     error: TaskError | None = None,
     run_at: datetime | None = None,
 ) -> Outcome:
-    """How `task`'s current attempt ended, under the claim (lease token) it runs with."""
-    return Outcome(task.id, task.attempts, state, at, result_json, error, run_at, task.claims)
+    """How `task`'s current attempt ended, under the lease it runs with."""
+    return Outcome(task.lease, task.attempts, state, at, result_json, error, run_at)
 
 
 def after_failure(
-    task: Task, error: TaskError, retryable: bool, now: datetime, random: Callable[[], float]
+    task: ClaimedTask, error: TaskError, retryable: bool, now: datetime, random: Callable[[], float]
 ) -> Outcome:
     """The outcome of a failed attempt: RETRYING after a backoff while attempts
     remain and the error is retryable, otherwise DEAD."""

@@ -3,7 +3,9 @@ queries of `sql/schedules.sql`, and the one transaction that fires due schedules
 (their tasks go in through `Store.insert`, the one way a task is inserted).
 
 Speaks `Schedule` on one side and asyncpg on the other; driver errors become
-Treadle's errors in `postgres.acquired` / `postgres.translated`.
+Treadle's errors in `postgres.acquired` / `postgres.translated`. A template's
+payload stays JSON text: written into the stored template and read back from
+it (the queries split it off) without being decoded.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 
 import asyncpg
 
-from treadle.common.errors import InvalidArgument
 from treadle.common.tasks import RetryPolicy, Schedule, Submitted, TaskSpec
 from treadle.scheduler import postgres
 from treadle.scheduler.model import NewTask
@@ -48,7 +49,6 @@ class Fire:
             name=spec.name,
             queue=spec.queue or "",
             payload_json=spec.payload_json,
-            payload=json.loads(spec.payload_json),
             priority=spec.priority,
             run_at=self.tick,
             max_attempts=spec.max_attempts,
@@ -59,30 +59,28 @@ class Fire:
 
 
 def template_json(spec: TaskSpec) -> str:
-    """A task template as stored in `schedules.task`: TaskSpec fields as JSON."""
-    try:
-        payload = json.loads(spec.payload_json)
-        return json.dumps(
-            {
-                "name": spec.name,
-                "payload": payload,
-                "queue": spec.queue,
-                "priority": spec.priority,
-                "max_attempts": spec.max_attempts,
-                "timeout_seconds": spec.timeout_seconds,
-                "retry": None if spec.retry is None else dataclasses.asdict(spec.retry),
-            },
-            allow_nan=False,
-        )
-    except ValueError as exc:
-        raise InvalidArgument(f"payload is not valid JSON: {exc}") from None
+    """A task template as stored in `schedules.task`: TaskSpec fields as a JSON
+    object. The payload's text goes in as it is: `spec` was checked (`check_spec`)."""
+    rest = json.dumps(
+        {
+            "name": spec.name,
+            "queue": spec.queue,
+            "priority": spec.priority,
+            "max_attempts": spec.max_attempts,
+            "timeout_seconds": spec.timeout_seconds,
+            "retry": None if spec.retry is None else dataclasses.asdict(spec.retry),
+        },
+        allow_nan=False,
+    )
+    return f'{{"payload": {spec.payload_json}, {rest[1:]}'
 
 
-def _template(data: dict[str, Any]) -> TaskSpec:
+def _template(data: dict[str, Any], payload_json: str | None) -> TaskSpec:
+    """A stored template: its fields but the payload, and the payload's text."""
     retry = data.get("retry")
     return TaskSpec(
         name=data["name"],
-        payload_json=json.dumps(data.get("payload")),
+        payload_json=payload_json or "null",
         queue=data.get("queue"),
         priority=data.get("priority", 0),
         max_attempts=data.get("max_attempts"),
@@ -96,7 +94,7 @@ def _schedule(row: asyncpg.Record) -> Schedule:
         name=row["name"],
         cron=row["cron"],
         timezone=row["timezone"],
-        task=_template(json.loads(row["task"])),
+        task=_template(json.loads(row["template"]), row["template_payload"]),
         paused=row["paused"],
         next_fire_at=row["next_fire_at"],
         last_fired_at=row["last_fired_at"],

@@ -52,7 +52,7 @@ from treadle.common.stats import (
 from treadle.common.tasks import Submitted, TaskError, TaskState
 from treadle.scheduler.events import Observer
 from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
-from treadle.scheduler.model import Applied, Outcome
+from treadle.scheduler.model import Applied, Lease, Outcome
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.stats_store import ErrorTally, LiveReplica, StatsStore
 from treadle.scheduler.tally import Tally, day_of, hour_of, window
@@ -127,12 +127,12 @@ class StatsRecorder(Observer):
     def flushed(
         self,
         batch: Sequence[Outcome],
-        applied: Mapping[tuple[str, int], Applied],
+        applied: Mapping[Lease, Applied],
         seconds: float,
     ) -> None:
         """Count the outcomes of `batch` that the store applied, as it applied them."""
         for outcome in batch:
-            done = applied.get((outcome.task_id, outcome.claim))
+            done = applied.get(outcome.lease)
             if done is None:
                 continue  # stale: its lease had moved on
             at = outcome.finished_at

@@ -1,7 +1,9 @@
 """The task store: every read and write of task rows, through named queries.
 
-Speaks domain types (`Task`, `NewTask`, `Outcome`) on one side and asyncpg on
-the other; driver errors become Treadle's errors in `postgres.translated`.
+Speaks domain types (`Task`, `NewTask`, `ClaimedTask`, `Lease`, `Outcome`) on
+one side and asyncpg on the other; driver errors become Treadle's errors in
+`postgres.translated`. Payloads and results pass through as JSON text (asyncpg
+returns json/jsonb columns as text): the store never decodes them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from treadle.common.tasks import (
 )
 from treadle.scheduler import postgres
 from treadle.scheduler.listener import cancel_channel, ready_channel
-from treadle.scheduler.model import Applied, NewTask, Outcome
+from treadle.scheduler.model import Applied, ClaimedTask, Lease, NewTask, Outcome
 
 #: Seconds between looks for limited queues while none has ready tasks.
 LIMITED_RECHECK = 0.5
@@ -65,7 +67,8 @@ def error_json(error: TaskError) -> str:
 
 
 def _json(raw: str | None) -> Any:
-    """A JSON column's value (SQL NULL as None), the most common ones unparsed."""
+    """A JSON column's value (SQL NULL as None), the most common ones unparsed:
+    for the error columns, which the store itself writes."""
     if raw is None or raw == "null":
         return None
     if raw == "[]":
@@ -80,8 +83,8 @@ def _task(row: asyncpg.Record) -> Task:
         name=row["name"],
         queue=row["queue"],
         state=TaskState(row["state"]),
-        payload=_json(row["payload"]),
-        result=_json(row["result"]),
+        payload_json=row["payload"],
+        result_json=row["result"],
         error=_error(error) if error else None,
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
@@ -95,8 +98,25 @@ def _task(row: asyncpg.Record) -> Task:
         cancel_requested=row["cancel_requested"],
         timeout_seconds=row["timeout_seconds"],
         retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
-        trace_context=_trace_context(row),
-        claims=row["claims"],
+    )
+
+
+def _claimed(row: asyncpg.Record, owner: str) -> ClaimedTask:
+    """A task `owner` just claimed, under the lease the claim took."""
+    raw = row["trace_context"]
+    return ClaimedTask(
+        lease=Lease(str(row["id"]), owner, row["claims"]),
+        name=row["name"],
+        queue=row["queue"],
+        payload_json=row["payload"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        run_at=row["run_at"],
+        started_at=row["started_at"],
+        timeout_seconds=row["timeout_seconds"],
+        retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
+        cancel_requested=row["cancel_requested"],
+        trace_context=json.loads(raw) if raw else None,
     )
 
 
@@ -107,8 +127,8 @@ def _inserted(new: NewTask, row: asyncpg.Record) -> Task:
         name=new.name,
         queue=new.queue,
         state=TaskState(row["state"]),
-        payload=new.payload,
-        result=None,
+        payload_json=new.payload_json,
+        result_json=None,
         error=None,
         attempts=0,
         max_attempts=row["max_attempts"],
@@ -118,7 +138,6 @@ def _inserted(new: NewTask, row: asyncpg.Record) -> Task:
         idempotency_key=new.idempotency_key,
         timeout_seconds=row["timeout_seconds"],
         retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
-        trace_context=new.trace_context or None,
     )
 
 
@@ -127,11 +146,6 @@ def _backoff(retry: RetryPolicy | None) -> tuple[float | None, float | None, flo
     if retry is None:
         return None, None, None
     return retry.base_seconds, retry.factor, retry.max_seconds
-
-
-def _trace_context(row: asyncpg.Record) -> dict[str, str] | None:
-    raw = row.get("trace_context")
-    return json.loads(raw) if raw else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +279,7 @@ class Store(postgres.PoolStore):
         value: datetime | None = await self._fetchval("next_due")
         return value
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Task]:
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[ClaimedTask]:
         """Claim up to `limit` ready tasks: first from queues with a
         max_concurrent limit (serialised per queue across replicas, never past
         the limit), then from the others, in priority order."""
@@ -299,48 +313,47 @@ class Store(postgres.PoolStore):
                 )
         # UPDATE ... RETURNING promises no order: start them in claim order.
         rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
-        return [_task(r) for r in rows]
+        return [_claimed(r, owner) for r in rows]
 
-    async def complete(
-        self, owner: str, outcomes: Sequence[Outcome]
-    ) -> dict[tuple[str, int], Applied]:
-        """Record outcomes in one statement; returns the outcomes that applied,
-        by task id and claim. Finishing tasks of a limited queue frees slots:
-        every replica is told."""
+    async def complete(self, outcomes: Sequence[Outcome]) -> dict[Lease, Applied]:
+        """Record outcomes in one statement, each only while its lease holds;
+        returns those that applied, by lease. Finishing tasks of a limited
+        queue frees slots: every replica is told."""
         async with postgres.acquired(self.pool) as conn:
             rows = await postgres.fetch(
                 conn,
                 "complete",
-                ids=[uuid.UUID(o.task_id) for o in outcomes],
-                claims=[o.claim for o in outcomes],
+                ids=[uuid.UUID(o.lease.task_id) for o in outcomes],
+                owners=[o.lease.owner for o in outcomes],
+                claims=[o.lease.claim for o in outcomes],
                 states=[o.state.value for o in outcomes],
                 results=[o.result_json for o in outcomes],
                 errors=[None if o.error is None else error_json(o.error) for o in outcomes],
                 finished_ats=[o.finished_at for o in outcomes],
                 run_ats=[o.run_at for o in outcomes],
-                owner=owner,
             )
             if self.limited and any(r["queue"] in self.limited for r in rows):
                 await self._notify_ready(conn)
         return {
-            (str(r["id"]), r["claims"]): Applied(r["queue"], TaskState(r["state"]), r["started_at"])
+            Lease(str(r["id"]), r["lease_owner"], r["claims"]): Applied(
+                r["queue"], TaskState(r["state"]), r["started_at"]
+            )
             for r in rows
         }
 
-    async def release(
-        self, owner: str, held: Sequence[tuple[str, int]], delay: float = 0.0
-    ) -> set[str]:
-        """Hand running tasks back without charging their attempt, ready again
-        at once or, with `delay`, after that many seconds."""
+    async def release(self, held: Sequence[Lease], delay: float = 0.0) -> set[str]:
+        """Hand running tasks back, each while its lease holds, without charging
+        their attempt, ready again at once or, with `delay`, after that many
+        seconds. Returns the ids handed back."""
         if not held:
             return set()
         async with postgres.acquired(self.pool) as conn:
             rows = await postgres.fetch(
                 conn,
                 "release",
-                ids=[uuid.UUID(i) for i, _ in held],
-                claims=[a for _, a in held],
-                owner=owner,
+                ids=[uuid.UUID(lease.task_id) for lease in held],
+                owners=[lease.owner for lease in held],
+                claims=[lease.claim for lease in held],
                 delay=delay,
             )
             if rows and not delay:
@@ -405,16 +418,17 @@ class Store(postgres.PoolStore):
         await self._execute("stop_replica", id=replica_id)
 
     async def heartbeat(
-        self, replica_id: str, held: Sequence[tuple[str, int]], lease_seconds: float
+        self, replica_id: str, held: Sequence[Lease], lease_seconds: float
     ) -> dict[str, bool]:
         """Say the replica is alive and extend the leases it holds, in one
-        statement; returns the ids whose lease it still holds, each with
-        whether a cancel was asked for it."""
+        statement; returns the ids whose lease still holds, each with whether
+        a cancel was asked for it."""
         rows = await self._fetch(
             "heartbeat",
             replica=replica_id,
-            ids=[uuid.UUID(i) for i, _ in held],
-            claims=[a for _, a in held],
+            ids=[uuid.UUID(lease.task_id) for lease in held],
+            owners=[lease.owner for lease in held],
+            claims=[lease.claim for lease in held],
             lease_seconds=lease_seconds,
         )
         return {str(r["id"]): r["cancel_requested"] for r in rows}

@@ -3,8 +3,9 @@
 How one trace spans a task's life: the gRPC server interceptor continues the
 caller's trace (from the call's metadata) in a server span; `submitted()`
 captures that span's context in W3C form, and the store keeps it with the
-task (`tasks.trace_context`). Whichever replica claims the task, however much
-later, starts the attempt's span as a child of that context *and* with a link
+task (its `trace_context` column, handed over with each claim in
+`ClaimedTask`). Whichever replica claims the task, however much later,
+starts the attempt's span as a child of that context *and* with a link
 to it (a back end that cuts long traces apart still finds the submission).
 Every attempt is a span of its own in the same trace, so retries show as
 siblings under the submission.
@@ -22,8 +23,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from treadle.common import telemetry
-from treadle.common.tasks import Task, TaskState
-from treadle.scheduler.model import Outcome
+from treadle.common.tasks import TaskState
+from treadle.scheduler.model import ClaimedTask, Outcome
 
 #: Semantic-convention names (database spans) and Treadle's own attributes.
 DB_SYSTEM = "db.system.name"
@@ -64,7 +65,7 @@ def inserting(tracer: trace.Tracer | None, schema: str, count: int) -> Iterator[
 
 
 @contextlib.contextmanager
-def attempt(tracer: trace.Tracer, task: Task) -> Iterator[trace.Span]:
+def attempt(tracer: trace.Tracer, task: ClaimedTask) -> Iterator[trace.Span]:
     """The span of one attempt: `treadle.task <name>`, current while the handler
     runs (so its logs and its own spans join the trace), child of and linked
     to the submitter's stored context. A new trace when there is none."""

@@ -34,12 +34,12 @@ from datetime import timedelta
 from opentelemetry import trace
 
 from treadle.common.errors import TreadleError
-from treadle.common.tasks import Task, TaskState
+from treadle.common.tasks import TaskState
 from treadle.common.wakeup import wait_event
 from treadle.scheduler.events import NOTHING, Events
 from treadle.scheduler.executor import Executor
 from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
-from treadle.scheduler.model import Outcome, ended
+from treadle.scheduler.model import ClaimedTask, Lease, Outcome, ended
 from treadle.scheduler.registry import Handler, Registry
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.store import Store
@@ -69,7 +69,7 @@ class Worker:
         self.settings = settings
         self.owner = settings.replica_id
         self.executor = Executor(settings.executor_threads, clock, tracer=tracer)
-        self._running: dict[str, tuple[asyncio.Task[None], Task]] = {}
+        self._running: dict[str, tuple[asyncio.Task[None], ClaimedTask]] = {}
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._outcomes: list[Outcome] = []
@@ -177,7 +177,7 @@ class Worker:
             if len(tasks) < free and self._claiming:
                 await wait_event(self._wake, self.settings.poll_interval)
 
-    async def _claim(self, free: int) -> list[Task]:
+    async def _claim(self, free: int) -> list[ClaimedTask]:
         """Claim up to `free` tasks and start those this replica can run. A
         drain waits (on `_idle`) until this is over, so that it sees them."""
         self._idle.clear()
@@ -185,7 +185,7 @@ class Worker:
             began = time.perf_counter()
             tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
             self.events.claimed(len(tasks), time.perf_counter() - began)
-            unknown = [(t.id, t.claims) for t in tasks if self.registry.get(t.name) is None]
+            unknown = [t.lease for t in tasks if self.registry.get(t.name) is None]
             for task in tasks:
                 if self.registry.get(task.name) is not None:
                     self._start(task)
@@ -195,18 +195,18 @@ class Worker:
         finally:
             self._idle.set()
 
-    async def _defer_unknown(self, held: list[tuple[str, int]]) -> None:
+    async def _defer_unknown(self, held: list[Lease]) -> None:
         """Give back tasks this replica has no handler for (another replica's app),
         uncharged, for a poll interval, so replicas that can run them claim them."""
         log.warning(
             "no handler on this replica for %d claimed task(s); handing them back", len(held)
         )
         try:
-            await self.store.release(self.owner, held, delay=self.settings.poll_interval)
+            await self.store.release(held, delay=self.settings.poll_interval)
         except TreadleError as exc:
             log.warning("could not hand back tasks without a handler: %s", exc)
 
-    def _start(self, task: Task) -> None:
+    def _start(self, task: ClaimedTask) -> None:
         handler = self.registry.get(task.name)
         assert handler is not None
         self.claimed_total += 1
@@ -222,7 +222,7 @@ class Worker:
         self._running[task.id] = (runner, task)
         runner.add_done_callback(lambda _: self._finished(task.id))
 
-    async def _attempt(self, task: Task, handler: Handler) -> None:
+    async def _attempt(self, task: ClaimedTask, handler: Handler) -> None:
         began = time.perf_counter()
         try:
             outcome = await self.executor.run(task, handler)
@@ -281,7 +281,7 @@ class Worker:
         s = self.settings
         backoff = Backoff(log)
         while True:
-            held = [(task_id, task.claims) for task_id, (_, task) in self._running.items()]
+            held = [task.lease for _, task in self._running.values()]
             try:
                 kept = await self.store.heartbeat(self.owner, held, s.lease_seconds)
             except TreadleError as exc:
@@ -289,7 +289,7 @@ class Worker:
                 continue
             backoff.ok()
             self.leases_extended_total += len(kept)
-            lost = [task_id for task_id, _ in held if task_id not in kept]
+            lost = [lease.task_id for lease in held if lease.task_id not in kept]
             for task_id in lost:
                 entry = self._running.get(task_id)
                 if entry is None:
@@ -379,7 +379,7 @@ class Worker:
             return
         began = time.perf_counter()
         try:
-            applied = await self.store.complete(self.owner, batch)
+            applied = await self.store.complete(batch)
         except BaseException:
             self._outcomes[:0] = batch
             self._outcome_ready.set()
@@ -390,7 +390,7 @@ class Worker:
             self._due.set()  # a retry is due at some point: let the promoter plan for it
         # By claim: an earlier claim's outcome is stale even when a later
         # claim's outcome for the same task applied in this same batch.
-        stale = [o.task_id for o in batch if (o.task_id, o.claim) not in applied]
+        stale = [o.task_id for o in batch if o.lease not in applied]
         if stale:
             self.stale_total += len(stale)
             log.warning("discarded %d outcome(s) whose lease had moved on: %s", len(stale), stale)
@@ -417,18 +417,16 @@ class Worker:
             for waiter in (all_done, forced):
                 waiter.cancel()
             await asyncio.gather(all_done, forced, return_exceptions=True)
-        left = [(task_id, task) for task_id, (_, task) in self._running.items()]
-        for task_id, _ in left:
-            self._handed_back.add(task_id)
+        left = [task.lease for _, task in self._running.values()]
+        for lease in left:
+            self._handed_back.add(lease.task_id)
         for runner, _ in list(self._running.values()):
             runner.cancel()
         if self._running:
             await asyncio.wait([r for r, _ in self._running.values()], timeout=1.0)
         try:
             await self.flush_now()
-            released = await self.store.release(
-                self.owner, [(task_id, task.claims) for task_id, task in left]
-            )
+            released = await self.store.release(left)
         except TreadleError as exc:
             log.error("could not record the last outcomes on shutdown: %s", exc)
             released = set()

@@ -127,7 +127,9 @@ SELECT min(run_at) FROM tasks WHERE state IN ('SCHEDULED', 'RETRYING');
 -- highest priority first, then by run time, then submission order. Other
 -- replicas skip the locked rows instead of waiting. The ORDER BY matches the
 -- partial index tasks_ready, so the plan is an ordered index scan that stops
--- after $1 rows, however stale the statistics.
+-- after $1 rows, however stale the statistics. Returns what running a task
+-- needs (store._claimed), not the whole row: a retried task's error history
+-- stays in the database.
 WITH ready AS (
     SELECT id FROM tasks
     WHERE state = 'QUEUED'
@@ -140,7 +142,9 @@ UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
     lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3)
 FROM ready WHERE t.id = ready.id
-RETURNING t.*;
+RETURNING t.id, t.claims, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
+          t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
+          t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: limited_queues_ready
 -- Queues with a max_concurrent limit, not paused, with ready tasks. The
@@ -174,12 +178,14 @@ UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
     lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4)
 FROM ready WHERE t.id = ready.id
-RETURNING t.*;
+RETURNING t.id, t.claims, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
+          t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
+          t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: complete
--- params: ids, claims, states, results, errors, finished_ats, run_ats, owner
+-- params: ids, owners, claims, states, results, errors, finished_ats, run_ats
 -- Record many outcomes in one statement. An outcome applies only while its
--- claim still holds the lease; the (id, claim) pairs returned are the ones applied.
+-- lease (id, owner, claim) still holds; the leases returned are the ones applied.
 -- (lease_owner is set only while a task runs, so owner and claim say it all;
 -- leaving state out keeps the plan on the primary key whatever the statistics.)
 -- A cancel asked for while the task ran wins over the outcome.
@@ -192,25 +198,26 @@ SET state = CASE WHEN t.cancel_requested THEN 'CANCELLED' ELSE o.state END,
     finished_at = CASE WHEN t.cancel_requested OR o.state IN ('SUCCEEDED', 'DEAD', 'CANCELLED')
                        THEN o.finished_at END,
     lease_owner = NULL, lease_expires_at = NULL
-FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-            $7::timestamptz[])
-     AS o(id, claim, state, result, error, finished_at, run_at)
+FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[], $8::timestamptz[])
+     AS o(id, owner, claim, state, result, error, finished_at, run_at)
 WHERE t.id = o.id AND t.claims = o.claim
-  AND t.lease_owner = $8
-RETURNING t.id, t.claims, t.queue, t.state, t.started_at;
+  AND t.lease_owner = o.owner
+RETURNING t.id, o.owner AS lease_owner, t.claims, t.queue, t.state, t.started_at;
 
 -- name: release
--- params: ids, claims, owner, delay
--- Hand running tasks back without charging the attempt: ready again at once
--- ($4 = 0, graceful shutdown) or after $4 seconds (no handler on this replica).
+-- params: ids, owners, claims, delay
+-- Hand running tasks back, each while its lease (id, owner, claim) holds,
+-- without charging the attempt: ready again at once ($4 = 0, graceful
+-- shutdown) or after $4 seconds (no handler on this replica).
 UPDATE tasks t
 SET state = CASE WHEN $4 > 0 THEN 'SCHEDULED' ELSE 'QUEUED' END,
     run_at = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) ELSE t.run_at END,
     attempts = t.attempts - 1, started_at = NULL,
     lease_owner = NULL, lease_expires_at = NULL
-FROM unnest($1::uuid[], $2::int[]) AS r(id, claim)
+FROM unnest($1::uuid[], $2::text[], $3::int[]) AS r(id, owner, claim)
 WHERE t.id = r.id AND t.claims = r.claim
-  AND t.lease_owner = $3
+  AND t.lease_owner = r.owner
 RETURNING t.id;
 
 -- name: notify_ready
@@ -275,17 +282,17 @@ ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, version = $4, started_at = n
     last_heartbeat_at = now(), stopped_at = NULL;
 
 -- name: heartbeat
--- params: replica, ids, claims, lease_seconds
--- One statement per interval: the replica is alive, and every lease it still
--- holds ($2 ids at claims $3) runs for another $4 seconds. Returns the ids
+-- params: replica, ids, owners, claims, lease_seconds
+-- One statement per interval: the replica is alive, and every lease that still
+-- holds ($2 ids, owners $3, claims $4) runs for another $5 seconds. Returns the ids
 -- whose lease it still holds, and whether someone asked to cancel each (the
 -- safety net for a cancel NOTIFY this replica missed).
 WITH alive AS (
     UPDATE replicas SET last_heartbeat_at = now() WHERE id = $1
 )
-UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $4)
-FROM unnest($2::uuid[], $3::int[]) AS h(id, claim)
-WHERE t.id = h.id AND t.claims = h.claim AND t.lease_owner = $1
+UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $5)
+FROM unnest($2::uuid[], $3::text[], $4::int[]) AS h(id, owner, claim)
+WHERE t.id = h.id AND t.claims = h.claim AND t.lease_owner = h.owner
 RETURNING t.id, t.cancel_requested;
 
 -- name: stop_replica

@@ -2,6 +2,9 @@
 -- Tables are unqualified: each connection's search_path is the installation's schema.
 -- Each block declares its parameters, in $1..$n order, on `-- params:` lines.
 -- The tasks a firing submits go in through insert_tasks (queries.sql).
+-- A schedule row comes back with its task template split in two: `template`
+-- (the template without its payload) and `template_payload` (the payload's
+-- JSON text, which the scheduler passes on as it is, never decoding it).
 
 -- name: schedule_insert
 -- params: name, cron, timezone, task, next_fire_at
@@ -9,27 +12,29 @@
 INSERT INTO schedules (name, cron, timezone, task, next_fire_at)
 VALUES ($1, $2, $3, $4::jsonb, $5)
 ON CONFLICT (name) DO NOTHING
-RETURNING *;
+RETURNING *, task - 'payload' AS template, task -> 'payload' AS template_payload;
 
 -- name: schedule_list
-SELECT * FROM schedules ORDER BY name;
+SELECT *, task - 'payload' AS template, task -> 'payload' AS template_payload
+FROM schedules ORDER BY name;
 
 -- name: schedule_get
 -- params: name
-SELECT * FROM schedules WHERE name = $1;
+SELECT *, task - 'payload' AS template, task -> 'payload' AS template_payload
+FROM schedules WHERE name = $1;
 
 -- name: schedule_pause
 -- params: name
 UPDATE schedules SET paused = true, updated_at = now()
 WHERE name = $1
-RETURNING *;
+RETURNING *, task - 'payload' AS template, task -> 'payload' AS template_payload;
 
 -- name: schedule_resume
 -- params: name, next_fire_at
 -- $2 is the first tick after now; a schedule that is not paused is left alone.
 UPDATE schedules SET paused = false, next_fire_at = $2, updated_at = now()
 WHERE name = $1 AND paused
-RETURNING *;
+RETURNING *, task - 'payload' AS template, task -> 'payload' AS template_payload;
 
 -- name: schedule_delete
 -- params: name
@@ -40,7 +45,9 @@ DELETE FROM schedules WHERE name = $1 RETURNING name;
 -- ends, with the transaction's clock. The batch size is a literal (a bind
 -- parameter in LIMIT makes PostgreSQL re-plan every call); it is FIRE_BATCH in
 -- schedule_store.py. The WHERE and ORDER BY match the partial index schedules_due.
-SELECT s.*, now() AS now FROM schedules s
+SELECT s.*, s.task - 'payload' AS template, s.task -> 'payload' AS template_payload,
+       now() AS now
+FROM schedules s
 WHERE NOT s.paused AND s.next_fire_at <= now()
 ORDER BY s.next_fire_at
 LIMIT 100
