@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
@@ -53,26 +54,23 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidArgument(f"invalid page cursor {cursor!r}") from None
 
 
-class Scheduler:
-    """Submit, read, list and cancel tasks in one installation."""
+@dataclasses.dataclass(eq=False)
+class Collaborators:
+    """What the task use cases (`Scheduler`, `worker.Worker`) are built on."""
 
-    def __init__(
-        self,
-        store: Store,
-        registry: Registry,
-        settings: Settings,
-        clock: Clock = utcnow,
-        tracer: trace.Tracer | None = None,
-        events: Events = NOTHING,
-    ) -> None:
-        self.store = store
-        #: Told of each submission and each cancellation of a waiting task.
-        self.events = events
-        self.registry = registry
-        self.settings = settings
-        self.clock = clock
-        #: None: tracing is off.
-        self.tracer = tracer
+    store: Store
+    registry: Registry
+    settings: Settings
+    clock: Clock = utcnow
+    #: None: tracing is off.
+    tracer: trace.Tracer | None = None
+    #: Told what happened: submissions, cancellations of waiting tasks, claims,
+    #: attempts, flushes and reclaimed tasks.
+    events: Events = NOTHING
+
+
+class Scheduler(Collaborators):
+    """Submit, read, list and cancel tasks in one installation."""
 
     def check(
         self,

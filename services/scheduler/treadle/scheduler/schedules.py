@@ -166,24 +166,18 @@ def plan(schedule: Schedule, now: datetime) -> Fire:
 # -- use cases --------------------------------------------------------------------
 
 
+@dataclasses.dataclass(eq=False)
 class Schedules:
     """Create, list, pause, resume and delete schedules, and fire them when due."""
 
-    def __init__(
-        self,
-        store: ScheduleStore,
-        scheduler: Scheduler,
-        settings: Settings,
-        clock: Clock = utcnow,
-    ) -> None:
-        self.store = store
-        self.scheduler = scheduler
-        self.settings = settings
-        self.clock = clock
-        self._wake = asyncio.Event()
-        #: Ticks this replica fired, and how many of them found their task already there.
-        self.fired_total = 0
-        self.duplicates_total = 0
+    store: ScheduleStore
+    scheduler: Scheduler
+    settings: Settings
+    clock: Clock = utcnow
+    _wake: asyncio.Event = dataclasses.field(init=False, default_factory=asyncio.Event)
+    #: Ticks this replica fired, and how many of them found their task already there.
+    fired_total: int = dataclasses.field(init=False, default=0)
+    duplicates_total: int = dataclasses.field(init=False, default=0)
 
     def wake(self) -> None:
         """A schedule was created or resumed: look at the next tick again."""
