@@ -33,9 +33,8 @@ from treadle.common.errors import AlreadyExists, InvalidArgument, NotFound, Trea
 from treadle.common.tasks import Schedule, TaskSpec
 from treadle.common.wakeup import wait_event
 from treadle.scheduler.core import Scheduler
-from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
+from treadle.scheduler.loops import Backoff, Loop
 from treadle.scheduler.schedule_store import FIRE_BATCH, Fire, ScheduleStore
-from treadle.scheduler.settings import Settings
 
 log = logging.getLogger("treadle.scheduler.schedules")
 
@@ -171,9 +170,8 @@ class Schedules:
     """Create, list, pause, resume and delete schedules, and fire them when due."""
 
     store: ScheduleStore
+    #: Checks and submits the tasks; its settings and clock are the schedules' too.
     scheduler: Scheduler
-    settings: Settings
-    clock: Clock = utcnow
     _wake: asyncio.Event = dataclasses.field(init=False, default_factory=asyncio.Event)
     #: Ticks this replica fired, and how many of them found their task already there.
     fired_total: int = dataclasses.field(init=False, default=0)
@@ -186,7 +184,7 @@ class Schedules:
     async def create(self, schedule: Schedule) -> Schedule:
         check_name(schedule.name)
         tz = zone(schedule.timezone)
-        first = check_cron(schedule.cron, tz, self.clock())
+        first = check_cron(schedule.cron, tz, self.scheduler.clock())
         checked = self.scheduler.check(template(schedule.task, schedule.task.queue))
         created = await self.store.insert(
             schedule.name, schedule.cron, tz.key, template(schedule.task, checked.queue), first
@@ -212,7 +210,7 @@ class Schedules:
             raise NotFound(f"schedule {name!r} not found")
         if not current.paused:
             return current
-        following = check_cron(current.cron, zone(current.timezone), self.clock())
+        following = check_cron(current.cron, zone(current.timezone), self.scheduler.clock())
         resumed = await self.store.resume(name, following)
         if resumed is None:  # resumed or deleted meanwhile
             return await self._get(name)
@@ -249,7 +247,7 @@ class Schedules:
         return len(fires)
 
     def _sleep_for(self, due_in: float | None) -> float:
-        poll = self.settings.poll_interval
+        poll = self.scheduler.settings.poll_interval
         if due_in is None:
             return poll
         if due_in <= 0:
