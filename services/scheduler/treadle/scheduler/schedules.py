@@ -34,6 +34,7 @@ from treadle.common.tasks import Schedule, TaskSpec
 from treadle.common.wakeup import wait_event
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.loops import Backoff, Loop
+from treadle.scheduler.model import found
 from treadle.scheduler.schedule_store import FIRE_BATCH, Fire, ScheduleStore
 
 log = logging.getLogger("treadle.scheduler.schedules")
@@ -198,16 +199,11 @@ class Schedules:
         return await self.store.list()
 
     async def pause(self, name: str) -> Schedule:
-        paused = await self.store.pause(name)
-        if paused is None:
-            raise NotFound(f"schedule {name!r} not found")
-        return paused
+        return found(await self.store.pause(name), f"schedule {name!r}")
 
     async def resume(self, name: str) -> Schedule:
         """Fire again from the first tick after now; a running schedule is left as it is."""
-        current = await self.store.get(name)
-        if current is None:
-            raise NotFound(f"schedule {name!r} not found")
+        current = await self._get(name)
         if not current.paused:
             return current
         following = check_cron(current.cron, zone(current.timezone), self.scheduler.clock())
@@ -222,10 +218,7 @@ class Schedules:
             raise NotFound(f"schedule {name!r} not found")
 
     async def _get(self, name: str) -> Schedule:
-        found = await self.store.get(name)
-        if found is None:
-            raise NotFound(f"schedule {name!r} not found")
-        return found
+        return found(await self.store.get(name), f"schedule {name!r}")
 
     # -- firing ---------------------------------------------------------------
 

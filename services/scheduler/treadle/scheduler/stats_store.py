@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -63,20 +62,31 @@ def _array(values: Sequence[int]) -> str:
     return "{" + ",".join(str(v) for v in values) + "}"
 
 
-def _columns(prefix: str, tallies: Sequence[Tally]) -> dict[str, list[Any]]:
-    """Tallies as the parameters stats_flush takes: one array per counter, each
-    named `prefix_counter` (prefix: hourly or recent)."""
-    columns: dict[str, list[Any]] = {
-        "succeeded": [t.succeeded for t in tallies],
-        "failed": [t.failed for t in tallies],
-        "dead": [t.dead for t in tallies],
-        "cancelled": [t.cancelled for t in tallies],
-        "duration_sums": [t.duration_sum for t in tallies],
-        "duration_counts": [t.duration_count for t in tallies],
-        "duration_maxes": [t.duration_max for t in tallies],
-        "buckets": [_array(t.duration_buckets) for t in tallies],
-    }
-    return {f"{prefix}_{name}": values for name, values in columns.items()}
+@dataclasses.dataclass(frozen=True)
+class _Columns:
+    """Tallies as the columns stats_flush takes (one array per counter)."""
+
+    succeeded: list[int]
+    failed: list[int]
+    dead: list[int]
+    cancelled: list[int]
+    duration_sums: list[float]
+    duration_counts: list[int]
+    duration_maxes: list[float]
+    buckets: list[str]
+
+    @classmethod
+    def of(cls, tallies: Sequence[Tally]) -> _Columns:
+        return cls(
+            [t.succeeded for t in tallies],
+            [t.failed for t in tallies],
+            [t.dead for t in tallies],
+            [t.cancelled for t in tallies],
+            [t.duration_sum for t in tallies],
+            [t.duration_count for t in tallies],
+            [t.duration_max for t in tallies],
+            [_array(t.duration_buckets) for t in tallies],
+        )
 
 
 def _tally(row: asyncpg.Record) -> Tally:
@@ -100,17 +110,33 @@ class StatsStore(postgres.PoolStore):
         h_keys = sorted(hourly)
         r_keys = sorted(recent)
         e_keys = sorted(errors)
+        h = _Columns.of([hourly[k] for k in h_keys])
+        r = _Columns.of([recent[k] for k in r_keys])
         e = [errors[k] for k in e_keys]
         await self._execute(
             "stats_flush",
             hourly_queues=[k[0] for k in h_keys],
             hourly_hours=[k[1] for k in h_keys],
             hourly_submitted=[hourly[k].submitted for k in h_keys],
-            **_columns("hourly", [hourly[k] for k in h_keys]),
+            hourly_succeeded=h.succeeded,
+            hourly_failed=h.failed,
+            hourly_dead=h.dead,
+            hourly_cancelled=h.cancelled,
+            hourly_duration_sums=h.duration_sums,
+            hourly_duration_counts=h.duration_counts,
+            hourly_duration_maxes=h.duration_maxes,
+            hourly_buckets=h.buckets,
             recent_widths=[k[0] for k in r_keys],
             recent_ats=[k[1] for k in r_keys],
             recent_queues=[k[2] for k in r_keys],
-            **_columns("recent", [recent[k] for k in r_keys]),
+            recent_succeeded=r.succeeded,
+            recent_failed=r.failed,
+            recent_dead=r.dead,
+            recent_cancelled=r.cancelled,
+            recent_duration_sums=r.duration_sums,
+            recent_duration_counts=r.duration_counts,
+            recent_duration_maxes=r.duration_maxes,
+            recent_buckets=r.buckets,
             error_queues=[k[0] for k in e_keys],
             error_hours=[k[1] for k in e_keys],
             error_types=[k[2] for k in e_keys],
