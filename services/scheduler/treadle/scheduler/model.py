@@ -1,7 +1,8 @@
 """The scheduler's domain: what a submission becomes, the lease a claim holds,
 what a claimed task carries, what an attempt produces, and the pure rules that
-check them (`found`: a lookup that found nothing is `NotFound`). Imports nothing of ours but errors, the public task types and the
-one JSON rule (`wire.decode_json`).
+check them (`found`: a lookup that found nothing is `NotFound`). Imports
+nothing of ours but errors, the public task types and the one JSON rule
+(`wire.decode_json`).
 
 Payloads and results stay JSON text here: a submission's payload is parsed
 once, in `check_spec`, to refuse what is not standard JSON, and then only the
