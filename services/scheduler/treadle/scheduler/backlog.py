@@ -51,25 +51,18 @@ class RoundObserver(Protocol):
         """A round failed or timed out."""
 
 
+@dataclasses.dataclass(eq=False)
 class Backlog:
     """The `treadle-metrics` loop and the last round it made."""
 
-    def __init__(
-        self,
-        store: Store,
-        interval: float,
-        lease_seconds: float,
-        observer: RoundObserver,
-        clock: Clock = utcnow,
-    ) -> None:
-        self.store = store
-        self.interval = interval
-        self.lease_seconds = lease_seconds
-        self.observer = observer
-        self.clock = clock
-        self.latest = Round()
-        #: Seconds the event loop woke the last lag probe late.
-        self.loop_lag = 0.0
+    store: Store
+    interval: float
+    lease_seconds: float
+    observer: RoundObserver
+    clock: Clock = utcnow
+    latest: Round = dataclasses.field(init=False, default_factory=Round)
+    #: Seconds the event loop woke the last lag probe late.
+    loop_lag: float = dataclasses.field(init=False, default=0.0)
 
     def loops(self) -> dict[str, Loop]:
         return {"metrics": self.run}

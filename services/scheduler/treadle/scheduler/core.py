@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 
-from treadle.common.errors import InvalidArgument, InvalidState, NotFound
+from treadle.common.errors import InvalidArgument, InvalidState
 from treadle.common.tasks import (
     Queue,
     QueueUpdate,
@@ -28,7 +29,7 @@ from treadle.common.tasks import (
 from treadle.scheduler import tracing
 from treadle.scheduler.events import NOTHING, Events
 from treadle.scheduler.loops import Clock, utcnow
-from treadle.scheduler.model import NewTask, check_queue_update, check_spec, parse_task_id
+from treadle.scheduler.model import NewTask, check_queue_update, check_spec, found, parse_task_id
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.store import Store
@@ -53,26 +54,23 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidArgument(f"invalid page cursor {cursor!r}") from None
 
 
-class Scheduler:
-    """Submit, read, list and cancel tasks in one installation."""
+@dataclasses.dataclass(eq=False)
+class Collaborators:
+    """What the task use cases (`Scheduler`, `worker.Worker`) are built on."""
 
-    def __init__(
-        self,
-        store: Store,
-        registry: Registry,
-        settings: Settings,
-        clock: Clock = utcnow,
-        tracer: trace.Tracer | None = None,
-        events: Events = NOTHING,
-    ) -> None:
-        self.store = store
-        #: Told of each submission and each cancellation of a waiting task.
-        self.events = events
-        self.registry = registry
-        self.settings = settings
-        self.clock = clock
-        #: None: tracing is off.
-        self.tracer = tracer
+    store: Store
+    registry: Registry
+    settings: Settings
+    clock: Clock = utcnow
+    #: None: tracing is off.
+    tracer: trace.Tracer | None = None
+    #: Told what happened: submissions, cancellations of waiting tasks, claims,
+    #: attempts, flushes and reclaimed tasks.
+    events: Events = NOTHING
+
+
+class Scheduler(Collaborators):
+    """Submit, read, list and cancel tasks in one installation."""
 
     def check(
         self,
@@ -122,10 +120,7 @@ class Scheduler:
         return submitted
 
     async def get(self, task_id: str) -> Task:
-        task = await self.store.get(parse_task_id(task_id))
-        if task is None:
-            raise NotFound(f"task {task_id} not found")
-        return task
+        return found(await self.store.get(parse_task_id(task_id)), f"task {task_id}")
 
     async def list(
         self,
@@ -150,9 +145,7 @@ class Scheduler:
             if cancelled.state is TaskState.CANCELLED:
                 self.events.cancelled(cancelled.queue)
             return cancelled
-        task = await self.store.get(parsed)
-        if task is None:
-            raise NotFound(f"task {task_id} not found")
+        task = found(await self.store.get(parsed), f"task {task_id}")
         raise InvalidState(f"task {task_id} has already finished ({task.state.value})")
 
     async def retry(self, task_id: str) -> Task:
@@ -161,9 +154,7 @@ class Scheduler:
         retried = await self.store.retry(parsed)
         if retried is not None:
             return retried
-        task = await self.store.get(parsed)
-        if task is None:
-            raise NotFound(f"task {task_id} not found")
+        task = found(await self.store.get(parsed), f"task {task_id}")
         raise InvalidState(
             f"task {task_id} is {task.state.value}; only DEAD or CANCELLED tasks can be retried"
         )
@@ -178,20 +169,14 @@ class Scheduler:
         return await self.store.queues()
 
     async def queue(self, name: str) -> Queue:
-        queue = await self.store.queue(name)
-        if queue is None:
-            raise NotFound(f"queue {name!r} not found")
-        return queue
+        return found(await self.store.queue(name), f"queue {name!r}")
 
     async def update_queue(
         self, name: str, update: QueueUpdate, paused: bool | None = None
     ) -> Queue:
         """Change a queue's settings (None leaves one as it is)."""
         check_queue_update(update)
-        queue = await self.store.update_queue(name, update, paused)
-        if queue is None:
-            raise NotFound(f"queue {name!r} not found")
-        return queue
+        return found(await self.store.update_queue(name, update, paused), f"queue {name!r}")
 
     async def pause_queue(self, name: str) -> Queue:
         return await self.update_queue(name, QueueUpdate(), paused=True)

@@ -2,16 +2,16 @@
 cases (`core`, `worker`, `schedules`) and what observes them (`metrics`, `stats`).
 
 The use cases call one `Events` and never know who listens, nor whether anyone
-does: `Observer` does nothing with each event (subclass it and override what
-you count), and `Fanout` hands each event to several observers in turn. An
-event is a plain, synchronous call made after the fact; an observer must not
-wait, nor fail.
+does: `Events` itself does nothing with each event (an observer subclasses it
+and overrides what it counts), and `Fanout` hands each event to several
+observers in turn. An event is a plain, synchronous call made after the fact;
+an observer must not wait, nor fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from treadle.common.tasks import Submitted
 from treadle.scheduler.model import Applied, ClaimedTask, Lease, Outcome
@@ -20,7 +20,14 @@ if TYPE_CHECKING:
     from treadle.scheduler.store import Reclaimed
 
 
-class Events(Protocol):
+#: What a flush applied: by lease, the outcomes whose lease still held.
+AppliedByLease = Mapping[Lease, Applied]
+
+
+class Events:
+    """What happened, each event a method; this base does nothing with any of
+    them, so an observer overrides only what it counts."""
+
     def submitted(self, results: Sequence[Submitted]) -> None:
         """A submission (through the API, or a cron schedule firing) stored
         these tasks, or found them by idempotency key (`existing`)."""
@@ -38,12 +45,7 @@ class Events(Protocol):
         """An attempt's outcome was decided here; its handler ran `seconds`
         (None: it never ran, the task was cancelled before it started)."""
 
-    def flushed(
-        self,
-        batch: Sequence[Outcome],
-        applied: Mapping[Lease, Applied],
-        seconds: float,
-    ) -> None:
+    def flushed(self, batch: Sequence[Outcome], applied: AppliedByLease, seconds: float) -> None:
         """`batch` was written in `seconds`; `applied` are those whose lease
         still held, by lease, as the store applied them."""
 
@@ -52,41 +54,11 @@ class Events(Protocol):
         renewing them (QUEUED again, or DEAD after too many losses)."""
 
 
-class Observer:
-    """An `Events` that does nothing with each event: a base for observers."""
-
-    def submitted(self, results: Sequence[Submitted]) -> None:
-        pass
-
-    def cancelled(self, queue: str) -> None:
-        pass
-
-    def claimed(self, count: int, seconds: float) -> None:
-        pass
-
-    def started(self, task: ClaimedTask) -> None:
-        pass
-
-    def ended(self, task: ClaimedTask, outcome: Outcome, seconds: float | None) -> None:
-        pass
-
-    def flushed(
-        self,
-        batch: Sequence[Outcome],
-        applied: Mapping[Lease, Applied],
-        seconds: float,
-    ) -> None:
-        pass
-
-    def reclaimed(self, rows: Sequence[Reclaimed]) -> None:
-        pass
-
-
 #: Nobody listens.
-NOTHING: Events = Observer()
+NOTHING = Events()
 
 
-class Fanout:
+class Fanout(Events):
     """Each event to every observer, in the order given."""
 
     def __init__(self, *observers: Events) -> None:
@@ -112,12 +84,7 @@ class Fanout:
         for o in self.observers:
             o.ended(task, outcome, seconds)
 
-    def flushed(
-        self,
-        batch: Sequence[Outcome],
-        applied: Mapping[Lease, Applied],
-        seconds: float,
-    ) -> None:
+    def flushed(self, batch: Sequence[Outcome], applied: AppliedByLease, seconds: float) -> None:
         for o in self.observers:
             o.flushed(batch, applied, seconds)
 

@@ -10,6 +10,7 @@ queue, `backlog`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -24,18 +25,12 @@ from treadle.scheduler.store import Store
 DATABASE_TIMEOUT = 1.0
 
 
+@dataclasses.dataclass(eq=False)
 class HealthReporter:
-    def __init__(
-        self,
-        store: Store,
-        state: Callable[[], ReplicaState],
-        lease_seconds: float,
-        timeout: float = DATABASE_TIMEOUT,
-    ) -> None:
-        self.store = store
-        self.state = state
-        self.lease_seconds = lease_seconds
-        self.timeout = timeout
+    store: Store
+    state: Callable[[], ReplicaState]
+    lease_seconds: float
+    timeout: float = DATABASE_TIMEOUT
 
     async def report(self) -> SchedulerHealth:
         database, alive = await self._database()

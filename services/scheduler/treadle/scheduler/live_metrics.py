@@ -7,7 +7,7 @@ source yet come out empty.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -17,6 +17,25 @@ from treadle.scheduler.state import ReplicaState
 
 #: States counted per queue by `treadle_queue_depth` (RUNNING has its own gauge).
 DEPTH_STATES = ("QUEUED", "SCHEDULED", "RETRYING", "DEAD")
+
+
+#: An unlabelled family's help text and its one value (None: not known yet).
+Single = tuple[str, float | None]
+
+
+def _once_started(state: ReplicaState, table: Mapping[str, tuple[str, float]]) -> dict[str, Single]:
+    """`table`, its values known only once the replica has built its parts."""
+    return {name: (h, value if state.started else None) for name, (h, value) in table.items()}
+
+
+def _singles(
+    kind: type[GaugeMetricFamily] | type[CounterMetricFamily], table: dict[str, Single]
+) -> Iterator[Metric]:
+    for name, (help_text, value) in table.items():
+        family = kind(name, help_text)
+        if value is not None:
+            family.add_metric([], value)
+        yield family
 
 
 class LiveCollector(Collector):
@@ -31,110 +50,8 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self.state()
-        yield from self._database(state)
-        yield from self._worker(state)
-        yield from self._queues(state)
-        lag = GaugeMetricFamily(
-            "treadle_event_loop_lag_seconds",
-            "How late the event loop woke the last probe (a quarter-second sleep): "
-            "time spent by code that blocks the loop.",
-        )
-        lag.add_metric([], state.loop_lag)
-        yield lag
-        replicas = GaugeMetricFamily(
-            "treadle_replicas_alive",
-            "Scheduler replicas whose heartbeat is recent, as of the last periodic round.",
-        )
-        if state.backlog.replicas_alive is not None:
-            replicas.add_metric([], state.backlog.replicas_alive)
-        yield replicas
-
-    def _database(self, state: ReplicaState) -> Iterator[Metric]:
-        pool = state.pool
-        families = {
-            "size": ("treadle_database_pool_size", "Connections open in the pool."),
-            "max_size": ("treadle_database_pool_max_size", "Connections the pool may open."),
-            "in_use": ("treadle_database_pool_in_use", "Connections lent out now."),
-            "waiting": ("treadle_database_pool_waiting", "Callers waiting for a connection."),
-        }
-        for field, (name, help_text) in families.items():
-            family = GaugeMetricFamily(name, help_text)
-            if state.started:
-                family.add_metric([], getattr(pool, field))
-            yield family
-        up = GaugeMetricFamily(
-            "treadle_database_up",
-            "1 while the replica's database answers its periodic ping, else 0.",
-        )
-        if state.started:
-            up.add_metric([], 1 if state.serving else 0)
-        yield up
-        size = GaugeMetricFamily(
-            "treadle_database_size_bytes",
-            "pg_database_size() of the database, as of the last periodic round.",
-        )
-        if state.backlog.database_size is not None:
-            size.add_metric([], state.backlog.database_size)
-        yield size
-
-    def _worker(self, state: ReplicaState) -> Iterator[Metric]:
-        gauges = {
-            "treadle_worker_capacity": "Tasks this replica may run at once (TREADLE_CONCURRENCY).",
-            "treadle_worker_tasks_running": "Tasks running on this replica now.",
-            "treadle_executor_threads": "Threads that run plain def handlers.",
-            "treadle_executor_threads_busy": "Executor threads running a handler now.",
-            "treadle_executor_queue_length": "Handler calls waiting for an executor thread.",
-        }
-        executor = state.executor
-        values = (state.capacity, state.running, executor.threads, executor.busy, executor.queued)
-        for i, (name, help_text) in enumerate(gauges.items()):
-            family = GaugeMetricFamily(name, help_text)
-            if state.started:
-                family.add_metric([], values[i])
-            yield family
-        counters = {
-            "treadle_tasks_claimed": ("claimed_total", "Tasks this replica claimed."),
-            "treadle_outcomes_recorded": (
-                "completed_total",
-                "Outcomes written to the database while their attempt held the lease.",
-            ),
-            "treadle_stale_outcomes_discarded": (
-                "stale_total",
-                "Outcomes discarded because their lease had moved on (the task was "
-                "reclaimed meanwhile).",
-            ),
-            "treadle_leases_extended": (
-                "leases_extended_total",
-                "Leases this replica's heartbeat renewed.",
-            ),
-            "treadle_leases_lost": (
-                "leases_lost_total",
-                "Tasks running here whose lease another replica had taken back.",
-            ),
-            "treadle_leases_reclaimed": (
-                "reclaimed_total",
-                "Tasks with an expired lease (their replica died) that this replica took back.",
-            ),
-        }
-        for name, (attribute, help_text) in counters.items():
-            counter = CounterMetricFamily(name, help_text)
-            if state.started:
-                counter.add_metric([], getattr(state, attribute))
-            yield counter
-        fires = CounterMetricFamily(
-            "treadle_schedule_fires",
-            "Cron ticks this replica fired, duplicates included (fires minus duplicate "
-            "fires = tasks submitted).",
-        )
-        duplicates = CounterMetricFamily(
-            "treadle_schedule_duplicate_fires",
-            "Fired ticks whose task was there already (another firing of the same tick).",
-        )
-        if state.started:
-            fires.add_metric([], state.fired_total)
-            duplicates.add_metric([], state.duplicates_total)
-        yield fires
-        yield duplicates
+        yield from _singles(GaugeMetricFamily, self._gauges(state))
+        yield from _singles(CounterMetricFamily, self._counters(state))
         loops = GaugeMetricFamily(
             "treadle_background_loop_up",
             "1 while the replica's background loop runs; 0 once it ended.",
@@ -143,6 +60,92 @@ class LiveCollector(Collector):
         for name, alive in sorted(state.loops.items()):
             loops.add_metric([name], 1 if alive else 0)
         yield loops
+        yield from self._queues(state)
+
+    def _gauges(self, state: ReplicaState) -> dict[str, Single]:
+        pool, executor = state.pool, state.executor
+        as_of = state.backlog.as_of
+        live = {
+            "treadle_database_pool_size": ("Connections open in the pool.", pool.size),
+            "treadle_database_pool_max_size": ("Connections the pool may open.", pool.max_size),
+            "treadle_database_pool_in_use": ("Connections lent out now.", pool.in_use),
+            "treadle_database_pool_waiting": ("Callers waiting for a connection.", pool.waiting),
+            "treadle_database_up": (
+                "1 while the replica's database answers its periodic ping, else 0.",
+                1 if state.serving else 0,
+            ),
+            "treadle_worker_capacity": (
+                "Tasks this replica may run at once (TREADLE_CONCURRENCY).",
+                state.capacity,
+            ),
+            "treadle_worker_tasks_running": ("Tasks running on this replica now.", state.running),
+            "treadle_executor_threads": ("Threads that run plain def handlers.", executor.threads),
+            "treadle_executor_threads_busy": (
+                "Executor threads running a handler now.",
+                executor.busy,
+            ),
+            "treadle_executor_queue_length": (
+                "Handler calls waiting for an executor thread.",
+                executor.queued,
+            ),
+        }
+        return {
+            **_once_started(state, live),
+            "treadle_database_size_bytes": (
+                "pg_database_size() of the database, as of the last periodic round.",
+                state.backlog.database_size,
+            ),
+            "treadle_event_loop_lag_seconds": (
+                "How late the event loop woke the last probe (a quarter-second sleep): "
+                "time spent by code that blocks the loop.",
+                state.loop_lag,
+            ),
+            "treadle_replicas_alive": (
+                "Scheduler replicas whose heartbeat is recent, as of the last periodic round.",
+                state.backlog.replicas_alive,
+            ),
+            "treadle_metrics_last_refresh_timestamp_seconds": (
+                "Unix time of the last successful periodic round of queue and database queries.",
+                as_of.timestamp() if as_of is not None else None,
+            ),
+        }
+
+    def _counters(self, state: ReplicaState) -> dict[str, Single]:
+        """The replica's own counters since it started."""
+        counters = {
+            "treadle_tasks_claimed": ("Tasks this replica claimed.", state.claimed_total),
+            "treadle_outcomes_recorded": (
+                "Outcomes written to the database while their attempt held the lease.",
+                state.completed_total,
+            ),
+            "treadle_stale_outcomes_discarded": (
+                "Outcomes discarded because their lease had moved on (the task was "
+                "reclaimed meanwhile).",
+                state.stale_total,
+            ),
+            "treadle_leases_extended": (
+                "Leases this replica's heartbeat renewed.",
+                state.leases_extended_total,
+            ),
+            "treadle_leases_lost": (
+                "Tasks running here whose lease another replica had taken back.",
+                state.leases_lost_total,
+            ),
+            "treadle_leases_reclaimed": (
+                "Tasks with an expired lease (their replica died) that this replica took back.",
+                state.reclaimed_total,
+            ),
+            "treadle_schedule_fires": (
+                "Cron ticks this replica fired, duplicates included (fires minus duplicate "
+                "fires = tasks submitted).",
+                state.fired_total,
+            ),
+            "treadle_schedule_duplicate_fires": (
+                "Fired ticks whose task was there already (another firing of the same tick).",
+                state.duplicates_total,
+            ),
+        }
+        return _once_started(state, counters)
 
     def _queues(self, state: ReplicaState) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -180,10 +183,4 @@ class LiveCollector(Collector):
             running.add_metric([name], sum(q.running for q in parts))
             limit.add_metric([name], sum(q.max_concurrent or 0 for q in parts))
             paused.add_metric([name], 1 if all(q.paused for q in parts) else 0)
-        stamp = GaugeMetricFamily(
-            "treadle_metrics_last_refresh_timestamp_seconds",
-            "Unix time of the last successful periodic round of queue and database queries.",
-        )
-        if state.backlog.as_of is not None:
-            stamp.add_metric([], state.backlog.as_of.timestamp())
-        yield from (depth, oldest, running, limit, paused, stamp)
+        yield from (depth, oldest, running, limit, paused)

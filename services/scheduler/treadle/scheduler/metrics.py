@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 from treadle.common import exposition, grpc_metrics
 from treadle.common.loop_metrics import CounterChild, HistogramChild, LoopSeries
 from treadle.common.tasks import Submitted, Task, TaskState
-from treadle.scheduler.events import Observer
+from treadle.scheduler.events import AppliedByLease, Events
 from treadle.scheduler.live_metrics import LiveCollector
-from treadle.scheduler.model import Applied, ClaimedTask, Lease, Outcome
+from treadle.scheduler.model import ClaimedTask, Outcome
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.state import ReplicaState
 
@@ -87,7 +87,7 @@ class _TaskSeries:
     finished: dict[str, CounterChild]
 
 
-class SchedulerMetrics(Observer):
+class SchedulerMetrics(Events):
     """Every metric family of one replica, in `self.registry`; the live ones
     read `state()` at each scrape."""
 
@@ -282,12 +282,7 @@ class SchedulerMetrics(Observer):
         if seconds is not None:
             series.run.observe(seconds)
 
-    def flushed(
-        self,
-        batch: Sequence[Outcome],
-        applied: Mapping[Lease, Applied],
-        seconds: float,
-    ) -> None:
+    def flushed(self, batch: Sequence[Outcome], applied: AppliedByLease, seconds: float) -> None:
         self.flush_batch.observe(len(batch))
         self.flush_duration.observe(seconds)
         now = datetime.now(UTC)

@@ -11,16 +11,11 @@ class MetricsStore(postgres.PoolStore):
     async def queues(self) -> list[QueueBacklog]:
         """Every queue's tasks by state, its oldest ready task's wait, and its controls."""
         return [
-            QueueBacklog(
+            postgres.from_row(
+                QueueBacklog,
+                r,
                 queue=r["name"],
-                queued=r["queued"],
-                scheduled=r["scheduled"],
-                retrying=r["retrying"],
-                running=r["running"],
-                dead=r["dead"],
                 oldest_queued_age_seconds=max(0.0, r["oldest_queued_age"] or 0.0),
-                paused=r["paused"],
-                max_concurrent=r["max_concurrent"],
             )
             for r in await self._fetch("metrics_queues")
         ]

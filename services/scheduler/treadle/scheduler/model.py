@@ -1,7 +1,8 @@
 """The scheduler's domain: what a submission becomes, the lease a claim holds,
 what a claimed task carries, what an attempt produces, and the pure rules that
-check them. Imports nothing of ours but errors, the public task types and the
-one JSON rule (`wire.decode_json`).
+check them (`found`: a lookup that found nothing is `NotFound`). Imports
+nothing of ours but errors, the public task types and the one JSON rule
+(`wire.decode_json`).
 
 Payloads and results stay JSON text here: a submission's payload is parsed
 once, in `check_spec`, to refuse what is not standard JSON, and then only the
@@ -14,9 +15,10 @@ import math
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from treadle.common import wire
-from treadle.common.errors import InvalidArgument
+from treadle.common.errors import InvalidArgument, NotFound
 from treadle.common.tasks import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -250,3 +252,14 @@ def after_failure(
             task, TaskState.RETRYING, now, error=error, run_at=now + timedelta(seconds=delay)
         )
     return ended(task, TaskState.DEAD, now, error=error)
+
+
+Found = TypeVar("Found")
+
+
+def found(value: Found | None, what: str) -> Found:
+    """`value`, which a lookup of `what` (such as "queue 'q'") returned; None
+    means there is no such thing: `NotFound`."""
+    if value is None:
+        raise NotFound(f"{what} not found")
+    return value

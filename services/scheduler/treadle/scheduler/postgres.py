@@ -4,27 +4,35 @@ asyncpg's exceptions enter our code here and nowhere else. One table (`_ERRORS`)
 says what each means: `translated()` turns them into Treadle's errors, and
 `error_kind()` names them for metrics. `ConnectHook` opens the pool's
 connections, and tells an observer of each connection and of every statement,
-named after its block in `sql/`. `pool_health()` reads the pool's figures.
+named after its block in `sql/`. `pool_health()` reads the pool's figures;
+`from_row()` builds a dataclass from a row whose columns are named like its fields.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import keyword
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 import asyncpg
 
 from treadle.common import errors
 from treadle.common.health import PoolHealth
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 log = logging.getLogger("treadle.scheduler.postgres")
+
+#: A dataclass built from a row (`from_row`).
+Row = TypeVar("Row", bound="DataclassInstance")
 
 #: A pool of connections (for modules that do not speak asyncpg).
 Pool: TypeAlias = asyncpg.Pool
@@ -404,6 +412,13 @@ async def execute(conn: Any, name: str, /, **params: Any) -> str:
     query = QUERIES[name]
     status: str = await conn.execute(query.sql, *query.args(**params))
     return status
+
+
+def from_row(cls: type[Row], row: Mapping[str, Any], /, **given: Any) -> Row:
+    """A `cls` (a dataclass) from `row`: each field from the column of its name,
+    unless `given` holds it (a renamed column, or a value decoded)."""
+    read = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.init and f.name not in given}
+    return cls(**read, **given)
 
 
 def affected(status: str) -> int:

@@ -90,16 +90,8 @@ def _template(data: dict[str, Any], payload_json: str | None) -> TaskSpec:
 
 
 def _schedule(row: asyncpg.Record) -> Schedule:
-    return Schedule(
-        name=row["name"],
-        cron=row["cron"],
-        timezone=row["timezone"],
-        task=_template(json.loads(row["template"]), row["template_payload"]),
-        paused=row["paused"],
-        next_fire_at=row["next_fire_at"],
-        last_fired_at=row["last_fired_at"],
-        created_at=row["created_at"],
-    )
+    task = _template(json.loads(row["template"]), row["template_payload"])
+    return postgres.from_row(Schedule, row, task=task)
 
 
 class ScheduleStore(postgres.PoolStore):

@@ -33,9 +33,9 @@ from treadle.common.errors import AlreadyExists, InvalidArgument, NotFound, Trea
 from treadle.common.tasks import Schedule, TaskSpec
 from treadle.common.wakeup import wait_event
 from treadle.scheduler.core import Scheduler
-from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
+from treadle.scheduler.loops import Backoff, Loop
+from treadle.scheduler.model import found
 from treadle.scheduler.schedule_store import FIRE_BATCH, Fire, ScheduleStore
-from treadle.scheduler.settings import Settings
 
 log = logging.getLogger("treadle.scheduler.schedules")
 
@@ -166,24 +166,17 @@ def plan(schedule: Schedule, now: datetime) -> Fire:
 # -- use cases --------------------------------------------------------------------
 
 
+@dataclasses.dataclass(eq=False)
 class Schedules:
     """Create, list, pause, resume and delete schedules, and fire them when due."""
 
-    def __init__(
-        self,
-        store: ScheduleStore,
-        scheduler: Scheduler,
-        settings: Settings,
-        clock: Clock = utcnow,
-    ) -> None:
-        self.store = store
-        self.scheduler = scheduler
-        self.settings = settings
-        self.clock = clock
-        self._wake = asyncio.Event()
-        #: Ticks this replica fired, and how many of them found their task already there.
-        self.fired_total = 0
-        self.duplicates_total = 0
+    store: ScheduleStore
+    #: Checks and submits the tasks; its settings and clock are the schedules' too.
+    scheduler: Scheduler
+    _wake: asyncio.Event = dataclasses.field(init=False, default_factory=asyncio.Event)
+    #: Ticks this replica fired, and how many of them found their task already there.
+    fired_total: int = dataclasses.field(init=False, default=0)
+    duplicates_total: int = dataclasses.field(init=False, default=0)
 
     def wake(self) -> None:
         """A schedule was created or resumed: look at the next tick again."""
@@ -192,7 +185,7 @@ class Schedules:
     async def create(self, schedule: Schedule) -> Schedule:
         check_name(schedule.name)
         tz = zone(schedule.timezone)
-        first = check_cron(schedule.cron, tz, self.clock())
+        first = check_cron(schedule.cron, tz, self.scheduler.clock())
         checked = self.scheduler.check(template(schedule.task, schedule.task.queue))
         created = await self.store.insert(
             schedule.name, schedule.cron, tz.key, template(schedule.task, checked.queue), first
@@ -206,19 +199,14 @@ class Schedules:
         return await self.store.list()
 
     async def pause(self, name: str) -> Schedule:
-        paused = await self.store.pause(name)
-        if paused is None:
-            raise NotFound(f"schedule {name!r} not found")
-        return paused
+        return found(await self.store.pause(name), f"schedule {name!r}")
 
     async def resume(self, name: str) -> Schedule:
         """Fire again from the first tick after now; a running schedule is left as it is."""
-        current = await self.store.get(name)
-        if current is None:
-            raise NotFound(f"schedule {name!r} not found")
+        current = await self._get(name)
         if not current.paused:
             return current
-        following = check_cron(current.cron, zone(current.timezone), self.clock())
+        following = check_cron(current.cron, zone(current.timezone), self.scheduler.clock())
         resumed = await self.store.resume(name, following)
         if resumed is None:  # resumed or deleted meanwhile
             return await self._get(name)
@@ -230,10 +218,7 @@ class Schedules:
             raise NotFound(f"schedule {name!r} not found")
 
     async def _get(self, name: str) -> Schedule:
-        found = await self.store.get(name)
-        if found is None:
-            raise NotFound(f"schedule {name!r} not found")
-        return found
+        return found(await self.store.get(name), f"schedule {name!r}")
 
     # -- firing ---------------------------------------------------------------
 
@@ -255,7 +240,7 @@ class Schedules:
         return len(fires)
 
     def _sleep_for(self, due_in: float | None) -> float:
-        poll = self.settings.poll_interval
+        poll = self.scheduler.settings.poll_interval
         if due_in is None:
             return poll
         if due_in <= 0:

@@ -50,9 +50,9 @@ from treadle.common.stats import (
     Trends,
 )
 from treadle.common.tasks import Submitted, TaskError, TaskState
-from treadle.scheduler.events import Observer
+from treadle.scheduler.events import AppliedByLease, Events
 from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
-from treadle.scheduler.model import Applied, Lease, Outcome
+from treadle.scheduler.model import Outcome
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.stats_store import ErrorTally, LiveReplica, StatsStore
 from treadle.scheduler.tally import Tally, day_of, hour_of, window
@@ -85,7 +85,7 @@ DEFAULT_PATTERNS = 10
 MAX_PATTERNS_LIMIT = 100
 
 
-class StatsRecorder(Observer):
+class StatsRecorder(Events):
     """One replica's counters, added to the aggregates by `flush()`.
 
     Counting is synchronous and cheap (a dict lookup and a few additions per
@@ -124,12 +124,7 @@ class StatsRecorder(Observer):
         """Count a waiting task cancelled at once."""
         self._tally(queue, self.clock()).cancelled += 1
 
-    def flushed(
-        self,
-        batch: Sequence[Outcome],
-        applied: Mapping[Lease, Applied],
-        seconds: float,
-    ) -> None:
+    def flushed(self, batch: Sequence[Outcome], applied: AppliedByLease, seconds: float) -> None:
         """Count the outcomes of `batch` that the store applied, as it applied them."""
         for outcome in batch:
             done = applied.get(outcome.lease)

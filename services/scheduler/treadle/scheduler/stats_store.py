@@ -90,15 +90,10 @@ class _Columns:
 
 
 def _tally(row: asyncpg.Record) -> Tally:
-    return Tally(
+    return postgres.from_row(
+        Tally,
+        row,
         submitted=row.get("submitted") or 0,
-        succeeded=row["succeeded"],
-        failed=row["failed"],
-        dead=row["dead"],
-        cancelled=row["cancelled"],
-        duration_sum=row["duration_sum"],
-        duration_count=row["duration_count"],
-        duration_max=row["duration_max"],
         duration_buckets=[count or 0 for count in row["duration_buckets"]],
     )
 
@@ -164,21 +159,7 @@ class StatsStore(postgres.PoolStore):
 
     async def queues(self, name: str | None = None) -> list[QueueStats]:
         return [
-            QueueStats(
-                queue=r["name"],
-                length=r["length"],
-                running=r["running"],
-                scheduled=r["scheduled"],
-                retrying=r["retrying"],
-                max_concurrent=r["max_concurrent"],
-                paused=r["paused"],
-                oldest_enqueued_at=r["oldest_enqueued_at"],
-                total_enqueued=r["total_enqueued"],
-                total_completed=r["total_completed"],
-                total_failed=r["total_failed"],
-                total_dead=r["total_dead"],
-                total_cancelled=r["total_cancelled"],
-            )
+            postgres.from_row(QueueStats, r, queue=r["name"])
             for r in await self._fetch("stats_queues", queue=name)
         ]
 
@@ -220,13 +201,11 @@ class StatsStore(postgres.PoolStore):
             "stats_error_patterns", since=since, until=until, queue=queue, limit=limit
         )
         return [
-            ErrorPattern(
-                type=r["type"],
-                message=r["message"],
-                count=r["count"],
+            postgres.from_row(
+                ErrorPattern,
+                r,
                 example_task_ids=tuple(r["examples"]),
                 queues=tuple(sorted(r["queues"])),
-                last_seen_at=r["last_seen_at"],
             )
             for r in rows
         ]

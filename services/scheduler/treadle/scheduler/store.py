@@ -36,17 +36,12 @@ from treadle.scheduler.model import Applied, ClaimedTask, Lease, NewTask, Outcom
 LIMITED_RECHECK = 0.5
 
 
+def _retry(row: asyncpg.Record) -> RetryPolicy:
+    return RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"])
+
+
 def _queue(row: asyncpg.Record) -> Queue:
-    return Queue(
-        name=row["name"],
-        max_concurrent=row["max_concurrent"],
-        paused=row["paused"],
-        max_attempts=row["max_attempts"],
-        timeout_seconds=row["timeout_seconds"],
-        retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return postgres.from_row(Queue, row, retry=_retry(row))
 
 
 def _error(data: dict[str, Any]) -> TaskError:
@@ -78,44 +73,28 @@ def _json(raw: str | None) -> Any:
 
 def _task(row: asyncpg.Record) -> Task:
     error = _json(row["error"])
-    return Task(
+    return postgres.from_row(
+        Task,
+        row,
         id=str(row["id"]),
-        name=row["name"],
-        queue=row["queue"],
         state=TaskState(row["state"]),
         payload_json=row["payload"],
         result_json=row["result"],
         error=_error(error) if error else None,
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        priority=row["priority"],
-        run_at=row["run_at"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        idempotency_key=row["idempotency_key"],
         errors=tuple(_error(e) for e in _json(row["errors"])),
-        cancel_requested=row["cancel_requested"],
-        timeout_seconds=row["timeout_seconds"],
-        retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
+        retry=_retry(row),
     )
 
 
 def _claimed(row: asyncpg.Record, owner: str) -> ClaimedTask:
     """A task `owner` just claimed, under the lease the claim took."""
     raw = row["trace_context"]
-    return ClaimedTask(
+    return postgres.from_row(
+        ClaimedTask,
+        row,
         lease=Lease(str(row["id"]), owner, row["claims"]),
-        name=row["name"],
-        queue=row["queue"],
         payload_json=row["payload"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        run_at=row["run_at"],
-        started_at=row["started_at"],
-        timeout_seconds=row["timeout_seconds"],
-        retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
-        cancel_requested=row["cancel_requested"],
+        retry=_retry(row),
         trace_context=json.loads(raw) if raw else None,
     )
 
@@ -137,7 +116,7 @@ def _inserted(new: NewTask, row: asyncpg.Record) -> Task:
         created_at=row["created_at"],
         idempotency_key=new.idempotency_key,
         timeout_seconds=row["timeout_seconds"],
-        retry=RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"]),
+        retry=_retry(row),
     )
 
 
@@ -458,20 +437,7 @@ class Store(postgres.PoolStore):
 
     async def replicas(self, lease_seconds: float) -> list[ReplicaInfo]:
         rows = await self._fetch("list_replicas", lease_seconds=lease_seconds)
-        return [
-            ReplicaInfo(
-                id=r["id"],
-                host=r["host"],
-                pid=r["pid"],
-                version=r["version"],
-                started_at=r["started_at"],
-                last_heartbeat_at=r["last_heartbeat_at"],
-                alive=r["alive"],
-                stopped_at=r["stopped_at"],
-                running=r["running"],
-            )
-            for r in rows
-        ]
+        return [postgres.from_row(ReplicaInfo, r) for r in rows]
 
     async def prune_replicas(self, older_than_seconds: float) -> None:
         await self._execute("prune_replicas", older_than_seconds=older_than_seconds)

@@ -275,7 +275,7 @@ class Replica:
             scheduler=scheduler,
             worker=worker,
             watchers=watchers,
-            schedules=Schedules(ScheduleStore(pool), scheduler, s),
+            schedules=Schedules(ScheduleStore(pool), scheduler),
             recorder=recorder,
             stats=Stats(stats_store, s),
             backlog=Backlog(store, s.metrics_interval, s.lease_seconds, self.metrics),

@@ -27,22 +27,19 @@ hands the rest back without charging their attempt.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from datetime import timedelta
 
-from opentelemetry import trace
-
 from treadle.common.errors import TreadleError
 from treadle.common.tasks import TaskState
 from treadle.common.wakeup import wait_event
-from treadle.scheduler.events import NOTHING, Events
+from treadle.scheduler.core import Collaborators
 from treadle.scheduler.executor import Executor
-from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
+from treadle.scheduler.loops import Backoff, Loop
 from treadle.scheduler.model import ClaimedTask, Lease, Outcome, ended
-from treadle.scheduler.registry import Handler, Registry
-from treadle.scheduler.settings import Settings
-from treadle.scheduler.store import Store
+from treadle.scheduler.registry import Handler
 
 log = logging.getLogger("treadle.scheduler.worker")
 
@@ -52,23 +49,11 @@ EARLY_CANCEL_SECONDS = 10.0
 EARLY_CANCELS_MAX = 10_000
 
 
-class Worker:
-    def __init__(
-        self,
-        store: Store,
-        registry: Registry,
-        settings: Settings,
-        clock: Clock = utcnow,
-        tracer: trace.Tracer | None = None,
-        events: Events = NOTHING,
-    ) -> None:
-        self.store = store
-        #: Told of claims, attempts, flushes and reclaimed tasks.
-        self.events = events
-        self.registry = registry
-        self.settings = settings
-        self.owner = settings.replica_id
-        self.executor = Executor(settings.executor_threads, clock, tracer=tracer)
+@dataclasses.dataclass(eq=False)
+class Worker(Collaborators):
+    def __post_init__(self) -> None:
+        self.owner = self.settings.replica_id
+        self.executor = Executor(self.settings.executor_threads, self.clock, tracer=self.tracer)
         self._running: dict[str, tuple[asyncio.Task[None], ClaimedTask]] = {}
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -79,7 +64,6 @@ class Worker:
         #: Cancels asked for tasks not (yet) running here, by monotonic time.
         self._early_cancels: dict[str, float] = {}
         self._due = asyncio.Event()
-        self.clock = clock
         self._claiming = True
         #: Clear while a claim is in flight (until its tasks have started).
         self._idle = asyncio.Event()
