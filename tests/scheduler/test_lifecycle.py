@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 import asyncpg
@@ -105,6 +106,17 @@ async def test_notify_wakes_the_dispatcher_not_polling(database_url: str, schema
         assert (done.started_at - done.created_at).total_seconds() < 2.0
 
 
+async def _until_a_claim_waits_on_a_lock(conn: asyncpg.Connection, timeout: float = 20) -> None:
+    """Until a claim statement (it sets `claims = t.claims + 1`) waits on a lock."""
+    deadline = time.monotonic() + timeout
+    while not await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND query LIKE '%claims = t.claims + 1%' AND pid <> pg_backend_pid()"
+    ):
+        assert time.monotonic() < deadline, "no claim came to wait on the lock"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_claim_in_flight_at_stop_is_drained_and_handed_back(
     database_url: str, schema: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -128,7 +140,9 @@ async def test_a_claim_in_flight_at_stop_is_drained_and_handed_back(
             # The dispatcher's next claim waits behind this lock.
             await locker.execute(f'LOCK TABLE "{schema}".tasks IN ACCESS EXCLUSIVE MODE')
             await client.resume_queue("blocked")
-            await asyncio.sleep(0.5)  # woken by the resume: its claim is now stuck
+            # Woken by the resume, the dispatcher's claim is now stuck on the lock
+            # (waited for, not slept: on a loaded machine 0.5 s was not always enough).
+            await _until_a_claim_waits_on_a_lock(locker)
             stopping = asyncio.create_task(replica.stop())
             await asyncio.sleep(0.3)
             assert not stopping.done(), "the drain waits for the claim in flight"
