@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+from collections.abc import Sequence
 from importlib import metadata
 
 from prometheus_client import (
@@ -76,6 +78,15 @@ def render(registry: CollectorRegistry) -> bytes:
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
+def bound_port(sockets: Sequence[socket.socket], server: str) -> int:
+    """The port the first of a listening server's `sockets` is bound to (the
+    real one when port 0 was asked for); `server` names it in the error."""
+    if not sockets:
+        raise RuntimeError(f"{server} is not listening")
+    port: int = sockets[0].getsockname()[1]
+    return port
+
+
 class MetricsServer:
     """`GET /metrics` for one registry over HTTP/1.1, one request per connection."""
 
@@ -91,10 +102,7 @@ class MetricsServer:
     @property
     def port(self) -> int:
         """The bound port (the real one when asked for port 0)."""
-        if self._server is None or not self._server.sockets:
-            raise RuntimeError("the metrics server is not listening")
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        return bound_port(self._server.sockets if self._server else (), "the metrics server")
 
     @property
     def address(self) -> str:

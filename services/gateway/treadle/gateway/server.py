@@ -20,6 +20,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from treadle.common.errors import Unavailable
+from treadle.common.exposition import bound_port
 from treadle.gateway.app import create_app
 from treadle.gateway.settings import Settings
 
@@ -62,10 +63,8 @@ class Gateway:
     @property
     def port(self) -> int:
         """The bound port (the real one when settings asked for port 0)."""
-        if not self._server.started:
-            raise RuntimeError("the gateway is not listening")
-        port: int = self._server.servers[0].sockets[0].getsockname()[1]
-        return port
+        sockets = self._server.servers[0].sockets if self._server.started else ()
+        return bound_port(sockets, "the gateway")
 
     @property
     def url(self) -> str:

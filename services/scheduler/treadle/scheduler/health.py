@@ -17,6 +17,7 @@ from collections.abc import Callable
 from treadle.common.errors import TreadleError
 from treadle.common.exposition import VERSION
 from treadle.common.health import DatabaseHealth, SchedulerHealth
+from treadle.scheduler import postgres
 from treadle.scheduler.metrics_store import MetricsStore
 from treadle.scheduler.state import ReplicaState
 from treadle.scheduler.store import Store
@@ -35,15 +36,13 @@ class HealthReporter:
     async def report(self) -> SchedulerHealth:
         database, alive = await self._database()
         state = self.state()
-        return SchedulerHealth(
-            replica_id=state.replica_id,
+        # The rest (replica id, serving, pool, executor, running, capacity)
+        # is the state's field of the same name.
+        return postgres.from_row(
+            SchedulerHealth,
+            vars(state),
             version=VERSION,
-            serving=state.serving,
             database=database,
-            pool=state.pool,
-            executor=state.executor,
-            running=state.running,
-            capacity=state.capacity,
             backlog=state.backlog.queues,
             backlog_as_of=state.backlog.as_of,
             loops=dict(state.loops),

@@ -416,7 +416,8 @@ async def execute(conn: Any, name: str, /, **params: Any) -> str:
 
 def from_row(cls: type[Row], row: Mapping[str, Any], /, **given: Any) -> Row:
     """A `cls` (a dataclass) from `row`: each field from the column of its name,
-    unless `given` holds it (a renamed column, or a value decoded)."""
+    unless `given` holds it (a renamed column, or a value decoded). Any mapping
+    will do as `row`: `vars()` of another dataclass copies its same-named fields."""
     read = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.init and f.name not in given}
     return cls(**read, **given)
 
