@@ -90,11 +90,16 @@ async def test_help_lists_every_command() -> None:
 
 async def test_migrate_creates_the_schema(database_url: str, schema: str) -> None:
     env = {"TREADLE_DATABASE_URL": database_url, "TREADLE_DATABASE_SCHEMA": schema}
+    code, out, err = await treadle("migrate", "--check", env=env)
+    assert code == 1, out
+    assert "database schema is at version None" in err and "run `treadle migrate`" in err
     code, out, err = await treadle("migrate", env=env)
     assert code == 0, err
     assert "applied migrations 0001, 0002" in out
     assert f"to schema {schema}" in out
     code, out, _ = await treadle("migrate", env=env)
+    assert code == 0 and "up to date" in out
+    code, out, _ = await treadle("migrate", "--check", env=env)
     assert code == 0 and "up to date" in out
 
 

@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply the schema migrations the database lacks. "
         "Safe to run while replicas start.",
     )
+    mig.add_argument(
+        "--check",
+        action="store_true",
+        help="apply nothing; exit 1 when the schema lacks a migration (for deploy checks)",
+    )
     config.add_flags(mig.add_argument_group("database"), SchedulerSettings, "database")
 
     submit = sub.add_parser(
