@@ -84,12 +84,12 @@ def test_alert_enums_and_renamed_time() -> None:
         stats.Severity.CRITICAL, stats.Metric.ERROR_RATE, "high", "q", 0.5, 0.1, NOW
     )
     health = stats.SystemHealth(stats.SystemStatus.CRITICAL, (alert,), NOW)
-    msg = stats_wire.health_to_proto(health)
+    msg = stats_wire.system_health_to_proto(health)
     assert msg.status == pb.SYSTEM_STATUS_CRITICAL
     assert msg.alerts[0].severity == pb.ALERT_SEVERITY_CRITICAL
     assert msg.alerts[0].metric == "error_rate" and msg.alerts[0].replica == ""
     assert msg.alerts[0].time.ToDatetime(tzinfo=UTC) == NOW
-    assert stats_wire.health_from_proto(msg) == health
+    assert stats_wire.system_health_from_proto(msg) == health
 
 
 def test_a_reply_without_a_required_field_is_refused() -> None:

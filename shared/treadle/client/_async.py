@@ -16,7 +16,7 @@ import grpc
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.common import errors, stats, stats_wire, status, tasks, wire
-from treadle.common.health import SchedulerHealth, health_from_proto
+from treadle.common.health import SchedulerHealth, scheduler_health_from_proto
 from treadle.common.stats import Granularity
 from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
 
@@ -209,7 +209,7 @@ class Client:
             reply = await self._stub.GetHealth(
                 pb.GetHealthRequest(), timeout=self.timeout if timeout is None else timeout
             )
-        return health_from_proto(reply)
+        return scheduler_health_from_proto(reply)
 
     async def list_queues(self) -> builtins.list[tasks.Queue]:
         reply = await self._call(self._stub.ListQueues, pb.ListQueuesRequest())
@@ -334,7 +334,7 @@ class Client:
     async def system_health(self) -> stats.SystemHealth:
         """HEALTHY, WARNING or CRITICAL, with the alert thresholds crossed."""
         reply = await self._call(self._stub.GetSystemHealth, pb.GetSystemHealthRequest())
-        return stats_wire.health_from_proto(reply)
+        return stats_wire.system_health_from_proto(reply)
 
     async def watch(self, task_id: str) -> AsyncGenerator[Task, None]:
         """The task now, then again each time its state changes; ends after

@@ -110,5 +110,5 @@ _HEALTH = wire.Codec(
     decode={"loops": lambda reply: {loop.name: loop.alive for loop in reply.loops}},
 )
 
-health_to_proto = _HEALTH.to_proto
-health_from_proto = _HEALTH.from_proto
+scheduler_health_to_proto = _HEALTH.to_proto
+scheduler_health_from_proto = _HEALTH.from_proto

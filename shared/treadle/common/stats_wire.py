@@ -57,8 +57,8 @@ overview_from_proto = _OVERVIEW.from_proto
 trends_to_proto = _TRENDS.to_proto
 pattern_to_proto = _PATTERN.to_proto
 pattern_from_proto = _PATTERN.from_proto
-health_to_proto = _HEALTH.to_proto
-health_from_proto = _HEALTH.from_proto
+system_health_to_proto = _HEALTH.to_proto
+system_health_from_proto = _HEALTH.from_proto
 
 
 def trends_from_proto(msg: pb.GetTrendsResponse, queues: tuple[str, ...]) -> stats.Trends:

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.common import errors, stats_wire, status, wire
-from treadle.common.health import SchedulerHealth, health_to_proto
+from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
 from treadle.common.tasks import QueueUpdate
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.schedules import Schedules
@@ -177,7 +177,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     ) -> pb.GetHealthResponse:
         if self._health_report is None:
             raise errors.Unavailable("health reports are not enabled on this server")
-        return health_to_proto(await self._health_report())
+        return scheduler_health_to_proto(await self._health_report())
 
     @_edge
     async def RetryTask(
@@ -327,7 +327,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     async def GetSystemHealth(
         self, request: pb.GetSystemHealthRequest, context: Context
     ) -> pb.GetSystemHealthResponse:
-        return stats_wire.health_to_proto(await self.stats.health())
+        return stats_wire.system_health_to_proto(await self.stats.health())
 
 
 class Server:
