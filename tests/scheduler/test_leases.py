@@ -280,8 +280,11 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
     caplog.set_level(logging.INFO, logger="treadle.scheduler")
     (task_id,) = await submit(store)
     await store.claim("ghost-replica", 10, 30)  # a replica that then dies
+    # The replica's own lease is long (10 s) so that, on a loaded machine, a
+    # stalled heartbeat cannot get its own attempt reclaimed too: only the
+    # ghost's lease, expired by hand below, may be taken back.
     async with running_replica(
-        database_url, schema, lease_seconds=2, heartbeat_interval=0.1
+        database_url, schema, lease_seconds=10, heartbeat_interval=0.1
     ) as replica:
         worker = replica.parts.worker
         assert worker is not None
