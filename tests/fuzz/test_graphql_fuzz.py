@@ -34,6 +34,10 @@ from .strategies import (
     VALID_TIMES,
 )
 
+#: A failing example may hold a string of 100,000 characters: Hypothesis warns
+#: that printing it is costly, and warnings are errors here.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+
 TASK_FIELDS = """id name queue priority payload runAt createdAt maxAttempts idempotencyKey
     timeoutSeconds retry { baseSeconds factor maxSeconds }"""
 SUBMIT = f"""mutation Submit($input: SubmitTaskInput!) {{
