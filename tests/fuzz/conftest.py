@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -78,28 +79,42 @@ BROKEN = frozenset(
 CALL_TIMEOUT = 10.0
 
 
+#: Payloads nest up to 1,500 deep; the json module recurses once per level.
+_DEEP = 10_000
+
+
 def decimal_json(text: str) -> Any:
     """The JSON text's value with every number a Decimal, so that two texts of
     the same JSON value compare equal (`1e+308` and `1000…0`, `1.0` and `1.00`)."""
-    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, _DEEP))
+    try:
+        return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def same_json(a: Any, b: Any) -> bool:
     """Two values from `decimal_json` are the same JSON value: numbers by
-    value, never a boolean for a number, strings and keys exactly."""
-    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
-        return type(a) is type(b) and a == b
-    if isinstance(a, Decimal):
-        return isinstance(b, Decimal) and a == b
-    if isinstance(a, str):
-        return isinstance(b, str) and a == b
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(map(same_json, a, b))
-    if isinstance(a, dict):
-        return (
-            isinstance(b, dict) and a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-        )
-    raise AssertionError(f"not a JSON value: {a!r}")
+    value, never a boolean for a number, strings and keys exactly. Iterative:
+    payloads may nest deeper than Python recurses."""
+    pending = [(a, b)]
+    while pending:
+        x, y = pending.pop()
+        if isinstance(x, list):
+            if not isinstance(y, list) or len(x) != len(y):
+                return False
+            pending.extend(zip(x, y, strict=True))
+        elif isinstance(x, dict):
+            if not isinstance(y, dict) or x.keys() != y.keys():
+                return False
+            pending.extend((x[k], y[k]) for k in x)
+        elif isinstance(x, (bool, str, Decimal)) or x is None:
+            if type(x) is not type(y) or x != y:
+                return False
+        else:
+            raise AssertionError(f"not a JSON value: {x!r}")
+    return True
 
 
 class Harness:
@@ -192,8 +207,42 @@ class Harness:
             assert time.monotonic() < deadline, f"echo not SUCCEEDED in time: {reply.task}"
             await asyncio.sleep(0.05)
 
+    async def _settled(self) -> None:
+        """Every task due has been run to an end: none stays QUEUED or RUNNING (no
+        handler the properties submit takes time), and every `echo` that
+        succeeded returned its payload; one that did not, timed out."""
+        assert self.conn is not None
+        deadline = time.monotonic() + 20
+        while True:
+            busy = await self.conn.fetchval(
+                "SELECT count(*) FROM tasks WHERE state IN ('QUEUED', 'RUNNING')"
+            )
+            if busy == 0:
+                break
+            assert time.monotonic() < deadline, f"{busy} tasks stay QUEUED or RUNNING"
+            await asyncio.sleep(0.1)
+        for state in (pb.TASK_STATE_SUCCEEDED, pb.TASK_STATE_DEAD):
+            token = ""
+            while True:
+                page = await self.stub.ListTasks(
+                    pb.ListTasksRequest(state=state, page_size=1000, page_token=token),
+                    timeout=CALL_TIMEOUT,
+                )
+                for task in page.tasks:
+                    if task.name != "echo":
+                        continue
+                    if state == pb.TASK_STATE_SUCCEEDED:
+                        result, payload = decimal_json(task.result), decimal_json(task.payload)
+                        assert same_json(result, payload), (task.payload, task.result)
+                    else:
+                        assert task.error.type == "TimeoutError", task.error
+                token = page.next_page_token
+                if not token:
+                    break
+
     async def _still_serving(self) -> None:
         assert self.replica is not None
+        await self._settled()
         dead = [name for name, alive in self.replica.loops.items() if not alive]
         assert dead == [], f"background loops died: {dead}"
         stub = self.stub
@@ -210,8 +259,9 @@ class Harness:
         await stub.GetOverview(pb.GetOverviewRequest(), timeout=CALL_TIMEOUT)
 
     def assert_still_serving(self) -> None:
-        """The replica's loops all run, it runs `echo` now and after a delay
-        (through promotion), and every listing and statistic still answers."""
+        """Every task due ran to a sane end, the replica's loops all run, it runs
+        `echo` now and after a delay (through promotion), and every listing and
+        statistic still answers."""
         self.run(self._still_serving())
 
 
