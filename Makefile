@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.synced
 
-.PHONY: up test install protos check-protos lint typecheck buf-lint bench clean
+.PHONY: up test fuzz install protos check-protos lint typecheck buf-lint bench clean
 
 $(STAMP): pyproject.toml uv.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The property-based suite with many more examples, a random seed and shrinking
+# (docs/development.md); no per-test time limit.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/fuzz -o timeout=0
 
 # Regenerate the checked-in stubs from protos/ (one command).
 protos: $(STAMP)
