@@ -99,3 +99,9 @@ def sync_sleep(payload: Any) -> str:
 
     time.sleep(float(payload["seconds"]))
     return "slept"
+
+
+@task("raises_nul")
+async def raises_nul(payload: Any) -> None:
+    """Fails with a message jsonb cannot store as it is (a NUL character)."""
+    raise ValueError("bad\x00byte")
