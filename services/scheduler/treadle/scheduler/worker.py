@@ -21,7 +21,10 @@ handler is cancelled (it sees `asyncio.CancelledError`), a sync handler's
 result is discarded.
 
 `drain()` stops claiming, lets running handlers finish up to a timeout, and
-hands the rest back without charging their attempt.
+hands the rest back without charging their attempt, except those whose sync
+handler still runs in its thread (it cannot be stopped): those stay leased
+(`stranded`) until the process has exited and their lease expired, so they
+never run twice at once.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ class Worker(Collaborators):
         self.leases_extended_total = 0
         self.leases_lost_total = 0
         self.reclaimed_total = 0
+        #: After `drain()`: tasks whose sync handler was still running in its
+        #: thread, not handed back (the process must exit: see `__main__`).
+        self.stranded: list[str] = []
 
     def loops(self) -> dict[str, Loop]:
         return {
@@ -489,6 +495,12 @@ class Worker(Collaborators):
             runner.cancel()
         if self._running:
             await asyncio.wait([r for r, _ in self._running.values()], timeout=1.0)
+        # A sync handler's thread runs on, whatever was cancelled here: its task
+        # stays leased to this replica until the process has exited and the
+        # lease expired, when the reaper of another replica takes it back.
+        stranded = self.executor.shutdown()
+        self.stranded = sorted(stranded)
+        left = [lease for lease in left if lease.task_id not in stranded]
         try:
             await self.flush_now()
             released = await self.store.release(left)
@@ -497,4 +509,12 @@ class Worker(Collaborators):
             released = set()
         if left:
             log.info("handed back %d task(s) without charging an attempt", len(released))
-        self.executor.shutdown()
+        if stranded:
+            log.warning(
+                "%d task(s) still run in sync handler threads, which nothing can stop: %s; "
+                "not handed back: they run again elsewhere once this process has exited "
+                "and their lease (%gs) expired",
+                len(stranded),
+                ", ".join(self.stranded),
+                self.settings.lease_seconds,
+            )
