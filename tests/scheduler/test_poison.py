@@ -233,3 +233,19 @@ async def test_an_outcome_the_database_refuses_ends_dead_alone(
     assert await poisons(replica, "record") == 1
     await still_runs_echo(client)
     await reads_answer(client, bad.id)
+
+
+async def test_an_attempt_that_breaks_outside_its_handler_ends_dead(
+    replica: Replica, client: Client
+) -> None:
+    """An attempt whose failure cannot even be described (the exception's
+    message raises) ends DEAD at the run stage instead of leaving its task
+    RUNNING until its lease expires."""
+    task = await client.submit("unprintable", 1, max_attempts=3)
+    dead = await client.wait(task.id, timeout=10)
+    assert dead.state is TaskState.DEAD and dead.error is not None
+    assert dead.error.type == "PoisonTask"
+    assert "(run)" in dead.error.message
+    assert "this exception cannot be shown" in dead.error.message
+    assert await until(lambda: poisons(replica, "run"))
+    await still_runs_echo(client)

@@ -227,7 +227,7 @@ class Worker(Collaborators):
             if task.id not in self._cancelled or task.id in self._handed_back:
                 raise  # shutting down: the task is handed back
             outcome = ended(task, TaskState.CANCELLED, self.clock())
-        except Exception as exc:  # not the handler's failure (that is an outcome): the task's row
+        except Exception as exc:  # not the handler's own failure: that one is an outcome
             outcome = self._poisoned(task, "run", f"running it failed: {exc!r}")
         if task.id in self._handed_back:
             return
