@@ -249,3 +249,26 @@ async def test_an_attempt_that_breaks_outside_its_handler_ends_dead(
     assert "this exception cannot be shown" in dead.error.message
     assert await until(lambda: poisons(replica, "run"))
     await still_runs_echo(client)
+
+
+async def test_a_payload_too_deep_to_decode_ends_dead_at_once(
+    database_url: str, schema: str, replica: Replica, client: Client
+) -> None:
+    """jsonb stores nesting deeper than Python decodes: no attempt can take
+    that payload, so the task is not retried but ends DEAD saying why."""
+    task = await client.submit("echo", 1, delay_seconds=3600, max_attempts=5)
+    deep = "[" * 5000 + "]" * 5000
+    await sql(
+        database_url,
+        schema,
+        "UPDATE tasks SET state = 'QUEUED', payload = $2::jsonb WHERE id = $1",
+        uuid.UUID(task.id),
+        deep,
+    )
+    replica.parts.worker.wake()
+    dead = await client.wait(task.id, timeout=10)
+    assert dead.state is TaskState.DEAD and dead.error is not None
+    assert dead.error.type == "PoisonTask"
+    assert "(run)" in dead.error.message and "nested too deeply" in dead.error.message
+    assert dead.attempts == 1
+    await still_runs_echo(client)

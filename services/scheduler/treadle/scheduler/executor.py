@@ -71,9 +71,7 @@ class Executor:
         #: Each sync handler's call in the pool (queued or running), by task id.
         self._calls: dict[str, concurrent.futures.Future[object]] = {}
 
-    async def _call(self, task: ClaimedTask, handler: Handler) -> object:
-        # The one place the scheduler decodes a payload: for the handler, as it runs.
-        payload = wire.decode_json(task.payload_json)
+    async def _call(self, task: ClaimedTask, handler: Handler, payload: object) -> object:
         if handler.is_async:
             return await handler.fn(payload)
         # The thread sees the attempt's context (its span, for logs and child spans).
@@ -110,7 +108,10 @@ class Executor:
     async def run(self, task: ClaimedTask, handler: Handler) -> Outcome:
         """Run one attempt. Cancellation propagates; anything else the handler
         raises becomes a failed attempt that is retried or ends the task DEAD.
-        With tracing on, the attempt runs in its own span (see `tracing`)."""
+        A stored payload that cannot be decoded (a row written by hand: too
+        deep, not standard JSON) is no attempt: that error propagates, and the
+        worker ends the task DEAD. With tracing on, the attempt runs in its own
+        span (see `tracing`)."""
         if self.tracer is None:
             return await self._run(task, handler)
         with tracing.attempt(self.tracer, task) as span:
@@ -119,10 +120,15 @@ class Executor:
             return outcome
 
     async def _run(self, task: ClaimedTask, handler: Handler) -> Outcome:
+        # The one place the scheduler decodes a payload: for the handler, as it runs.
+        try:
+            payload = wire.decode_json(task.payload_json)
+        except RecursionError:
+            raise InvalidArgument("payload is nested too deeply to decode") from None
         deadline = asyncio.timeout(task.timeout_seconds)
         try:
             async with deadline:
-                value = await self._call(task, handler)
+                value = await self._call(task, handler, payload)
             try:
                 result_json = wire.encode_json(value, "handler result")
             except InvalidArgument as exc:
