@@ -55,3 +55,21 @@ async def test_graphql_reads_answer_after_poison_rows(
     assert read["error"]["type"] == "UnreadableError"
     assert read["errors"] == []
     assert [e["node"]["id"] for e in body["data"]["tasks"]["edges"]] == [task.id]
+
+
+async def test_graphql_reads_a_payload_too_deep_to_decode(
+    database_url: str, schema: str, replica: Replica, client: Client, gql: GraphQL
+) -> None:
+    task = await client.submit("echo", 1, delay_seconds=3600)
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        await conn.execute(
+            "UPDATE tasks SET payload = $2::jsonb WHERE id = $1",
+            uuid.UUID(task.id),
+            "[" * 5000 + "]" * 5000,
+        )
+    finally:
+        await conn.close()
+    body = await gql("query($id: ID!) { task(id: $id) { id state payload } }", id=task.id)
+    assert "errors" not in body, body
+    assert body["data"]["task"] == {"id": task.id, "state": "SCHEDULED", "payload": None}
