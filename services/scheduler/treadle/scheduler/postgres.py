@@ -128,6 +128,14 @@ def error_kind(exc: BaseException) -> str:
     return OTHER if meaning is None else meaning[0]
 
 
+def refused(exc: BaseException) -> bool:
+    """Whether a statement failed for what it carries or the rows it touches
+    (a data error, a constraint: it will fail again as it is), rather than for
+    the database's state (unreachable, a timeout, a conflict: try again).
+    Looks through a translated error to the driver's."""
+    return error_kind(exc.__cause__ or exc) in ("database", "unique_violation")
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Turn asyncpg and connection errors into Treadle's errors (`_ERRORS`)."""

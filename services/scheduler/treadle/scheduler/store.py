@@ -405,6 +405,11 @@ class Store(postgres.PoolStore):
             for r in rows
         }
 
+    @staticmethod
+    def refused(exc: BaseException) -> bool:
+        """Whether a failed write would fail again as it is (`postgres.refused`)."""
+        return postgres.refused(exc)
+
     async def release(self, held: Sequence[Lease], delay: float = 0.0) -> set[str]:
         """Hand running tasks back, each while its lease holds, without charging
         their attempt, ready again at once or, with `delay`, after that many

@@ -35,7 +35,7 @@ import logging
 import time
 from datetime import timedelta
 
-from treadle.common.errors import TreadleError, Unavailable
+from treadle.common.errors import TreadleError
 from treadle.common.tasks import TaskError, TaskState
 from treadle.common.wakeup import wait_event
 from treadle.scheduler.core import Collaborators
@@ -402,10 +402,10 @@ class Worker(Collaborators):
         try:
             try:
                 applied = await self.store.complete(batch)
-            except Unavailable:
-                raise
             except TreadleError as exc:
-                # Not the database being away: something in the batch it refuses.
+                if not self.store.refused(exc):
+                    raise  # the database is away or busy: the whole batch again, later
+                # Something in the batch the database refuses: find it.
                 log.warning("recording %d outcome(s) failed (%s); one by one now", len(batch), exc)
                 applied = await self._complete_each(batch)
         except BaseException:
@@ -432,9 +432,9 @@ class Worker(Collaborators):
             try:
                 applied.update(await self.store.complete([outcome]))
                 continue
-            except Unavailable:
-                raise
             except TreadleError as exc:
+                if not self.store.refused(exc):
+                    raise
                 cause = exc.__cause__ or exc
                 reason = f"its outcome ({outcome.state.value}) could not be recorded: {cause!r}"
             dead = Outcome(
@@ -455,9 +455,9 @@ class Worker(Collaborators):
             self.events.poisoned(outcome.task_id, "record", reason)
             try:
                 applied.update(await self.store.complete([dead]))
-            except Unavailable:
-                raise
             except TreadleError as exc:
+                if not self.store.refused(exc):
+                    raise
                 log.error(
                     "could not record task %s as DEAD either (%s); its lease will expire",
                     outcome.task_id,
