@@ -99,3 +99,20 @@ def sync_sleep(payload: Any) -> str:
 
     time.sleep(float(payload["seconds"]))
     return "slept"
+
+
+@task("raises_nul")
+async def raises_nul(payload: Any) -> None:
+    """Fails with a message jsonb cannot store as it is (a NUL character)."""
+    raise ValueError("bad\x00byte")
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception cannot be shown")
+
+
+@task("unprintable")
+async def unprintable(payload: Any) -> None:
+    """Fails with an exception whose message cannot even be read."""
+    raise Unprintable

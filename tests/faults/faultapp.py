@@ -40,3 +40,27 @@ async def record(payload: Any) -> int:
         "INSERT INTO fault_results (n, pid) VALUES ($1, $2)", payload["n"], os.getpid()
     )
     return int(payload["n"])
+
+
+@task("sync_record")
+def sync_record(payload: Any) -> int:
+    """A plain `def` handler (it runs in a pool thread, and nothing can stop
+    it): sleeps, then records its `n` and the process id like `record`."""
+    import time
+
+    time.sleep(float(payload.get("sleep", 0)))
+
+    async def write() -> None:
+        conn = await asyncpg.connect(
+            os.environ["FAULT_DATABASE_URL"],
+            server_settings={"search_path": os.environ["FAULT_SCHEMA"]},
+        )
+        try:
+            await conn.execute(
+                "INSERT INTO fault_results (n, pid) VALUES ($1, $2)", payload["n"], os.getpid()
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(write())
+    return int(payload["n"])

@@ -15,7 +15,6 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -53,6 +52,8 @@ class ReplicaProcess:
     """`treadle scheduler --app faultapp` in its own process."""
 
     env: dict[str, str]
+    #: What runs, after `python`: `treadle scheduler` unless told otherwise.
+    command: tuple[str, ...] = ("-m", "treadle.cli", "scheduler")
     proc: asyncio.subprocess.Process | None = None
     address: str = ""
     output: list[str] = dataclasses.field(default_factory=list)
@@ -61,9 +62,7 @@ class ReplicaProcess:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "treadle.cli",
-            "scheduler",
+            *self.command,
             "--app",
             "faultapp",
             "--grpc-port",
@@ -149,27 +148,10 @@ def replica_env(database_url: str, schema: str, **settings: object) -> dict[str,
     return env
 
 
-@pytest.fixture
-async def results(database_url: str, schema: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(database_url)
-    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    await conn.execute(
-        f'CREATE TABLE "{schema}".fault_results (n integer NOT NULL, pid integer NOT NULL)'
-    )
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[ReplicaProcess]]:
-    started: list[ReplicaProcess] = []
-    yield started
-    for p in started:
-        await p.close()
-
-
-async def launch(processes: list[ReplicaProcess], env: dict[str, str]) -> ReplicaProcess:
-    replica = ReplicaProcess(env)
+async def launch(
+    processes: list[ReplicaProcess], env: dict[str, str], *command: str
+) -> ReplicaProcess:
+    replica = ReplicaProcess(env, command) if command else ReplicaProcess(env)
     processes.append(replica)
     await replica.start()
     return replica

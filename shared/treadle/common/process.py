@@ -4,13 +4,15 @@
 `main` parses the arguments, sets up plain logging, refuses unknown `TREADLE_*`
 variables, runs the command and turns our errors into one line on stderr and
 exit code 1 (Ctrl-C: 130). A command that runs a service uses `observe` (logs
-and tracing as the settings ask), `on_signals` and `run_async` (uvloop).
+and tracing as the settings ask), `on_signals` and `run_async` (uvloop);
+`exit_now` ends a process that threads it cannot stop would keep alive.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -73,6 +75,17 @@ def observe(args: argparse.Namespace, env: Mapping[str, str], service: str) -> N
     settings = config.load(logs.LogSettings, env, vars(args))
     logs.setup_logging(settings.json)
     telemetry.setup_tracing(service, env)
+
+
+def exit_now(status: int) -> None:
+    """Flush the logs and the standard streams, and end the process with
+    `status` at once: no atexit handlers, no waiting for threads (a thread
+    running user code that cannot be stopped would otherwise hold the exit)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 def on_signals(callback: Callable[[], None]) -> None:

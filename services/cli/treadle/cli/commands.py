@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from treadle.cli import queues, schedules
 from treadle.client import Client
@@ -23,6 +23,9 @@ from treadle.gateway import __main__ as gateway
 from treadle.gateway.settings import Settings as GatewaySettings
 from treadle.scheduler import __main__ as scheduler
 from treadle.scheduler.settings import Settings as SchedulerSettings
+
+if TYPE_CHECKING:
+    from treadle.scheduler.supervisor import Replica
 
 EXAMPLE_APP = "treadle.scheduler.example"
 
@@ -62,7 +65,7 @@ def cmd_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     gateway = config.load(GatewaySettings, env, vars(args))
     process.observe(args, env, "treadle")
 
-    async def serve(url: str) -> None:
+    async def serve(url: str) -> Replica:
         async with scheduler.replica(sched, sched.app or EXAMPLE_APP, url) as replica:
             server = Gateway(dataclasses.replace(gateway, scheduler_address=replica.address))
             await server.start()
@@ -73,10 +76,12 @@ def cmd_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 await replica.serve()
             finally:
                 await server.stop()
+        return replica
 
     with database(sched.database_url, sched.data_dir) as url:
-        process.run_async(serve(url))
-    return 0
+        stopped = process.run_async(serve(url))
+        status = scheduler.exit_status(stopped)
+    return scheduler.leave(stopped, status)
 
 
 def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -39,6 +39,17 @@ def from_domain(cls: type[T], source: object, **given: object) -> T:
 
 
 @functools.cache
+def _shown(task: tasks.Task, field: str) -> JSON | None:
+    """A task's payload or result as a JSON value; null when there is none, or
+    when the stored text cannot be decoded (a row written by hand, nested too
+    deep), so that reading the task never fails on it."""
+    try:
+        value = getattr(task, field)
+    except (ValueError, RecursionError):
+        return None
+    return None if value is None else JSON(value)
+
+
 def _fields(definition: StrawberryObjectDefinition) -> tuple[tuple[str, object], ...]:
     return tuple((f.python_name, f.type) for f in definition.fields)
 
@@ -170,8 +181,8 @@ class Task:
             name=task.name,
             queue=task.queue,
             state=task.state,
-            payload=None if task.payload is None else JSON(task.payload),
-            result=None if task.result is None else JSON(task.result),
+            payload=_shown(task, "payload"),
+            result=_shown(task, "result"),
             error=None if task.error is None else TaskError.from_error(task.error),
             attempts=task.attempts,
             max_attempts=task.max_attempts,

@@ -1,12 +1,18 @@
 """`python -m treadle.scheduler`: run one scheduler replica (`treadle scheduler`
 runs the same). It also holds what `treadle up` reuses to run a replica beside
-a gateway: the flags, `replica()` and the banner's figures.
+a gateway: the flags, `replica()`, the banner's figures and `exit_status()`.
+
+Exit statuses: 0 when the replica stopped as asked (SIGTERM, SIGINT), even
+with tasks handed back or left to their lease; 1 when it could not start
+(settings, database); 70 (EX_SOFTWARE) when a background loop died and
+stopped it: a supervisor should restart it and alert.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -18,6 +24,12 @@ from treadle.scheduler.settings import Settings
 
 if TYPE_CHECKING:
     from treadle.scheduler.supervisor import Replica
+
+log = logging.getLogger("treadle.scheduler")
+
+#: The exit status of a replica stopped by a background loop that died
+#: (sysexits' EX_SOFTWARE): a supervisor restarts it, and should alert.
+EXIT_LOOP_DIED = 70
 
 DESCRIPTION = (
     "Run one scheduler replica: claims and runs the tasks your --app module registers, serves gRPC."
@@ -76,6 +88,34 @@ def figures(running: Replica) -> dict[str, str]:
     }
 
 
+def exit_status(running: Replica) -> int:
+    """The exit status of a replica that has stopped (see the module's docstring)."""
+    if running.died:
+        log.error(
+            "exiting with status %d: background loop %s died, and the replica cannot go on",
+            EXIT_LOOP_DIED,
+            ", ".join(running.died),
+        )
+        return EXIT_LOOP_DIED
+    return 0
+
+
+def leave(running: Replica, status: int) -> int:
+    """`status`, once everything else has stopped. A sync handler that still
+    runs in its thread (past the drain timeout) cannot be stopped, and the
+    interpreter would wait for it at exit: then the process exits here, now,
+    and the task's lease (kept, not handed back) expires for another replica."""
+    stranded = running.stranded
+    if stranded:
+        log.warning(
+            "exiting now with status %d, not waiting for %d sync handler(s) still running",
+            status,
+            len(stranded),
+        )
+        process.exit_now(status)
+    return status
+
+
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from treadle.scheduler.embedded import database
 
@@ -85,15 +125,17 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise InvalidArgument("no app: pass --app MODULE or set TREADLE_APP")
     process.observe(args, env, "treadle-scheduler")
 
-    async def serve(url: str) -> None:
+    async def serve(url: str) -> Replica:
         async with replica(settings, app, url) as running:
             label = database_label(settings)
             print(BANNER.format(database=label, **figures(running)), flush=True)
             await running.serve()
+        return running
 
     with database(settings.database_url, settings.data_dir) as url:
-        process.run_async(serve(url))
-    return 0
+        stopped = process.run_async(serve(url))
+        status = exit_status(stopped)
+    return leave(stopped, status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

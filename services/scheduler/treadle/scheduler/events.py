@@ -53,6 +53,11 @@ class Events:
         """The lease reaper took these tasks back from a replica that stopped
         renewing them (QUEUED again, or DEAD after too many losses)."""
 
+    def poisoned(self, task_id: str, stage: str, reason: str) -> None:
+        """A task's stored row could not be handled at `stage` (promote, claim,
+        run or record: a row written by hand, or by older code), and the task
+        ended DEAD saying `reason`."""
+
 
 #: Nobody listens.
 NOTHING = Events()
@@ -91,3 +96,7 @@ class Fanout(Events):
     def reclaimed(self, rows: Sequence[Reclaimed]) -> None:
         for o in self.observers:
             o.reclaimed(rows)
+
+    def poisoned(self, task_id: str, stage: str, reason: str) -> None:
+        for o in self.observers:
+            o.poisoned(task_id, stage, reason)

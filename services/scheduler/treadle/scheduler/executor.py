@@ -4,12 +4,15 @@ Coroutine handlers run on the event loop (the caller wraps them in a task);
 plain `def` handlers run in a thread pool through `run_in_executor`, so
 nothing blocking runs on the loop. A per-attempt timeout cancels a coroutine
 at its deadline; a sync handler cannot be stopped, so its late result is
-discarded and the attempt counts as timed out.
+discarded and the attempt counts as timed out. `shutdown()` says which
+tasks' sync handlers still run in their threads then: the worker must not
+hand those back, and the process exits without waiting for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import dataclasses
 import functools
@@ -65,16 +68,23 @@ class Executor:
         #: Threads running a handler now (for metrics and health).
         self.busy = 0
         self._busy_lock = threading.Lock()
+        #: Each sync handler's call in the pool (queued or running), by task id.
+        self._calls: dict[str, concurrent.futures.Future[object]] = {}
 
-    async def _call(self, task: ClaimedTask, handler: Handler) -> object:
-        # The one place the scheduler decodes a payload: for the handler, as it runs.
-        payload = wire.decode_json(task.payload_json)
+    async def _call(self, task: ClaimedTask, handler: Handler, payload: object) -> object:
         if handler.is_async:
             return await handler.fn(payload)
-        loop = asyncio.get_running_loop()
         # The thread sees the attempt's context (its span, for logs and child spans).
         call = functools.partial(contextvars.copy_context().run, handler.fn, payload)
-        return await loop.run_in_executor(self._pool, self._counted, call)
+        submitted = self._pool.submit(self._counted, call)
+        self._calls[task.id] = submitted
+        try:
+            return await asyncio.wrap_future(submitted)
+        finally:
+            if submitted.done():
+                self._calls.pop(task.id, None)
+            else:  # cancelled here, still running in its thread
+                submitted.add_done_callback(lambda _: self._calls.pop(task.id, None))
 
     def _counted(self, call: Callable[[], object]) -> object:
         """Run `call` in a pool thread, counted in `busy` while it runs."""
@@ -98,7 +108,10 @@ class Executor:
     async def run(self, task: ClaimedTask, handler: Handler) -> Outcome:
         """Run one attempt. Cancellation propagates; anything else the handler
         raises becomes a failed attempt that is retried or ends the task DEAD.
-        With tracing on, the attempt runs in its own span (see `tracing`)."""
+        A stored payload that cannot be decoded (a row written by hand: too
+        deep, not standard JSON) is no attempt: that error propagates, and the
+        worker ends the task DEAD. With tracing on, the attempt runs in its own
+        span (see `tracing`)."""
         if self.tracer is None:
             return await self._run(task, handler)
         with tracing.attempt(self.tracer, task) as span:
@@ -107,10 +120,15 @@ class Executor:
             return outcome
 
     async def _run(self, task: ClaimedTask, handler: Handler) -> Outcome:
+        # The one place the scheduler decodes a payload: for the handler, as it runs.
+        try:
+            payload = wire.decode_json(task.payload_json)
+        except RecursionError:
+            raise InvalidArgument("payload is nested too deeply to decode") from None
         deadline = asyncio.timeout(task.timeout_seconds)
         try:
             async with deadline:
-                value = await self._call(task, handler)
+                value = await self._call(task, handler, payload)
             try:
                 result_json = wire.encode_json(value, "handler result")
             except InvalidArgument as exc:
@@ -133,6 +151,10 @@ class Executor:
                 task, error_of(exc, task.attempts, now), retryable, now, self.random
             )
 
-    def shutdown(self) -> None:
-        """Stop the thread pool; handlers still running finish in their threads."""
+    def shutdown(self) -> set[str]:
+        """Stop the thread pool: calls not started yet never start; those
+        running finish in their threads. Returns the ids of the tasks whose
+        handler still runs in a thread (nothing can stop it but the process
+        exiting; the pool's threads would keep the process alive until then)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        return {task_id for task_id, call in list(self._calls.items()) if not call.done()}

@@ -7,7 +7,8 @@
 - `Part`: anything that runs background loops says which, by name
   (`loops()`); the supervisor starts each as the task `treadle-<name>`.
 - `Loops`: the named tasks of one replica. A task that ends while nobody
-  asked to stop (it died) stops the replica; `cancel()` cancels and awaits
+  asked to stop (it died) stops the replica, and is named in `died` (the
+  process then exits with status 70); `cancel()` cancels and awaits
   them all, cancelling again (up to three rounds, with the stack logged) a
   loop that swallows its cancellation, so a stop never hangs on one.
 """
@@ -77,6 +78,8 @@ class Loops:
     def __init__(self, stopping: asyncio.Event) -> None:
         self.stopping = stopping
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The loops that died (ended while nobody asked to stop), by task name.
+        self.died: list[str] = []
 
     @property
     def alive(self) -> dict[str, bool]:
@@ -101,6 +104,7 @@ class Loops:
         log.error(
             "background loop %s died (%r); stopping the replica", task.get_name(), exc, exc_info=exc
         )
+        self.died.append(task.get_name())
         self.stopping.set()
 
     async def cancel(self) -> None:

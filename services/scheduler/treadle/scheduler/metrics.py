@@ -38,6 +38,8 @@ from treadle.scheduler.state import ReplicaState
 OTHER = "other"
 #: The `outcome` label of `treadle_tasks_finished_total`.
 OUTCOMES = ("succeeded", "failed", "timed_out", "dead", "cancelled")
+#: The `stage` label of `treadle_poison_tasks_total`: where a row was found unhandleable.
+POISON_STAGES = ("promote", "claim", "run", "record")
 #: Distinct queue names used as label values; later ones count as "other".
 MAX_QUEUES = 100
 
@@ -132,6 +134,15 @@ class SchedulerMetrics(Events):
             "Retries scheduled after a failed or timed-out attempt.",
             qt,
         )
+        self.poison_tasks = fast.counter(
+            "treadle_poison_tasks_total",
+            "Tasks whose stored row could not be handled (a row written by hand, or by "
+            "older code), ended DEAD with a PoisonTask error, by the stage that met it: "
+            "promote, claim, run or record.",
+            ("stage",),
+        )
+        for stage in POISON_STAGES:
+            self.poison_tasks.labels(stage)  # each stage at 0 from the start
         self.task_timeouts = fast.counter(
             "treadle_task_timeouts_total",
             "Attempts that ran past their timeout (whether the task retries or is dead).",
@@ -281,6 +292,9 @@ class SchedulerMetrics(Events):
                 series.timeouts.value += 1
         if seconds is not None:
             series.run.observe(seconds)
+
+    def poisoned(self, task_id: str, stage: str, reason: str) -> None:
+        self.poison_tasks.labels(stage).inc()
 
     def flushed(self, batch: Sequence[Outcome], applied: AppliedByLease, seconds: float) -> None:
         self.flush_batch.observe(len(batch))

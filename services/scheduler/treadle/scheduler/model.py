@@ -88,6 +88,9 @@ class ClaimedTask:
     cancel_requested: bool = False
     #: The submitter's W3C trace context, which the execution span continues.
     trace_context: Mapping[str, str] | None = None
+    #: Why this task cannot run (its stored row is corrupt: see `unrunnable`);
+    #: None for every task stored through the API. Such a task ends DEAD.
+    poison: str | None = None
 
     @property
     def id(self) -> str:
@@ -217,6 +220,35 @@ def parse_task_id(value: str) -> uuid.UUID:
         raise InvalidArgument(f"{value!r} is not a valid task id") from None
 
 
+#: The longest wait before a retry (about 100 years): a policy whose delay
+#: comes out longer, infinite or not a number is capped here, so the time of
+#: the next attempt can always be computed and stored.
+MAX_RETRY_DELAY = 100 * 365 * 86400.0
+
+
+def unrunnable(task: ClaimedTask) -> str | None:
+    """Why a claimed task's stored values cannot be run (a row written by
+    hand, or by older code), or None: what `check_spec` would have refused."""
+    timeout = task.timeout_seconds
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        return f"timeout_seconds is {timeout!r}, not a positive finite number"
+    retry = task.retry
+    for field, value in (
+        ("backoff_base", retry.base_seconds),
+        ("backoff_factor", retry.factor),
+        ("backoff_max", retry.max_seconds),
+    ):
+        if math.isnan(value):
+            return f"{field} is not a number"
+    context = task.trace_context
+    if context is not None and not (
+        isinstance(context, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in context.items())
+    ):
+        return "trace_context is not an object of strings"
+    return None
+
+
 def backoff_seconds(policy: RetryPolicy, attempt: int, jitter: float) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based):
     base * factor ** (attempt - 1), capped at max, scaled by `jitter` in [0.5, 1]."""
@@ -248,6 +280,8 @@ def after_failure(
     remain and the error is retryable, otherwise DEAD."""
     if retryable and task.attempts < task.max_attempts:
         delay = backoff_seconds(task.retry, task.attempts, 0.5 + random() / 2)
+        if not delay <= MAX_RETRY_DELAY:  # too long, infinite, or NaN
+            delay = MAX_RETRY_DELAY
         return ended(
             task, TaskState.RETRYING, now, error=error, run_at=now + timedelta(seconds=delay)
         )

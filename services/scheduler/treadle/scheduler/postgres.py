@@ -5,7 +5,8 @@ says what each means: `translated()` turns them into Treadle's errors, and
 `error_kind()` names them for metrics. `ConnectHook` opens the pool's
 connections, and tells an observer of each connection and of every statement,
 named after its block in `sql/`. `pool_health()` reads the pool's figures;
-`from_row()` builds a dataclass from a row whose columns are named like its fields.
+`from_row()` builds a dataclass from a row whose columns are named like its fields
+(an infinite timestamptz read as the earliest or latest UTC time: `finite_time`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
@@ -124,6 +126,14 @@ def error_kind(exc: BaseException) -> str:
         return "cancelled"
     meaning = _meaning(exc)
     return OTHER if meaning is None else meaning[0]
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether a statement failed for what it carries or the rows it touches
+    (a data error, a constraint: it will fail again as it is), rather than for
+    the database's state (unreachable, a timeout, a conflict: try again).
+    Looks through a translated error to the driver's."""
+    return error_kind(exc.__cause__ or exc) in ("database", "unique_violation")
 
 
 @contextlib.contextmanager
@@ -414,11 +424,33 @@ async def execute(conn: Any, name: str, /, **params: Any) -> str:
     return status
 
 
+def finite_time(value: Any) -> Any:
+    """`value`, unless it is the naive datetime asyncpg decodes a timestamptz
+    'infinity' or '-infinity' as (datetime.max, datetime.min): then the same
+    instant in UTC, so that a row written by hand can always be read, compared
+    and encoded (whoever needs to know it was not finite checks `infinite`)."""
+    if type(value) is datetime and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def infinite(value: Any) -> bool:
+    """Whether `value` is a timestamptz column's 'infinity' or '-infinity', as
+    asyncpg decodes it (a naive datetime; finite ones are aware)."""
+    return type(value) is datetime and value.tzinfo is None
+
+
 def from_row(cls: type[Row], row: Mapping[str, Any], /, **given: Any) -> Row:
     """A `cls` (a dataclass) from `row`: each field from the column of its name,
     unless `given` holds it (a renamed column, or a value decoded). Any mapping
-    will do as `row`: `vars()` of another dataclass copies its same-named fields."""
-    read = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.init and f.name not in given}
+    will do as `row`: `vars()` of another dataclass copies its same-named fields.
+    Infinite times come out as the earliest or latest UTC time (`finite_time`):
+    reading a row never fails on them."""
+    read = {
+        f.name: finite_time(row[f.name])
+        for f in dataclasses.fields(cls)
+        if f.init and f.name not in given
+    }
     return cls(**read, **given)
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -30,7 +31,7 @@ from treadle.common.tasks import (
 )
 from treadle.scheduler import postgres
 from treadle.scheduler.listener import cancel_channel, ready_channel
-from treadle.scheduler.model import Applied, ClaimedTask, Lease, NewTask, Outcome
+from treadle.scheduler.model import Applied, ClaimedTask, Lease, NewTask, Outcome, unrunnable
 
 #: Seconds between looks for limited queues while none has ready tasks.
 LIMITED_RECHECK = 0.5
@@ -40,24 +41,57 @@ def _retry(row: asyncpg.Record) -> RetryPolicy:
     return RetryPolicy(row["backoff_base"], row["backoff_factor"], row["backoff_max"])
 
 
-def _queue(row: asyncpg.Record) -> Queue:
-    return postgres.from_row(Queue, row, retry=_retry(row))
+_DEFAULT_RETRY = RetryPolicy()
 
 
-def _error(data: dict[str, Any]) -> TaskError:
-    failed_at = data.get("failed_at")
-    return TaskError(
-        type=data["type"],
-        message=data["message"],
-        traceback=data.get("traceback", ""),
-        attempt=data.get("attempt", 0),
-        failed_at=datetime.fromisoformat(failed_at) if failed_at else None,
+def _shown_retry(row: asyncpg.Record) -> RetryPolicy:
+    """The retry policy to show: a value that is not finite (a row written by
+    hand) as the default, so every reader, GraphQL's Float included, takes it."""
+    retry = _retry(row)
+    return RetryPolicy(
+        *(
+            value if math.isfinite(value) else default
+            for value, default in (
+                (retry.base_seconds, _DEFAULT_RETRY.base_seconds),
+                (retry.factor, _DEFAULT_RETRY.factor),
+                (retry.max_seconds, _DEFAULT_RETRY.max_seconds),
+            )
+        )
     )
+
+
+def _queue(row: asyncpg.Record) -> Queue:
+    return postgres.from_row(Queue, row, retry=_shown_retry(row))
+
+
+def _error(data: Any) -> TaskError:
+    """A stored error; one that is not what the store writes (a row written by
+    hand) is read as an `UnreadableError` showing what is there."""
+    try:
+        failed_at = data.get("failed_at")
+        return TaskError(
+            type=str(data["type"]),
+            message=str(data["message"]),
+            traceback=str(data.get("traceback", "")),
+            attempt=int(data.get("attempt", 0)),
+            failed_at=postgres.finite_time(datetime.fromisoformat(failed_at))
+            if failed_at
+            else None,
+        )
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError):
+        return TaskError(type="UnreadableError", message=f"stored error: {json.dumps(data)[:500]}")
+
+
+def _clean(text: str) -> str:
+    """`text` as jsonb can store it: no NUL, no lone surrogate."""
+    return text.replace("\0", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def error_json(error: TaskError) -> str:
     data = dataclasses.asdict(error)
     data["failed_at"] = error.failed_at.isoformat() if error.failed_at else None
+    for field in ("type", "message", "traceback"):
+        data[field] = _clean(data[field])
     return json.dumps(data)
 
 
@@ -73,6 +107,8 @@ def _json(raw: str | None) -> Any:
 
 def _task(row: asyncpg.Record) -> Task:
     error = _json(row["error"])
+    errors = _json(row["errors"])
+    timeout = row["timeout_seconds"]
     return postgres.from_row(
         Task,
         row,
@@ -81,21 +117,51 @@ def _task(row: asyncpg.Record) -> Task:
         payload_json=row["payload"],
         result_json=row["result"],
         error=_error(error) if error else None,
-        errors=tuple(_error(e) for e in _json(row["errors"])),
-        retry=_retry(row),
+        errors=tuple(_error(e) for e in errors) if isinstance(errors, list) else (),
+        timeout_seconds=timeout if timeout is None or math.isfinite(timeout) else None,
+        retry=_shown_retry(row),
     )
 
 
 def _claimed(row: asyncpg.Record, owner: str) -> ClaimedTask:
-    """A task `owner` just claimed, under the lease the claim took."""
-    raw = row["trace_context"]
-    return postgres.from_row(
-        ClaimedTask,
-        row,
-        lease=Lease(str(row["id"]), owner, row["claims"]),
-        payload_json=row["payload"],
-        retry=_retry(row),
-        trace_context=json.loads(raw) if raw else None,
+    """A task `owner` just claimed, under the lease the claim took. A row
+    that cannot run (written by hand, or by older code) still becomes one,
+    with `poison` saying why: the worker ends it DEAD."""
+    lease = Lease(str(row["id"]), owner, row["claims"])
+    try:
+        raw = row["trace_context"]
+        task = postgres.from_row(
+            ClaimedTask,
+            row,
+            lease=lease,
+            payload_json=row["payload"],
+            retry=_retry(row),
+            trace_context=json.loads(raw) if raw else None,
+            poison=None,
+        )
+    except Exception as exc:  # whatever a corrupt row makes the conversion raise
+        return _poisoned(row, lease, f"its row cannot be read: {exc!r}")
+    if postgres.infinite(row["run_at"]):
+        sign = "-" if row["run_at"] == datetime.min else ""
+        return dataclasses.replace(task, poison=f"run_at is {sign}infinity, not a finite time")
+    poison = unrunnable(task)
+    return dataclasses.replace(task, poison=poison) if poison else task
+
+
+def _poisoned(row: asyncpg.Record, lease: Lease, reason: str) -> ClaimedTask:
+    """The least of a claimed row a DEAD outcome needs."""
+    return ClaimedTask(
+        lease=lease,
+        name=str(row["name"]),
+        queue=str(row["queue"]),
+        payload_json="null",
+        attempts=int(row["attempts"]),
+        max_attempts=1,
+        run_at=datetime.min.replace(tzinfo=UTC),
+        started_at=None,
+        timeout_seconds=None,
+        retry=RetryPolicy(),
+        poison=reason,
     )
 
 
@@ -112,7 +178,7 @@ def _inserted(new: NewTask, row: asyncpg.Record) -> Task:
         attempts=0,
         max_attempts=row["max_attempts"],
         priority=new.priority,
-        run_at=row["run_at"],
+        run_at=postgres.finite_time(row["run_at"]),
         created_at=row["created_at"],
         idempotency_key=new.idempotency_key,
         timeout_seconds=row["timeout_seconds"],
@@ -137,6 +203,16 @@ class Reclaimed:
     queue: str
     owner: str
     error: TaskError
+
+
+@dataclasses.dataclass(frozen=True)
+class Poisoned:
+    """A task whose stored row a loop could not handle, ended DEAD: its queue
+    and why."""
+
+    task_id: str
+    queue: str
+    reason: str
 
 
 class Store(postgres.PoolStore):
@@ -254,9 +330,18 @@ class Store(postgres.PoolStore):
                 await self._notify_ready(conn)
             return count
 
-    async def next_due(self) -> datetime | None:
-        value: datetime | None = await self._fetchval("next_due")
-        return value
+    async def next_due(self) -> tuple[datetime | None, bool]:
+        """When the next waiting task is due (None: none waits), and whether a
+        waiting task's run time is not finite (`bury_unschedulable` ends those)."""
+        (row,) = await self._fetch("next_due")
+        first, last = row["first"], row["last"]
+        unschedulable = postgres.infinite(first) or postgres.infinite(last)
+        return postgres.finite_time(first), unschedulable
+
+    async def bury_unschedulable(self) -> list[Poisoned]:
+        """End DEAD the waiting tasks whose run time is not finite; returns them."""
+        rows = await self._fetch("bury_unschedulable")
+        return [Poisoned(str(r["id"]), r["queue"], r["reason"]) for r in rows]
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[ClaimedTask]:
         """Claim up to `limit` ready tasks: first from queues with a
@@ -291,7 +376,7 @@ class Store(postgres.PoolStore):
                     conn, "claim", limit=limit - len(rows), owner=owner, lease_seconds=lease_seconds
                 )
         # UPDATE ... RETURNING promises no order: start them in claim order.
-        rows.sort(key=lambda r: (-r["priority"], r["run_at"], r["seq"]))
+        rows.sort(key=lambda r: (-r["priority"], postgres.finite_time(r["run_at"]), r["seq"]))
         return [_claimed(r, owner) for r in rows]
 
     async def complete(self, outcomes: Sequence[Outcome]) -> dict[Lease, Applied]:
@@ -319,6 +404,11 @@ class Store(postgres.PoolStore):
             )
             for r in rows
         }
+
+    @staticmethod
+    def refused(exc: BaseException) -> bool:
+        """Whether a failed write would fail again as it is (`postgres.refused`)."""
+        return postgres.refused(exc)
 
     async def release(self, held: Sequence[Lease], delay: float = 0.0) -> set[str]:
         """Hand running tasks back, each while its lease holds, without charging

@@ -316,6 +316,17 @@ class Replica:
         await self._stop_requested.wait()
         await self.stop()
 
+    @property
+    def stranded(self) -> list[str]:
+        """After the stop: tasks whose sync handler still runs in its thread
+        (not handed back; the process must exit for them to run elsewhere)."""
+        return list(self._parts.worker.stranded) if self._parts is not None else []
+
+    @property
+    def died(self) -> list[str]:
+        """The background loops that died (the replica stopped because of them)."""
+        return list(self.background.died)
+
     async def stop(self) -> None:
         """Stop everything in order; safe to call twice, and concurrently."""
         if self._stopped is not None:

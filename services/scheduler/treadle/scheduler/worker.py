@@ -21,7 +21,10 @@ handler is cancelled (it sees `asyncio.CancelledError`), a sync handler's
 result is discarded.
 
 `drain()` stops claiming, lets running handlers finish up to a timeout, and
-hands the rest back without charging their attempt.
+hands the rest back without charging their attempt, except those whose sync
+handler still runs in its thread (it cannot be stopped): those stay leased
+(`stranded`) until the process has exited and their lease expired, so they
+never run twice at once.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ import time
 from datetime import timedelta
 
 from treadle.common.errors import TreadleError
-from treadle.common.tasks import TaskState
+from treadle.common.tasks import TaskError, TaskState
 from treadle.common.wakeup import wait_event
 from treadle.scheduler.core import Collaborators
 from treadle.scheduler.executor import Executor
 from treadle.scheduler.loops import Backoff, Loop
-from treadle.scheduler.model import ClaimedTask, Lease, Outcome, ended
+from treadle.scheduler.model import Applied, ClaimedTask, Lease, Outcome, ended
 from treadle.scheduler.registry import Handler
 
 log = logging.getLogger("treadle.scheduler.worker")
@@ -47,6 +50,9 @@ log = logging.getLogger("treadle.scheduler.worker")
 #: running here is remembered, in case its claim is on the way.
 EARLY_CANCEL_SECONDS = 10.0
 EARLY_CANCELS_MAX = 10_000
+#: The error type of a task ended DEAD because its stored row could not be
+#: handled (promoted, claimed, run or recorded): see docs/operations.md.
+POISON_ERROR = "PoisonTask"
 
 
 @dataclasses.dataclass(eq=False)
@@ -75,6 +81,9 @@ class Worker(Collaborators):
         self.leases_extended_total = 0
         self.leases_lost_total = 0
         self.reclaimed_total = 0
+        #: After `drain()`: tasks whose sync handler was still running in its
+        #: thread, not handed back (the process must exit: see `__main__`).
+        self.stranded: list[str] = []
 
     def loops(self) -> dict[str, Loop]:
         return {
@@ -169,9 +178,13 @@ class Worker(Collaborators):
             began = time.perf_counter()
             tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
             self.events.claimed(len(tasks), time.perf_counter() - began)
-            unknown = [t.lease for t in tasks if self.registry.get(t.name) is None]
+            unknown = []
             for task in tasks:
-                if self.registry.get(task.name) is not None:
+                if task.poison is not None:
+                    self._record(self._poisoned(task, "claim", task.poison))
+                elif self.registry.get(task.name) is None:
+                    unknown.append(task.lease)
+                else:
                     self._start(task)
             if unknown:
                 await self._defer_unknown(unknown)
@@ -214,12 +227,28 @@ class Worker(Collaborators):
             if task.id not in self._cancelled or task.id in self._handed_back:
                 raise  # shutting down: the task is handed back
             outcome = ended(task, TaskState.CANCELLED, self.clock())
+        except Exception as exc:  # not the handler's own failure: that one is an outcome
+            outcome = self._poisoned(task, "run", f"running it failed: {exc!r}")
         if task.id in self._handed_back:
             return
         if task.id in self._cancelled:
             outcome = ended(task, TaskState.CANCELLED, self.clock())
         self.events.ended(task, outcome, time.perf_counter() - began)
         self._record(outcome)
+
+    def _poisoned(self, task: ClaimedTask, stage: str, reason: str) -> Outcome:
+        """The DEAD outcome of a task whose stored row this replica could not
+        handle at `stage`; told and logged once, here."""
+        log.warning("task %s cannot be handled (%s): %s; it ends DEAD", task.id, stage, reason)
+        self.events.poisoned(task.id, stage, reason)
+        now = self.clock()
+        error = TaskError(
+            type=POISON_ERROR,
+            message=f"the stored task could not be handled ({stage}): {reason}",
+            attempt=task.attempts,
+            failed_at=now,
+        )
+        return ended(task, TaskState.DEAD, now, error=error)
 
     def _record(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
@@ -241,7 +270,15 @@ class Worker(Collaborators):
             self._due.clear()
             try:
                 await self.store.promote_due()
-                due = await self.store.next_due()
+                due, unschedulable = await self.store.next_due()
+                buried = await self.store.bury_unschedulable() if unschedulable else []
+                for task in buried:
+                    log.warning(
+                        "task %s cannot be handled (promote): %s; it ends DEAD",
+                        task.task_id,
+                        task.reason,
+                    )
+                    self.events.poisoned(task.task_id, "promote", task.reason)
             except TreadleError as exc:
                 await backoff.failed("promote", exc)
                 continue
@@ -363,7 +400,14 @@ class Worker(Collaborators):
             return
         began = time.perf_counter()
         try:
-            applied = await self.store.complete(batch)
+            try:
+                applied = await self.store.complete(batch)
+            except TreadleError as exc:
+                if not self.store.refused(exc):
+                    raise  # the database is away or busy: the whole batch again, later
+                # Something in the batch the database refuses: find it.
+                log.warning("recording %d outcome(s) failed (%s); one by one now", len(batch), exc)
+                applied = await self._complete_each(batch)
         except BaseException:
             self._outcomes[:0] = batch
             self._outcome_ready.set()
@@ -378,6 +422,49 @@ class Worker(Collaborators):
         if stale:
             self.stale_total += len(stale)
             log.warning("discarded %d outcome(s) whose lease had moved on: %s", len(stale), stale)
+
+    async def _complete_each(self, batch: list[Outcome]) -> dict[Lease, Applied]:
+        """Record `batch` an outcome at a time: one the database refuses is
+        replaced by a DEAD outcome saying why (the task's row or its result
+        cannot be written), so that one bad outcome never holds up the others."""
+        applied: dict[Lease, Applied] = {}
+        for index, outcome in enumerate(batch):
+            try:
+                applied.update(await self.store.complete([outcome]))
+                continue
+            except TreadleError as exc:
+                if not self.store.refused(exc):
+                    raise
+                cause = exc.__cause__ or exc
+                reason = f"its outcome ({outcome.state.value}) could not be recorded: {cause!r}"
+            dead = Outcome(
+                outcome.lease,
+                outcome.attempt,
+                TaskState.DEAD,
+                outcome.finished_at,
+                error=TaskError(
+                    type=POISON_ERROR,
+                    message=f"the stored task could not be handled (record): {reason}",
+                    attempt=outcome.attempt,
+                    failed_at=outcome.finished_at,
+                ),
+            )
+            log.warning(
+                "task %s cannot be handled (record): %s; it ends DEAD", outcome.task_id, reason
+            )
+            self.events.poisoned(outcome.task_id, "record", reason)
+            try:
+                applied.update(await self.store.complete([dead]))
+            except TreadleError as exc:
+                if not self.store.refused(exc):
+                    raise
+                log.error(
+                    "could not record task %s as DEAD either (%s); its lease will expire",
+                    outcome.task_id,
+                    exc,
+                )
+            batch[index] = dead
+        return applied
 
     # -- drain ----------------------------------------------------------------
 
@@ -408,6 +495,12 @@ class Worker(Collaborators):
             runner.cancel()
         if self._running:
             await asyncio.wait([r for r, _ in self._running.values()], timeout=1.0)
+        # A sync handler's thread runs on, whatever was cancelled here: its task
+        # stays leased to this replica until the process has exited and the
+        # lease expired, when the reaper of another replica takes it back.
+        stranded = self.executor.shutdown()
+        self.stranded = sorted(stranded)
+        left = [lease for lease in left if lease.task_id not in stranded]
         try:
             await self.flush_now()
             released = await self.store.release(left)
@@ -416,4 +509,12 @@ class Worker(Collaborators):
             released = set()
         if left:
             log.info("handed back %d task(s) without charging an attempt", len(released))
-        self.executor.shutdown()
+        if stranded:
+            log.warning(
+                "%d task(s) still run in sync handler threads, which nothing can stop: %s; "
+                "not handed back: they run again elsewhere once this process has exited "
+                "and their lease (%gs) expired",
+                len(stranded),
+                ", ".join(self.stranded),
+                self.settings.lease_seconds,
+            )

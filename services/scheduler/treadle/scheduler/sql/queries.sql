@@ -119,7 +119,31 @@ WITH due AS (
 UPDATE tasks t SET state = 'QUEUED' FROM due WHERE t.id = due.id;
 
 -- name: next_due
-SELECT min(run_at) FROM tasks WHERE state IN ('SCHEDULED', 'RETRYING');
+-- The earliest and the latest run time of the waiting tasks (both ends of
+-- the tasks_due index); either may be 'infinity' or '-infinity' in a row
+-- written by hand, which bury_unschedulable then ends.
+SELECT min(run_at) AS first, max(run_at) AS last
+FROM tasks WHERE state IN ('SCHEDULED', 'RETRYING');
+
+-- name: bury_unschedulable
+-- Scheduled or retrying tasks whose run time is not finite (a row written by
+-- hand, or by older code) can never be due as they are: each ends DEAD, with
+-- an error saying why. Returns each, its queue, and that reason.
+WITH bad AS (
+    SELECT id, jsonb_build_object(
+               'type', 'PoisonTask',
+               'message', format('run_at is %s, not a finite time: it can never be due', run_at),
+               'traceback', '', 'attempt', attempts, 'failed_at', now()) AS error
+    FROM tasks
+    WHERE state IN ('SCHEDULED', 'RETRYING') AND run_at IN ('infinity', '-infinity')
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t
+SET state = 'DEAD', error = bad.error, finished_at = now(),
+    errors = CASE WHEN jsonb_typeof(t.errors) = 'array' THEN t.errors ELSE '[]' END || bad.error
+FROM bad WHERE t.id = bad.id
+RETURNING t.id, t.queue, bad.error->>'message' AS reason;
 
 -- name: claim
 -- params: limit, owner, lease_seconds
