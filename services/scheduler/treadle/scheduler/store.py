@@ -368,9 +368,13 @@ class Store(postgres.PoolStore):
     async def update_queue(
         self, name: str, update: QueueUpdate, paused: bool | None = None
     ) -> Queue | None:
-        """Change a queue's settings; None when there is no such queue."""
+        """Change a queue's settings; None when there is no such queue. Pausing
+        or resuming also flags its unfinished tasks (`queue_paused`, which keeps
+        them out of the claim's index), in one transaction."""
         base, factor, most = _backoff(update.retry)
-        async with postgres.acquired(self.pool) as conn:
+        async with postgres.acquired(self.pool) as conn, conn.transaction():
+            if paused is not None:
+                await postgres.execute(conn, "lock_queue_row", name=name)
             rows = await postgres.fetch(
                 conn,
                 "update_queue",
@@ -383,7 +387,9 @@ class Store(postgres.PoolStore):
                 backoff_max=most,
                 paused=paused,
             )
-            if rows:
+            if rows and paused is not None:
+                await postgres.execute(conn, "mark_queue_tasks", queue=name, paused=paused)
+            if rows and not paused:
                 # resumed or widened: its ready tasks may run now
                 await self._notify_ready(conn)
         return _queue(rows[0]) if rows else None

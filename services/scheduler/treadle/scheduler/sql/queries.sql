@@ -11,6 +11,10 @@
 -- queue's settings; queues are created on first use, sorted, so two replicas
 -- creating the same queues take their locks in the same order. Rows whose
 -- idempotency key is taken are skipped here and read back by select_by_idempotency.
+-- Each task of a paused queue is stored queue_paused (left out of the claim's
+-- index, waking no dispatcher). The queues are read under FOR KEY SHARE: a
+-- pause or resume (lock_queue_row) waits for this insert to commit, and this
+-- insert for it, so no task misses its queue's flag.
 -- Returns only the columns the database decides; the rest the caller sent.
 WITH s AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
@@ -21,10 +25,12 @@ WITH s AS (
 ), new_queues AS (
     INSERT INTO queues (name) SELECT DISTINCT queue FROM s ORDER BY queue
     ON CONFLICT DO NOTHING
+), q AS (
+    SELECT * FROM queues WHERE name IN (SELECT queue FROM s) ORDER BY name FOR KEY SHARE
 )
 INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at,
                    idempotency_key, timeout_seconds, backoff_base, backoff_factor, backoff_max,
-                   trace_context)
+                   trace_context, queue_paused)
 SELECT s.id, s.name, s.queue,
        CASE WHEN s.run_at > now() THEN 'SCHEDULED' ELSE 'QUEUED' END,
        s.payload::jsonb,
@@ -36,8 +42,9 @@ SELECT s.id, s.name, s.queue,
        coalesce(s.backoff_base, q.backoff_base, 1),
        coalesce(s.backoff_factor, q.backoff_factor, 2),
        coalesce(s.backoff_max, q.backoff_max, 300),
-       s.trace_context::jsonb
-FROM s LEFT JOIN queues q ON q.name = s.queue
+       s.trace_context::jsonb,
+       coalesce(q.paused, false)
+FROM s LEFT JOIN q ON q.name = s.queue
 ORDER BY s.ord
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, state, max_attempts, run_at, created_at, timeout_seconds,
@@ -99,11 +106,16 @@ SELECT requested.* FROM requested LEFT JOIN told ON true;
 -- name: retry_task
 -- params: id
 -- A dead or cancelled task goes back to the queue with fresh attempts (and a
--- fresh count of lost replicas); its error history is kept.
+-- fresh count of lost replicas); its error history is kept. Its queue's
+-- paused flag is read as insert_tasks reads it.
+WITH q AS (
+    SELECT paused FROM queues WHERE name = (SELECT queue FROM tasks WHERE id = $1) FOR KEY SHARE
+)
 UPDATE tasks
 SET state = 'QUEUED', attempts = 0, reclaims = 0, run_at = now(), result = NULL, error = NULL,
     started_at = NULL, finished_at = NULL, cancel_requested = false,
-    lease_owner = NULL, lease_expires_at = NULL
+    lease_owner = NULL, lease_expires_at = NULL,
+    queue_paused = coalesce((SELECT paused FROM q), false)
 WHERE id = $1 AND state IN ('DEAD', 'CANCELLED')
 RETURNING *;
 
@@ -125,14 +137,16 @@ SELECT min(run_at) FROM tasks WHERE state IN ('SCHEDULED', 'RETRYING');
 -- params: limit, owner, lease_seconds
 -- Claim up to $1 ready tasks of queues that are neither paused nor limited:
 -- highest priority first, then by run time, then submission order. Other
--- replicas skip the locked rows instead of waiting. The ORDER BY matches the
--- partial index tasks_ready, so the plan is an ordered index scan that stops
--- after $1 rows, however stale the statistics. Returns what running a task
+-- replicas skip the locked rows instead of waiting. The ORDER BY and the
+-- WHERE match the partial index tasks_ready, so the plan is an ordered index
+-- scan that stops after $1 rows, however stale the statistics; a paused
+-- queue's tasks (queue_paused) are not in that index, so its backlog is never
+-- walked. Returns what running a task
 -- needs (store._claimed), not the whole row: a retried task's error history
 -- stays in the database.
 WITH ready AS (
     SELECT id FROM tasks
-    WHERE state = 'QUEUED'
+    WHERE state = 'QUEUED' AND NOT queue_paused
       AND queue NOT IN (SELECT name FROM queues WHERE paused OR max_concurrent IS NOT NULL)
     ORDER BY priority DESC, run_at, seq
     LIMIT $1
@@ -274,6 +288,20 @@ UPDATE queues SET
     updated_at = now()
 WHERE name = $1
 RETURNING *;
+
+-- name: lock_queue_row
+-- params: name
+-- Before pausing or resuming: waits for inserts in flight into the queue (they
+-- hold FOR KEY SHARE), and holds off new ones until commit.
+SELECT paused FROM queues WHERE name = $1 FOR UPDATE;
+
+-- name: mark_queue_tasks
+-- params: queue, paused
+-- After update_queue, in the same transaction as lock_queue_row: the queue's
+-- unfinished tasks take its paused flag (walks (queue, state, seq)).
+UPDATE tasks SET queue_paused = $2
+WHERE queue = $1 AND state IN ('QUEUED', 'SCHEDULED', 'RETRYING', 'RUNNING')
+  AND queue_paused <> $2;
 
 -- name: register_replica
 -- params: id, host, pid, version
