@@ -1,10 +1,12 @@
 """A paused queue costs nothing: its tasks are not claimed, not walked by the
-claim (they are out of its index), and submitting to it wakes no dispatcher;
-resuming makes them claimable at once. On a real PostgreSQL, through the store."""
+claim (they are out of its main index), and submitting to it wakes no
+dispatcher; resuming (which touches no task) makes them claimable at once.
+On a real PostgreSQL, through the store."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -116,22 +118,6 @@ async def test_a_retried_task_of_a_paused_queue_waits(
     assert await claimed(store) == {task_id}
 
 
-async def test_a_resume_waits_for_an_insert_in_flight(store: Store) -> None:
-    """An insert that read its queue as paused, not yet committed, and a resume
-    at the same time: the resume waits for the insert, then frees its task."""
-    await pause(store, "held")
-    async with postgres.acquired(store.pool) as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        inserted = await submit(store, "held", 1, conn)
-        resume = asyncio.create_task(pause(store, "held", paused=False))
-        await asyncio.sleep(0.3)
-        assert not resume.done(), "the resume must wait for the insert in flight"
-        await transaction.commit()
-    await resume
-    assert await claimed(store) == inserted
-
-
 async def ready_notifications(
     database_url: str, schema: str
 ) -> tuple[asyncpg.Connection, list[str]]:
@@ -163,7 +149,7 @@ async def test_submitting_to_a_paused_queue_wakes_no_dispatcher(
 async def test_the_claim_does_not_walk_a_paused_backlog(
     store: Store, database_url: str, schema: str
 ) -> None:
-    """Structural: the claim's index scan meets no row of the paused queue."""
+    """Structural: the claim's index scans meet no row of the paused queue."""
     await pause(store, "held")
     await submit(store, "held", 2000)
     await submit(store, "open", 1)
@@ -186,3 +172,31 @@ async def test_the_claim_does_not_walk_a_paused_backlog(
     # (Only the few rows of the queues table may be filtered.)
     assert all(int(n) < 100 for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)), plan
     assert "Seq Scan on tasks" not in plan, plan
+
+
+async def test_the_claim_takes_the_best_tasks_across_queues(store: Store) -> None:
+    low = await store.insert([new("a") for _ in range(3)])
+    high = await store.insert([dataclasses.replace(new("b"), priority=5) for _ in range(2)])
+    await pause(store, "c")
+    await store.insert([dataclasses.replace(new("c"), priority=9)])
+    assert await claimed(store, 2) == {s.task.id for s in high}
+    assert await claimed(store, 10) == {s.task.id for s in low}
+
+
+async def test_concurrent_claims_take_disjoint_tasks(store: Store) -> None:
+    waiting = await submit(store, "a", 20) | await submit(store, "b", 20)
+    batches = await asyncio.gather(*(claimed(store, 7) for _ in range(4)))
+    taken = [task for batch in batches for task in batch]
+    assert len(taken) == len(set(taken)) == 28
+    assert set(taken) <= waiting
+
+
+async def test_a_resumed_queues_tasks_keep_their_place_in_priority_order(store: Store) -> None:
+    await pause(store, "b")
+    high = await store.insert([dataclasses.replace(new("b"), priority=5) for _ in range(2)])
+    low = await store.insert([new("a") for _ in range(2)])
+    assert await claimed(store, 10) == {s.task.id for s in low}
+    low = await store.insert([new("a") for _ in range(2)])
+    await pause(store, "b", paused=False)
+    assert await claimed(store, 2) == {s.task.id for s in high}
+    assert await claimed(store, 10) == {s.task.id for s in low}

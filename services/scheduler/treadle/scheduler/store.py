@@ -369,12 +369,10 @@ class Store(postgres.PoolStore):
         self, name: str, update: QueueUpdate, paused: bool | None = None
     ) -> Queue | None:
         """Change a queue's settings; None when there is no such queue. Pausing
-        or resuming also flags its unfinished tasks (`queue_paused`, which keeps
-        them out of the claim's index), in one transaction."""
+        also marks its unfinished tasks (`queue_paused`: out of the claim's
+        main index), in the same transaction."""
         base, factor, most = _backoff(update.retry)
         async with postgres.acquired(self.pool) as conn, conn.transaction():
-            if paused is not None:
-                await postgres.execute(conn, "lock_queue_row", name=name)
             rows = await postgres.fetch(
                 conn,
                 "update_queue",
@@ -387,9 +385,9 @@ class Store(postgres.PoolStore):
                 backoff_max=most,
                 paused=paused,
             )
-            if rows and paused is not None:
-                await postgres.execute(conn, "mark_queue_tasks", queue=name, paused=paused)
-            if rows and not paused:
+            if rows and paused:
+                await postgres.execute(conn, "mark_paused_tasks", queue=name)
+            elif rows:
                 # resumed or widened: its ready tasks may run now
                 await self._notify_ready(conn)
         return _queue(rows[0]) if rows else None
