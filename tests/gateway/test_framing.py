@@ -70,6 +70,22 @@ async def test_a_body_that_is_not_a_json_object_is_a_400(
     refused(await post(http, body), 400)
 
 
+@pytest.mark.parametrize(
+    ("variables", "status"), [("null", 200), ("{}", 200), ("5", 400), ("{bad", 400)]
+)
+async def test_get_variables_keep_their_rules(
+    http: httpx.AsyncClient, variables: str, status: int
+) -> None:
+    response = await http.get(
+        "/graphql",
+        params={"query": "{ tasks { nodes { id } } }", "variables": variables},
+        headers={"accept": "application/json"},
+    )
+    assert response.status_code == status, response.text
+    if status == 400:
+        refused(response, 400)
+
+
 async def test_an_unsupported_content_type_is_a_graphql_shaped_400(
     http: httpx.AsyncClient,
 ) -> None:

@@ -78,8 +78,10 @@ class GraphQLApp(GraphQL[Context, None]):
             raise HTTPException(400, "the request body is nested too deeply") from None
 
     def parse_json(self, data: str | bytes) -> Any:
+        """A request body (bytes) must be an object (or a list: a batch); the
+        query string's `variables` and `extensions` (text) are checked later."""
         value = self.decode_json(data)
-        if not isinstance(value, (dict, list)):
+        if isinstance(data, bytes) and not isinstance(value, (dict, list)):
             raise HTTPException(400, "the request body must be a JSON object")
         return value
 
