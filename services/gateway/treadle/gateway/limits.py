@@ -3,8 +3,8 @@
 `BodyLimit` is an ASGI middleware. A declared `Content-Length` over the limit
 is refused before a byte of the body is read; a body without one (chunked) is
 counted as it streams in, and refused as soon as the count passes the limit,
-so no more than the limit is ever held. The refusal has the GraphQL error
-shape the gateway uses for every bad request (`error_body`).
+so no more than the limit (and one chunk) is ever held. The refusal has the
+GraphQL error shape the gateway uses for every bad request (`error_body`).
 
 A client that keeps sending after the refusal would lose the answer if the
 connection closed on its unread bytes (the kernel resets it), so the answer
