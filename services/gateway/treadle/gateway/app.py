@@ -3,26 +3,35 @@
 
 `lifespan` owns the one scheduler client, opened at start-up and closed at
 shut-down, and hands it to requests through the lifespan state.
+
+A request the GraphQL view cannot read (a body that is not UTF-8, not standard
+JSON, or not a JSON object; an unsupported content type) is a 400 with a
+GraphQL-shaped error (`extensions.code: INVALID_ARGUMENT`), never a 500; a
+body over `max_request_bytes` is a 413 (`limits`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TypedDict
+from typing import Any, TypedDict
 
+from cross_web import HTTPException
 from opentelemetry import trace
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from treadle.client import Client
-from treadle.common import telemetry
-from treadle.gateway import health, tracing
+from treadle.common import telemetry, wire
+from treadle.common.errors import InvalidArgument
+from treadle.gateway import health, limits, tracing
 from treadle.gateway.metrics import GatewayMetrics
 from treadle.gateway.schema import Context, create_schema
 from treadle.gateway.settings import Settings
@@ -40,6 +49,41 @@ class GraphQLApp(GraphQL[Context, None]):
     ) -> Context:
         client: Client = request.state.client
         return Context(client=client, request=request, response=response)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            response = Response(
+                limits.error_body(exc.reason),
+                status_code=exc.status_code,
+                media_type="application/json",
+            )
+        await response(scope, receive, send)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Standard JSON in UTF-8 only (not the UTF-16/32 `json.loads` would guess)."""
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+        except UnicodeDecodeError as exc:
+            raise HTTPException(400, f"the request body is not UTF-8: {exc.reason}") from None
+        try:
+            return wire.decode_json(text, field="the request body")
+        except InvalidArgument as exc:
+            raise HTTPException(400, exc.message) from None
+        except RecursionError:
+            raise HTTPException(400, "the request body is nested too deeply") from None
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A request body (bytes) must be an object (or a list: a batch); the
+        query string's `variables` and `extensions` (text) are checked later."""
+        value = self.decode_json(data)
+        if isinstance(data, bytes) and not isinstance(value, (dict, list)):
+            raise HTTPException(400, "the request body must be a JSON object")
+        return value
 
 
 def create_app(
@@ -85,5 +129,10 @@ def create_app(
             Route("/metrics", metrics.endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
-        middleware=[metrics.middleware(), *tracing.middleware(provider)],
+        middleware=[
+            metrics.middleware(),
+            *tracing.middleware(provider),
+            # Innermost: a refused body is still measured and traced.
+            Middleware(limits.BodyLimit, limit=settings.max_request_bytes),
+        ],
     )

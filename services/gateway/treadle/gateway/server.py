@@ -56,6 +56,7 @@ class Gateway:
             log_level="warning",
             log_config=None,
             timeout_graceful_shutdown=5,
+            ws_max_size=settings.max_request_bytes,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

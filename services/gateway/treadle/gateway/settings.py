@@ -36,3 +36,6 @@ class Settings:
     rpc_timeout: float = setting(10.0, checks=(positive,))
     #: Seconds `/health/detailed` waits for the scheduler's report before saying "down".
     health_timeout: float = setting(3.0, checks=(positive,))
+    #: The largest HTTP request body (bytes) and WebSocket message the gateway reads;
+    #: a larger body is refused with 413 before it is read whole.
+    max_request_bytes: int = setting(2 * 1024 * 1024, checks=(positive,))

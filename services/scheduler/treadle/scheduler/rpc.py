@@ -2,13 +2,21 @@
 
 The only scheduler module that touches protobuf. Treadle's errors become gRPC
 statuses through `treadle.common.status`; anything unexpected is logged with
-its traceback and sent as a generic INTERNAL.
+its traceback and sent as a generic INTERNAL. A status message is cut to
+`MAX_DETAILS` characters, so a message that quotes a huge argument still fits
+in the trailers.
+
+Framing (`Server`): bytes that do not decode as a method's request message
+end the call with INVALID_ARGUMENT (`DecodeGuard`), not grpc's UNKNOWN with
+protobuf's exception text; a request over `MAX_RECEIVE_BYTES` is refused by
+grpc itself with RESOURCE_EXHAUSTED ("Received message larger than max").
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -30,6 +38,10 @@ from treadle.scheduler.watch import Watchers
 log = logging.getLogger("treadle.scheduler.rpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SchedulerService"].full_name
+#: The largest request message the server reads (grpc's own default, stated).
+MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+#: The longest status message sent; grpc refuses trailers over 16 KiB.
+MAX_DETAILS = 1024
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -50,7 +62,10 @@ def _status_of(method: str, exc: Exception) -> tuple[grpc.StatusCode, str]:
         exc = errors.Internal()
     elif isinstance(exc, errors.Internal):
         log.error("%s failed: %s", method, exc, exc_info=exc)
-    return status.to_grpc(exc), exc.message
+    message = exc.message
+    if len(message) > MAX_DETAILS:
+        message = message[: MAX_DETAILS - 1] + "…"
+    return status.to_grpc(exc), message
 
 
 def _edge(method: Method[Req, Resp]) -> Method[Req, Resp]:
@@ -330,8 +345,81 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         return stats_wire.system_health_to_proto(await self.stats.health())
 
 
+class _Undecodable:
+    """What a guarded deserializer returns for bytes that are not the request message."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+Behavior = Callable[..., Any]
+
+
+def _lenient(deserializer: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return _Undecodable(f"the request to {method} is not a valid protobuf message")
+
+    return deserialize
+
+
+def _refusing(behavior: Behavior) -> Behavior:
+    """`behavior`, ending the call with INVALID_ARGUMENT when its request did not decode."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def streaming(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
+
+        return streaming
+
+    async def unary(request: Any, context: Context) -> Any:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return await behavior(request, context)
+
+    return unary
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):
+    """Undecodable request bytes become INVALID_ARGUMENT on every method that takes
+    one request (the deserializer's error would be grpc's UNKNOWN, with protobuf's
+    text). Put it last, so that the other interceptors see the status."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler  # unknown (UNIMPLEMENTED), client-streaming (reflection) or raw
+        behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
+        if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+            return handler
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.response_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        return make(
+            _refusing(behavior),
+            request_deserializer=_lenient(handler.request_deserializer, method),
+            response_serializer=handler.response_serializer,
+        )
+
+
 class Server:
-    """The replica's grpc.aio server: SchedulerService, grpc.health.v1 and reflection."""
+    """The replica's grpc.aio server: SchedulerService, grpc.health.v1 and reflection;
+    requests over `MAX_RECEIVE_BYTES` refused, undecodable ones INVALID_ARGUMENT."""
 
     def __init__(
         self,
@@ -344,7 +432,10 @@ class Server:
         stats: Stats | None = None,
         health_report: HealthReport | None = None,
     ) -> None:
-        self.server = grpc.aio.server(interceptors=list(interceptors) or None)
+        self.server = grpc.aio.server(
+            interceptors=[*interceptors, DecodeGuard()],
+            options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+        )
         servicer = SchedulerServicer(scheduler, schedules, watchers, stats, health_report)
         pb_grpc.add_SchedulerServiceServicer_to_server(servicer, self.server)
         self.health = health.aio.HealthServicer()

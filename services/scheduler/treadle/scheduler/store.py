@@ -458,9 +458,11 @@ class Store(postgres.PoolStore):
     async def update_queue(
         self, name: str, update: QueueUpdate, paused: bool | None = None
     ) -> Queue | None:
-        """Change a queue's settings; None when there is no such queue."""
+        """Change a queue's settings; None when there is no such queue. Pausing
+        also marks its unfinished tasks (`queue_paused`: out of the claim's
+        main index), in the same transaction."""
         base, factor, most = _backoff(update.retry)
-        async with postgres.acquired(self.pool) as conn:
+        async with postgres.acquired(self.pool) as conn, conn.transaction():
             rows = await postgres.fetch(
                 conn,
                 "update_queue",
@@ -473,7 +475,9 @@ class Store(postgres.PoolStore):
                 backoff_max=most,
                 paused=paused,
             )
-            if rows:
+            if rows and paused:
+                await postgres.execute(conn, "mark_paused_tasks", queue=name)
+            elif rows:
                 # resumed or widened: its ready tasks may run now
                 await self._notify_ready(conn)
         return _queue(rows[0]) if rows else None

@@ -11,6 +11,8 @@
 -- queue's settings; queues are created on first use, sorted, so two replicas
 -- creating the same queues take their locks in the same order. Rows whose
 -- idempotency key is taken are skipped here and read back by select_by_idempotency.
+-- A task of a paused queue is stored queue_paused: out of the claim's main
+-- index, and waking no dispatcher.
 -- Returns only the columns the database decides; the rest the caller sent.
 WITH s AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
@@ -24,7 +26,7 @@ WITH s AS (
 )
 INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at,
                    idempotency_key, timeout_seconds, backoff_base, backoff_factor, backoff_max,
-                   trace_context)
+                   trace_context, queue_paused)
 SELECT s.id, s.name, s.queue,
        CASE WHEN s.run_at > now() THEN 'SCHEDULED' ELSE 'QUEUED' END,
        s.payload::jsonb,
@@ -36,7 +38,8 @@ SELECT s.id, s.name, s.queue,
        coalesce(s.backoff_base, q.backoff_base, 1),
        coalesce(s.backoff_factor, q.backoff_factor, 2),
        coalesce(s.backoff_max, q.backoff_max, 300),
-       s.trace_context::jsonb
+       s.trace_context::jsonb,
+       coalesce(q.paused, false)
 FROM s LEFT JOIN queues q ON q.name = s.queue
 ORDER BY s.ord
 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -99,11 +102,13 @@ SELECT requested.* FROM requested LEFT JOIN told ON true;
 -- name: retry_task
 -- params: id
 -- A dead or cancelled task goes back to the queue with fresh attempts (and a
--- fresh count of lost replicas); its error history is kept.
+-- fresh count of lost replicas); its error history is kept. It is marked
+-- queue_paused when its queue is paused.
 UPDATE tasks
 SET state = 'QUEUED', attempts = 0, reclaims = 0, run_at = now(), result = NULL, error = NULL,
     started_at = NULL, finished_at = NULL, cancel_requested = false,
-    lease_owner = NULL, lease_expires_at = NULL
+    lease_owner = NULL, lease_expires_at = NULL,
+    queue_paused = coalesce((SELECT paused FROM queues WHERE name = tasks.queue), false)
 WHERE id = $1 AND state IN ('DEAD', 'CANCELLED')
 RETURNING *;
 
@@ -147,25 +152,41 @@ RETURNING t.id, t.queue, bad.error->>'message' AS reason;
 
 -- name: claim
 -- params: limit, owner, lease_seconds
--- Claim up to $1 ready tasks of queues that are neither paused nor limited:
--- highest priority first, then by run time, then submission order. Other
--- replicas skip the locked rows instead of waiting. The ORDER BY matches the
--- partial index tasks_ready, so the plan is an ordered index scan that stops
--- after $1 rows, however stale the statistics. Returns what running a task
--- needs (store._claimed), not the whole row: a retried task's error history
--- stays in the database.
-WITH ready AS (
-    SELECT id FROM tasks
-    WHERE state = 'QUEUED'
-      AND queue NOT IN (SELECT name FROM queues WHERE paused OR max_concurrent IS NOT NULL)
-    ORDER BY priority DESC, run_at, seq
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)
+-- Claim up to $1 ready tasks of queues neither paused nor limited, highest
+-- priority first, then by run time, then submission order; skip rows other
+-- replicas locked. Two ordered index scans, each stopping after $1 rows: the
+-- unmarked ready tasks (tasks_ready, where a paused queue's are not: see
+-- 0006_paused_queues.sql) and, per queue not paused, those still marked from
+-- a pause (tasks_paused_ready). Returns what running a task needs. (SET comes
+-- first: tests find this statement by it in pg_stat_activity's 1 kB of text.)
 UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
-    lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3)
-FROM ready WHERE t.id = ready.id
+    lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), queue_paused = false
+FROM (
+    SELECT id FROM (
+        SELECT id, priority, run_at, seq FROM (
+            SELECT id, priority, run_at, seq FROM tasks
+            WHERE state = 'QUEUED' AND NOT queue_paused
+              AND queue NOT IN (SELECT name FROM queues WHERE paused OR max_concurrent IS NOT NULL)
+            ORDER BY priority DESC, run_at, seq
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        ) unmarked
+        UNION ALL
+        SELECT c.id, c.priority, c.run_at, c.seq FROM queues q
+        CROSS JOIN LATERAL (
+            SELECT id, priority, run_at, seq FROM tasks
+            WHERE state = 'QUEUED' AND queue_paused AND queue = q.name
+            ORDER BY queue, priority DESC, run_at, seq
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        ) c
+        WHERE NOT q.paused AND q.max_concurrent IS NULL
+    ) candidates
+    ORDER BY priority DESC, run_at, seq
+    LIMIT $1
+) ready
+WHERE t.id = ready.id
 RETURNING t.id, t.claims, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
           t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
           t.backoff_max, t.cancel_requested, t.trace_context;
@@ -298,6 +319,14 @@ UPDATE queues SET
     updated_at = now()
 WHERE name = $1
 RETURNING *;
+
+-- name: mark_paused_tasks
+-- params: queue
+-- After pausing a queue: its unfinished tasks leave the claim's main index.
+-- (Resuming touches no task: the claim reads what is still marked.)
+UPDATE tasks SET queue_paused = true
+WHERE queue = $1 AND state IN ('QUEUED', 'SCHEDULED', 'RETRYING', 'RUNNING')
+  AND NOT queue_paused;
 
 -- name: register_replica
 -- params: id, host, pid, version
