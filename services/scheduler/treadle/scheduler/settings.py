@@ -76,6 +76,8 @@ class Settings:
         help="threads for plain def handlers ({env}, default {default})",
     )
     max_payload_bytes: int = setting(1024 * 1024, checks=(positive,))
+    #: How deep arrays and objects may nest in a payload or a handler's result.
+    max_payload_depth: int = setting(64, checks=(positive, at_most(500)))
     #: Seconds between claims when no NOTIFY wakes the dispatcher (a safety net).
     poll_interval: float = setting(1.0, checks=(positive,))
     #: Seconds an outcome may wait to be written with others in one statement.
