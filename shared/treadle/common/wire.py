@@ -23,7 +23,12 @@ Payloads and results travel as JSON text, and the task types hold them as
 text too (`Task.payload_json`, `result_json`), so converting a task copies
 the text. `encode_json` and `decode_json` are the one encoder and decoder for
 the client, the CLI, the gateway and the scheduler's checks, with one rule:
-standard JSON only, so NaN and the infinities are refused.
+standard JSON that PostgreSQL's `jsonb` stores, so NaN, the infinities and
+numbers a double cannot hold are refused, and so are strings with NUL or a
+lone UTF-16 surrogate, and nesting deeper than a limit (`MAX_JSON_DEPTH`
+unless the caller gives another). Times read from a `Timestamp` follow its
+rules (nanos in 0..999,999,999, years 1..9999), and an enum number the enum
+lacks is refused; each such refusal is `InvalidArgument` naming the field.
 
 This module also holds the task types' codecs.
 """
