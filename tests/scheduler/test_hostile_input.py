@@ -147,6 +147,26 @@ async def test_hostile_lookups_are_refused_naming_the_field(replica: Replica) ->
     await still_runs_echo(replica.address)
 
 
+async def test_hostile_schedule_and_statistics_requests_are_refused(replica: Replica) -> None:
+    async with grpc.aio.insecure_channel(replica.address) as channel:
+        stub = pb_grpc.SchedulerServiceStub(channel)
+        await refused(stub.PauseSchedule(pb.PauseScheduleRequest(name="s\x00")), "schedule name")
+        await refused(stub.ResumeSchedule(pb.ResumeScheduleRequest(name="s\x00")), "schedule name")
+        await refused(stub.DeleteSchedule(pb.DeleteScheduleRequest(name="s" * 10_000)), "schedule")
+        schedule = pb.Schedule(
+            name="nightly", cron="@daily", timezone="x" * 10_000, task=pb.TaskSpec(name="echo")
+        )
+        await refused(stub.CreateSchedule(pb.CreateScheduleRequest(schedule=schedule)), "time zone")
+        bad_queue = pb.Schedule(name="q", cron="@daily", task=spec(queue="a\x00"))
+        await refused(stub.CreateSchedule(pb.CreateScheduleRequest(schedule=bad_queue)), "queue")
+        await refused(stub.GetQueueStats(pb.GetQueueStatsRequest(queue="q\x00")), "queue")
+        await refused(stub.GetErrorPatterns(pb.GetErrorPatternsRequest(queue="q\x00")), "queue")
+        await refused(stub.GetTrends(pb.GetTrendsRequest(queues=["ok", "q\x00"])), "queues")
+        year_one = pb.GetTrendsRequest(since={"seconds": FIRST_SECOND})
+        await refused(stub.GetTrends(year_one), "since 0001-01-01")
+    await still_runs_echo(replica.address)
+
+
 async def test_the_edges_are_accepted_and_round_trip(client: Client) -> None:
     for run_at in (datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)):
         submitted = await client.submit_spec(TaskSpec("echo", run_at=run_at))
