@@ -122,7 +122,7 @@ class Client:
         Unset `max_attempts`, `timeout_seconds` and `retry` take the queue's."""
         spec = TaskSpec(
             name=name,
-            payload_json=wire.encode_json(payload),
+            payload_json=wire.encode_json(payload, max_depth=None),  # the scheduler decides
             queue=queue,
             priority=priority,
             run_at=run_at,

@@ -102,6 +102,10 @@ def shown(text: str, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
+def _limit(max_depth: int | None) -> str:
+    return "" if max_depth is None else f" (the limit is {max_depth})"
+
+
 def _depth(value: Any) -> int:
     """How deep arrays and objects nest in a decoded JSON value (walked, not recursed)."""
     deepest = 0
@@ -165,7 +169,7 @@ def encode_json(value: Any, field: str = "payload", max_depth: int | None = MAX_
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except RecursionError:
-        raise InvalidArgument(f"{field} nests too deep (the limit is {max_depth})") from None
+        raise InvalidArgument(f"{field} nests too deep{_limit(max_depth)}") from None
     except ValueError as exc:
         raise InvalidArgument(
             f"{field} is not JSON-serialisable: {exc} (NaN and Infinity are not standard JSON)"
@@ -184,7 +188,7 @@ def decode_json(text: str, field: str = "payload", max_depth: int | None = MAX_J
     try:
         value = _DECODER.decode(text)
     except RecursionError:
-        raise InvalidArgument(f"{field} nests too deep (the limit is {max_depth})") from None
+        raise InvalidArgument(f"{field} nests too deep{_limit(max_depth)}") from None
     except ValueError as exc:
         raise InvalidArgument(f"{field} is not valid JSON: {str(exc)[:200]}") from None
     _check(value, text, field, max_depth)

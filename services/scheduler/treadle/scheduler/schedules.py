@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from treadle.common import wire
 from treadle.common.errors import AlreadyExists, InvalidArgument, NotFound, TreadleError
 from treadle.common.tasks import Schedule, TaskSpec
 from treadle.common.wakeup import wait_event
@@ -93,7 +94,8 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidArgument(
-            f"unknown time zone {name!r}: use an IANA name such as 'UTC' or 'Europe/Paris'"
+            f"unknown time zone {wire.shown(name)}: use an IANA name such as 'UTC' or "
+            "'Europe/Paris'"
         ) from None
 
 
