@@ -222,3 +222,18 @@ async def test_an_error_message_with_nul_and_surrogates_is_recorded(client: Clie
 
 def test_settings_for_the_depth_limit(schema: str) -> None:
     assert make_settings(schema).max_payload_depth == 64
+
+
+async def test_the_client_leaves_the_depth_limit_to_the_scheduler(
+    database_url: str, schema: str
+) -> None:
+    deep: Any = 1
+    for _ in range(80):
+        deep = [deep]
+    async with (
+        running_replica(database_url, schema, max_payload_depth=100) as replica,
+        Client(replica.address) as client,
+    ):
+        done = await client.wait((await client.submit("echo", deep)).id, 10)
+        assert done.state is TaskState.SUCCEEDED
+        assert done.result == deep
