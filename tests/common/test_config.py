@@ -53,6 +53,9 @@ def test_flags_come_from_the_fields() -> None:
         ({"TREADLE_CONCURRENCY": "-1"}, "TREADLE_CONCURRENCY must be positive, got -1"),
         ({"TREADLE_MAX_PAYLOAD_DEPTH": "0"}, "TREADLE_MAX_PAYLOAD_DEPTH must be positive"),
         ({"TREADLE_MAX_PAYLOAD_DEPTH": "501"}, "TREADLE_MAX_PAYLOAD_DEPTH must be at most 500"),
+        ({"TREADLE_LEASE_SECONDS": "1e300"}, "TREADLE_LEASE_SECONDS must be at most"),
+        ({"TREADLE_RETENTION_SECONDS": "1e12"}, "TREADLE_RETENTION_SECONDS must be at most"),
+        ({"TREADLE_POLL_INTERVAL": "1e18"}, "TREADLE_POLL_INTERVAL must be at most"),
     ],
 )
 def test_non_finite_and_out_of_range_settings_are_refused(
