@@ -75,8 +75,8 @@ E = TypeVar("E", bound=enum.Enum)
 #: How deep arrays and objects may nest in a JSON value we accept, unless the
 #: caller says otherwise (the scheduler's TREADLE_MAX_PAYLOAD_DEPTH).
 MAX_JSON_DEPTH = 64
-#: An escaped UTF-16 surrogate (`\ud800`..`\udfff`): only valid in pairs.
-_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+#: A UTF-16 surrogate (`\ud800`..`\udfff`), escaped or not: only valid in pairs.
+_SURROGATE = re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 
 
 def _refuse_constant(name: str) -> Any:
@@ -147,7 +147,7 @@ def _check(value: Any, text: str, field: str, max_depth: int | None) -> None:
         depth = _depth(value)
         if depth > max_depth:
             raise InvalidArgument(f"{field} nests {depth} deep, over the limit of {max_depth}")
-    if "\\u0000" not in text and not _ESCAPED_SURROGATE.search(text) and text.isascii():
+    if "\\u0000" not in text and not _SURROGATE.search(text):
         return
     for string in _strings(value):
         if "\x00" in string:
