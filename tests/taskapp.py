@@ -116,3 +116,25 @@ class Unprintable(Exception):
 async def unprintable(payload: Any) -> None:
     """Fails with an exception whose message cannot even be read."""
     raise Unprintable
+
+
+@task("hostile_result")
+async def hostile_result(payload: Any) -> Any:
+    """Returns what jsonb or the depth limit refuses, as `payload["kind"]` says."""
+    kind = payload["kind"]
+    if kind == "nul":
+        return {"text": "a\x00b"}
+    if kind == "surrogate":
+        return ["\ud800"]
+    if kind == "deep":
+        value: Any = []
+        for _ in range(int(payload["depth"])):
+            value = [value]
+        return value
+    raise ValueError(f"unknown kind {kind}")
+
+
+@task("hostile_error")
+async def hostile_error(payload: Any) -> None:
+    """Fails with NUL and a lone surrogate in its message (jsonb refuses both)."""
+    raise ValueError("bad\x00message\ud800")

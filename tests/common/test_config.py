@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import pytest
 
@@ -40,3 +41,45 @@ def test_flags_come_from_the_fields() -> None:
     settings = config.load(SchedulerSettings, {"TREADLE_GRPC_PORT": "1"}, vars(args))
     assert (settings.grpc_port, settings.drain_timeout) == (1234, 2.5)
     assert "(TREADLE_DRAIN_TIMEOUT, default 30)" in parser.format_help()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TREADLE_POLL_INTERVAL": "nan"}, "TREADLE_POLL_INTERVAL must be a finite number"),
+        ({"TREADLE_LEASE_SECONDS": "inf"}, "TREADLE_LEASE_SECONDS must be a finite number"),
+        ({"TREADLE_DRAIN_TIMEOUT": "-inf"}, "TREADLE_DRAIN_TIMEOUT must be a finite number"),
+        ({"TREADLE_ALERT_ERROR_RATE": "NaN"}, "TREADLE_ALERT_ERROR_RATE must be a finite"),
+        ({"TREADLE_CONCURRENCY": "-1"}, "TREADLE_CONCURRENCY must be positive, got -1"),
+        ({"TREADLE_MAX_PAYLOAD_DEPTH": "0"}, "TREADLE_MAX_PAYLOAD_DEPTH must be positive"),
+        ({"TREADLE_MAX_PAYLOAD_DEPTH": "501"}, "TREADLE_MAX_PAYLOAD_DEPTH must be at most 500"),
+        ({"TREADLE_LEASE_SECONDS": "1e300"}, "TREADLE_LEASE_SECONDS must be at most"),
+        ({"TREADLE_RETENTION_SECONDS": "1e12"}, "TREADLE_RETENTION_SECONDS must be at most"),
+        ({"TREADLE_POLL_INTERVAL": "1e18"}, "TREADLE_POLL_INTERVAL must be at most"),
+    ],
+)
+def test_non_finite_and_out_of_range_settings_are_refused(
+    env: dict[str, str], message: str
+) -> None:
+    """NaN passes every comparison (`positive` included): floats are checked finite first."""
+    with pytest.raises(InvalidArgument, match=message):
+        config.load(SchedulerSettings, env)
+
+
+def test_non_finite_flag_values_are_refused() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_flags(parser, SchedulerSettings, "scheduler")
+    args = parser.parse_args(["--drain-timeout", "nan"])
+    with pytest.raises(InvalidArgument, match="TREADLE_DRAIN_TIMEOUT must be a finite number"):
+        config.load(SchedulerSettings, {}, vars(args))
+
+
+def test_gateway_float_settings_are_finite() -> None:
+    float_fields = [
+        f.name for f in dataclasses.fields(GatewaySettings) if f.type in (float, "float")
+    ]
+    assert float_fields, "the gateway has float settings"
+    for name in float_fields:
+        variable = config.env_name(name)
+        with pytest.raises(InvalidArgument, match=f"{variable} must be a finite number"):
+            config.load(GatewaySettings, {variable: "nan"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -95,3 +96,84 @@ def test_alert_enums_and_renamed_time() -> None:
 def test_a_reply_without_a_required_field_is_refused() -> None:
     with pytest.raises(AssertionError, match="last_updated"):
         stats_wire.overview_from_proto(pb.Overview())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1e400", "out of the range of a double"),
+        ("[-1e400]", "out of the range of a double"),
+        ("1e-400", "out of the range of a double"),
+        ('"\\ud800"', "lone UTF-16 surrogate"),
+        ('{"\\udfff": 1}', "lone UTF-16 surrogate"),
+        ('"\\ude00\\ud83d"', "lone UTF-16 surrogate"),
+        ('"\ud800"', "lone UTF-16 surrogate"),
+        ('["a\\u0000"]', "must not contain NUL"),
+        ("[" * 65 + "]" * 65, "payload nests 65 deep, over the limit of 64"),
+        ("[" * 100_000 + "]" * 100_000, "payload nests too deep (the limit is 64)"),
+    ],
+)
+def test_decode_json_refuses_what_jsonb_or_the_limits_refuse(text: str, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        wire.decode_json(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"\\ud83d\\ude00"',
+        '"\\\\u0000"',
+        '"\\\\ud800"',
+        "1e308",
+        "5e-324",
+        "0e999",
+        "[" * 64 + "]" * 64,
+    ],
+)
+def test_decode_json_accepts_what_jsonb_stores(text: str) -> None:
+    wire.decode_json(text)
+
+
+def test_encode_json_keeps_non_ascii_and_refuses_what_jsonb_refuses() -> None:
+    assert wire.encode_json("é😀") == '"é😀"', "UTF-8 size, the same as a gRPC client's text"
+    for value, message in (
+        ("a\x00", "must not contain NUL"),
+        ({"k": "\ud800"}, "lone UTF-16 surrogate"),
+        ({"\udc00": 1}, "lone UTF-16 surrogate"),
+    ):
+        with pytest.raises(InvalidArgument, match=re.escape(message)):
+            wire.encode_json(value)
+    deep: object = 1
+    for _ in range(65):
+        deep = [deep]
+    with pytest.raises(InvalidArgument, match="result nests 65 deep, over the limit of 64"):
+        wire.encode_json(deep, "result")
+    assert wire.encode_json(deep, "result", max_depth=None).count("[") == 65
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(InvalidArgument, match="result nests too deep"):
+        wire.encode_json(deep, "result", max_depth=None)
+
+
+def test_timestamps_and_enums_that_break_their_rules_are_refused() -> None:
+    for stamp, message in (
+        ({"nanos": -1}, "run_at.nanos must be in 0..999999999, got -1"),
+        ({"nanos": 1_000_000_000}, "run_at.nanos"),
+        ({"seconds": 253_402_300_800}, "run_at.seconds must be in"),
+        ({"seconds": -62_135_596_801}, "run_at.seconds must be in"),
+    ):
+        spec = pb.TaskSpec(name="echo", run_at=stamp)
+        with pytest.raises(InvalidArgument, match=re.escape(message)):
+            wire.spec_from_proto(spec)
+    with pytest.raises(InvalidArgument, match="state 99 is not a TaskState value"):
+        wire.state_from_proto(99)  # type: ignore[arg-type]
+    task = wire.task_to_proto(
+        wire.task_from_proto(
+            pb.Task(
+                id="x", name="n", queue="q", state=pb.TASK_STATE_QUEUED, run_at={}, created_at={}
+            )
+        )
+    )
+    task.state = 42  # type: ignore[assignment]
+    with pytest.raises(InvalidArgument, match="state 42 is not a TaskState value"):
+        wire.task_from_proto(task)

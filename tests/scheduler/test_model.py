@@ -1,14 +1,27 @@
-"""The pure rules of the scheduler's domain: retry backoff and its jitter."""
+"""The pure rules of the scheduler's domain: retry backoff and its jitter, and
+the checks of a submission's every field."""
 
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+import math
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from treadle.common.tasks import RetryPolicy, TaskError, TaskState
-from treadle.scheduler.model import ClaimedTask, Lease, after_failure, backoff_seconds
+from treadle.common.errors import InvalidArgument
+from treadle.common.tasks import RetryPolicy, TaskError, TaskSpec, TaskState
+from treadle.scheduler.model import (
+    MAX_SECONDS,
+    MAX_TIME,
+    MIN_TIME,
+    ClaimedTask,
+    Lease,
+    after_failure,
+    backoff_seconds,
+    check_spec,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -103,3 +116,103 @@ def test_a_huge_factor_reaches_the_cap_instead_of_overflowing(factor: float) -> 
         assert delay == (1.0 if attempt == 1 else 300.0)
     zero = RetryPolicy(base_seconds=0.0, factor=factor, max_seconds=300.0)
     assert backoff_seconds(zero, 1000, 1.0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "retry",
+    [
+        RetryPolicy(base_seconds=1e300, factor=10.0, max_seconds=1e300),
+        RetryPolicy(base_seconds=1.0, factor=1e300, max_seconds=math.inf),
+        RetryPolicy(base_seconds=math.nan, factor=2.0, max_seconds=math.nan),
+    ],
+)
+def test_an_overflowing_backoff_waits_until_max_time_with_its_error(retry: RetryPolicy) -> None:
+    """A policy stored before its limits were checked (submit refuses these now)
+    gives a delay no datetime holds: the task retries at MAX_TIME, its real
+    error recorded, instead of the flush failing with OverflowError."""
+    outcome = after_failure(_task(2, 10, retry), ERROR, True, NOW, lambda: 0.5)
+    assert outcome.state is TaskState.RETRYING
+    assert outcome.run_at == MAX_TIME
+    assert outcome.error == ERROR
+
+
+def test_a_negative_stored_backoff_retries_at_once() -> None:
+    retry = RetryPolicy(base_seconds=-5.0, factor=2.0, max_seconds=-5.0)
+    outcome = after_failure(_task(1, 3, retry), ERROR, True, NOW, lambda: 0.5)
+    assert outcome.run_at == NOW
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (TaskSpec("echo", run_at=datetime(9999, 12, 31, 23, 59, 59, 999999, UTC)), "run_at 9999"),
+        (TaskSpec("echo", run_at=datetime(1, 1, 1, tzinfo=UTC)), "run_at 0001-01-01"),
+        (TaskSpec("echo", run_at=MAX_TIME + timedelta(microseconds=1)), "out of range"),
+        (TaskSpec("echo", run_at=datetime(2030, 1, 1)), "run_at must carry a time zone"),
+        (TaskSpec("echo", delay_seconds=math.nan), "delay_seconds must be a finite number"),
+        (TaskSpec("echo", delay_seconds=math.inf), "delay_seconds must be a finite number"),
+        (TaskSpec("echo", delay_seconds=1e300), "delay_seconds must be at most"),
+        (TaskSpec("echo", timeout_seconds=math.nan), "timeout_seconds must be a finite"),
+        (TaskSpec("echo", timeout_seconds=1e300), "timeout_seconds must be at most"),
+        (TaskSpec("echo", retry=RetryPolicy(math.nan, 2, 1)), "retry base_seconds must be a"),
+        (TaskSpec("echo", retry=RetryPolicy(1, math.inf, 1)), "retry factor must be a finite"),
+        (TaskSpec("echo", retry=RetryPolicy(1, 2, 1e300)), "retry max_seconds must be at most"),
+        (TaskSpec("echo", payload_json="1e400"), "out of the range of a double"),
+        (TaskSpec("echo", payload_json="-1e400"), "out of the range of a double"),
+        (TaskSpec("echo", payload_json="1e-400"), "out of the range of a double"),
+        (TaskSpec("echo", payload_json='"\\ud800"'), "lone UTF-16 surrogate"),
+        (TaskSpec("echo", payload_json='{"\\udc00": 1}'), "lone UTF-16 surrogate"),
+        (TaskSpec("echo", payload_json='{"a\\u0000": 1}'), "must not contain NUL"),
+        (TaskSpec("echo", payload_json="[" * 65 + "]" * 65), "nests 65 deep, over the limit"),
+        (TaskSpec("echo", payload_json="[" * 1000 + "]" * 1000), "payload nests"),
+        (TaskSpec("echo", payload_json="[" * 100_000 + "]" * 100_000), "payload nests"),
+        (TaskSpec("e\x00cho"), "task name must be printable"),
+        (TaskSpec(" "), "task name must not be blank"),
+        (TaskSpec("echo", queue="a\x00b"), "queue must be printable text"),
+        (TaskSpec("echo", queue="a\nb"), "queue must be printable text"),
+        (TaskSpec("echo", queue="\t "), "queue must not be blank"),
+        (TaskSpec("echo", queue="q" * 201), "queue is longer than 200"),
+        (TaskSpec("echo", idempotency_key="k\x1b"), "idempotency_key must be printable"),
+        (TaskSpec("echo", idempotency_key=""), "idempotency_key must not be blank"),
+        (TaskSpec("echo", idempotency_key="k" * 201), "idempotency_key is longer than 200"),
+    ],
+)
+def test_check_spec_refuses_hostile_fields_naming_them(spec: TaskSpec, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=re.escape(message)):
+        check_spec(spec, "default", 1024 * 1024, NOW)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        TaskSpec("echo", run_at=MIN_TIME),
+        TaskSpec("echo", run_at=MAX_TIME),
+        TaskSpec("echo", delay_seconds=MAX_SECONDS),
+        TaskSpec("echo", payload_json="[" * 64 + "]" * 64),
+        TaskSpec("echo", payload_json='["\\ud83d\\ude00", "\\\\u0000", "é", 1e308, 5e-324]'),
+        TaskSpec("échø 名前", queue="file d'attente ✓", idempotency_key="clé 🔑"),
+    ],
+)
+def test_check_spec_accepts_the_edges(spec: TaskSpec) -> None:
+    checked = check_spec(spec, "default", 1024 * 1024, NOW)
+    assert checked.payload_json == spec.payload_json
+
+
+def test_the_depth_limit_is_a_parameter() -> None:
+    deep = TaskSpec("echo", payload_json="[" * 100 + "]" * 100)
+    assert check_spec(deep, "default", 1024 * 1024, NOW, max_payload_depth=100)
+    with pytest.raises(InvalidArgument, match="payload nests 100 deep, over the limit of 99"):
+        check_spec(deep, "default", 1024 * 1024, NOW, max_payload_depth=99)
+
+
+def test_payload_size_counts_utf8_bytes() -> None:
+    text = '"' + "é" * 10 + '"'  # 12 characters, 22 bytes
+    assert check_spec(TaskSpec("echo", payload_json=text), "default", 22, NOW)
+    with pytest.raises(InvalidArgument, match="payload is 22 bytes, over the limit of 21"):
+        check_spec(TaskSpec("echo", payload_json=text), "default", 21, NOW)
+
+
+def test_delay_past_max_time_is_refused() -> None:
+    late = MAX_TIME - timedelta(days=1)
+    with pytest.raises(InvalidArgument, match="delay_seconds 172800 puts run_at past"):
+        check_spec(TaskSpec("echo", delay_seconds=172800), "default", 1024, late)

@@ -122,7 +122,7 @@ class Client:
         Unset `max_attempts`, `timeout_seconds` and `retry` take the queue's."""
         spec = TaskSpec(
             name=name,
-            payload_json=wire.encode_json(payload),
+            payload_json=wire.encode_json(payload, max_depth=None),  # the scheduler decides
             queue=queue,
             priority=priority,
             run_at=run_at,
@@ -308,8 +308,8 @@ class Client:
         request = pb.GetTrendsRequest(
             granularity=stats_wire.granularity_to_proto(granularity), queues=list(queues)
         )
-        wire.time_to_proto(since, request.since)
-        wire.time_to_proto(until, request.until)
+        wire.time_to_proto(since, request.since, "since")
+        wire.time_to_proto(until, request.until, "until")
         reply = await self._call(self._stub.GetTrends, request)
         return stats_wire.trends_from_proto(reply, tuple(queues))
 
@@ -326,8 +326,8 @@ class Client:
         if limit is not None and limit < 1:
             raise errors.InvalidArgument(f"limit must be at least 1, got {limit}")
         request = pb.GetErrorPatternsRequest(queue=queue or "", limit=limit or 0)
-        wire.time_to_proto(since, request.since)
-        wire.time_to_proto(until, request.until)
+        wire.time_to_proto(since, request.since, "since")
+        wire.time_to_proto(until, request.until, "until")
         reply = await self._call(self._stub.GetErrorPatterns, request)
         return [stats_wire.pattern_from_proto(p) for p in reply.patterns]
 

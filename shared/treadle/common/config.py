@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -88,9 +89,12 @@ def setting(
 
 def check(settings: Any) -> None:
     """Run each field's checks on `settings`, then its `validate()` (the rules
-    that join several fields) if it has one."""
+    that join several fields) if it has one. A float must be finite before any
+    check sees it (NaN passes every comparison)."""
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"{env_name(field.name)} must be a finite number, got {value}")
         if value is not None:
             for rule in field.metadata.get("checks", ()):
                 rule(env_name(field.name), value)

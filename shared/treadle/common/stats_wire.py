@@ -17,7 +17,7 @@ def granularity_to_proto(value: stats.Granularity) -> pb.Granularity.ValueType:
 
 
 def granularity_from_proto(value: pb.Granularity.ValueType) -> stats.Granularity:
-    found = wire.enum_from_proto(stats.Granularity, pb.Granularity.DESCRIPTOR, value)
+    found = wire.enum_from_proto(stats.Granularity, pb.Granularity.DESCRIPTOR, value, "granularity")
     return stats.Granularity.HOUR if found is None else found
 
 

@@ -23,7 +23,12 @@ Payloads and results travel as JSON text, and the task types hold them as
 text too (`Task.payload_json`, `result_json`), so converting a task copies
 the text. `encode_json` and `decode_json` are the one encoder and decoder for
 the client, the CLI, the gateway and the scheduler's checks, with one rule:
-standard JSON only, so NaN and the infinities are refused.
+standard JSON that PostgreSQL's `jsonb` stores, so NaN, the infinities and
+numbers a double cannot hold are refused, and so are strings with NUL or a
+lone UTF-16 surrogate, and nesting deeper than a limit (`MAX_JSON_DEPTH`
+unless the caller gives another). Times read from a `Timestamp` follow its
+rules (nanos in 0..999,999,999, years 1..9999), and an enum number the enum
+lacks is refused; each such refusal is `InvalidArgument` naming the field.
 
 This module also holds the task types' codecs.
 """
@@ -33,9 +38,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
+import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -65,51 +72,161 @@ E = TypeVar("E", bound=enum.Enum)
 
 # -- JSON -------------------------------------------------------------------------
 
-
-def encode_json(value: Any, field: str = "payload") -> str:
-    """`value` as standard JSON text; raises `InvalidArgument` naming `field` when
-    it has no such form (NaN, an infinity, a set, an object...)."""
-    try:
-        return json.dumps(value, allow_nan=False)
-    except ValueError as exc:
-        raise InvalidArgument(
-            f"{field} is not JSON-serialisable: {exc} (NaN and Infinity are not standard JSON)"
-        ) from None
-    except TypeError as exc:
-        raise InvalidArgument(f"{field} is not JSON-serialisable: {exc}") from None
+#: How deep arrays and objects may nest in a JSON value we accept, unless the
+#: caller says otherwise (the scheduler's TREADLE_MAX_PAYLOAD_DEPTH).
+MAX_JSON_DEPTH = 64
+#: A UTF-16 surrogate (`\ud800`..`\udfff`), escaped or not: only valid in pairs.
+_SURROGATE = re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not standard JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent, as a float; one a double cannot
+    hold (`1e400` would be infinity, `1e-400` zero) is refused."""
+    value = float(text)
+    mantissa = text.lower().partition("e")[0]
+    if not math.isfinite(value) or (value == 0 and any(c in "123456789" for c in mantissa)):
+        raise ValueError(f"the number {shown(text)} is out of the range of a double")
+    return value
 
 
-def decode_json(text: str, field: str = "payload") -> Any:
-    """The value of the JSON text; raises `InvalidArgument` naming `field` when it
-    is not standard JSON (NaN and the infinities included)."""
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """`text` quoted and cut to `limit` characters, for an error message (which
+    must stay short: it travels in a gRPC trailer)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _limit(max_depth: int | None) -> str:
+    return "" if max_depth is None else f" (the limit is {max_depth})"
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in a decoded JSON value (walked, not recursed)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a decoded JSON value, object keys included."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            yield from (k for k in item if isinstance(k, str))
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _check(value: Any, text: str, field: str, max_depth: int | None) -> None:
+    """Refuse, in the JSON `text` of `value`, what PostgreSQL's `jsonb` or our
+    limits would not take: nesting deeper than `max_depth`, a string with NUL
+    (`\\u0000`) or a lone UTF-16 surrogate (`\\ud800`). Cheap for most texts:
+    the value is walked only when the text has that many brackets or such an
+    escape."""
+    if max_depth is not None and text.count("[") + text.count("{") > max_depth:
+        depth = _depth(value)
+        if depth > max_depth:
+            raise InvalidArgument(f"{field} nests {depth} deep, over the limit of {max_depth}")
+    if "\\u0000" not in text and not _SURROGATE.search(text):
+        return
+    for string in _strings(value):
+        if "\x00" in string:
+            raise InvalidArgument(f"{field} must not contain NUL characters (\\u0000)")
+        try:
+            string.encode()
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                f"{field} holds a lone UTF-16 surrogate (such as \\ud800), which is not text"
+            ) from None
+
+
+def encode_json(value: Any, field: str = "payload", max_depth: int | None = MAX_JSON_DEPTH) -> str:
+    """`value` as standard JSON text, non-ASCII characters kept as they are (so
+    a payload's size is the same however it arrived: the UTF-8 bytes of its
+    text). Raises `InvalidArgument` naming `field` when it has no such form
+    (NaN, an infinity, a set, an object...), nests deeper than `max_depth`, or
+    holds a string `jsonb` refuses (NUL, a lone surrogate)."""
     try:
-        return _DECODER.decode(text)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except RecursionError:
+        raise InvalidArgument(f"{field} nests too deep{_limit(max_depth)}") from None
     except ValueError as exc:
-        raise InvalidArgument(f"{field} is not valid JSON: {exc}") from None
+        raise InvalidArgument(
+            f"{field} is not JSON-serialisable: {exc} (NaN and Infinity are not standard JSON)"
+        ) from None
+    except TypeError as exc:
+        raise InvalidArgument(f"{field} is not JSON-serialisable: {exc}") from None
+    _check(value, text, field, max_depth)
+    return text
+
+
+def decode_json(text: str, field: str = "payload", max_depth: int | None = MAX_JSON_DEPTH) -> Any:
+    """The value of the JSON text; raises `InvalidArgument` naming `field` when it
+    is not standard JSON (NaN and the infinities included, and numbers a double
+    cannot hold, such as 1e400), nests deeper than `max_depth` (None: no limit
+    but Python's), or holds a string `jsonb` refuses (NUL, a lone surrogate)."""
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise InvalidArgument(f"{field} nests too deep{_limit(max_depth)}") from None
+    except ValueError as exc:
+        raise InvalidArgument(f"{field} is not valid JSON: {str(exc)[:200]}") from None
+    _check(value, text, field, max_depth)
+    return value
 
 
 # -- times and enums ----------------------------------------------------------------
 
 
-def time_to_proto(value: datetime | None, target: Timestamp) -> None:
+#: `google.protobuf.Timestamp`'s range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+
+
+def time_to_proto(value: datetime | None, target: Timestamp, field: str = "time") -> None:
     if value is None:
         return
     if value.utcoffset() is None:
-        raise InvalidArgument("times must carry a time zone (a naive datetime is ambiguous)")
-    target.FromDatetime(value)
+        raise InvalidArgument(f"{field} must carry a time zone (a naive datetime is ambiguous)")
+    try:
+        target.FromDatetime(value)
+    except (OverflowError, ValueError):  # 9999-12-31T23:00-05:00 is past year 9999 in UTC
+        raise InvalidArgument(f"{field} {value.isoformat()} is out of range") from None
 
 
 def time_from_proto(msg: Any, field: str) -> datetime | None:
+    """The time in `msg`'s Timestamp field `field`, None when unset; a Timestamp
+    that breaks its rules (nanos in 0..999,999,999, seconds within years
+    1..9999) is `InvalidArgument` naming the field."""
     if not msg.HasField(field):
         return None
     stamp: Timestamp = getattr(msg, field)
+    if not 0 <= stamp.nanos <= 999_999_999:
+        raise InvalidArgument(f"{field}.nanos must be in 0..999999999, got {stamp.nanos}")
+    low, high = _TIMESTAMP_SECONDS
+    if not low <= stamp.seconds <= high:
+        raise InvalidArgument(
+            f"{field}.seconds must be in {low}..{high} (years 1..9999), got {stamp.seconds}"
+        )
     return stamp.ToDatetime(tzinfo=UTC)
 
 
@@ -125,11 +242,18 @@ def enum_to_proto(value: enum.Enum | None, values: EnumDescriptor) -> int:
     return values.values_by_name[f"{_prefix(values)}{value.value}"].number
 
 
-def enum_from_proto(cls: type[E], values: EnumDescriptor, number: int) -> E | None:
-    """The member of `cls` for a proto enum number; None for UNSPECIFIED."""
+def enum_from_proto(
+    cls: type[E], values: EnumDescriptor, number: int, field: str = "enum"
+) -> E | None:
+    """The member of `cls` for a proto enum number; None for UNSPECIFIED. A number
+    the enum does not have (open enums let a sender set any) is `InvalidArgument`
+    naming `field`."""
     if number == 0:
         return None
-    return cls(values.values_by_number[number].name.removeprefix(_prefix(values)))
+    known = values.values_by_number.get(number)
+    if known is None:
+        raise InvalidArgument(f"{field} {number} is not a {values.name} value")
+    return cls(known.name.removeprefix(_prefix(values)))
 
 
 # -- the codec -------------------------------------------------------------------------
@@ -154,7 +278,7 @@ def _writer(kind: Any, proto: Any, codec: Codec[Any, Any] | None) -> Writer:
             return lambda msg, v: getattr(msg, name).extend(v)
         return lambda msg, v: getattr(msg, name).extend([codec.to_proto(x) for x in v])
     if kind is datetime:
-        return lambda msg, v: time_to_proto(v, getattr(msg, name))
+        return lambda msg, v: time_to_proto(v, getattr(msg, name), name)
     if codec is not None:
         return lambda msg, v: getattr(msg, name).CopyFrom(codec.to_proto(v))
     if _is_enum(kind) and proto.enum_type is not None:
@@ -186,7 +310,7 @@ def _reader(kind: Any, optional: bool, proto: Any, codec: Codec[Any, Any] | None
         read = lambda msg: codec.from_proto(getattr(msg, name))  # noqa: E731
     elif proto.enum_type is not None:
         values = proto.enum_type
-        read = lambda msg: enum_from_proto(kind, values, getattr(msg, name))  # noqa: E731
+        read = lambda msg: enum_from_proto(kind, values, getattr(msg, name), name)  # noqa: E731
     else:
         read = lambda msg: kind(getattr(msg, name))  # noqa: E731
     if optional and proto.has_presence:
@@ -268,8 +392,8 @@ def state_to_proto(state: TaskState | None) -> pb.TaskState.ValueType:
     return typing.cast(pb.TaskState.ValueType, enum_to_proto(state, pb.TaskState.DESCRIPTOR))
 
 
-def state_from_proto(value: pb.TaskState.ValueType) -> TaskState | None:
-    return enum_from_proto(TaskState, pb.TaskState.DESCRIPTOR, value)
+def state_from_proto(value: pb.TaskState.ValueType, field: str = "state") -> TaskState | None:
+    return enum_from_proto(TaskState, pb.TaskState.DESCRIPTOR, value, field)
 
 
 _RETRY = Codec(RetryPolicy, pb.RetryPolicy)

@@ -128,7 +128,9 @@ def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             raise InvalidArgument(f"--run-at {args.run_at!r} is not an ISO 8601 time") from None
     spec = TaskSpec(
         name=args.name,
-        payload_json=wire.encode_json(wire.decode_json(args.payload, "--payload")),
+        payload_json=wire.encode_json(
+            wire.decode_json(args.payload, "--payload", None), max_depth=None
+        ),
         queue=args.queue,
         priority=args.priority,
         run_at=run_at,

@@ -87,7 +87,9 @@ def _time(value: datetime | None) -> str | None:
 def _spec(args: argparse.Namespace) -> TaskSpec:
     return TaskSpec(
         name=args.task,
-        payload_json=wire.encode_json(wire.decode_json(args.payload, "--payload")),
+        payload_json=wire.encode_json(
+            wire.decode_json(args.payload, "--payload", None), max_depth=None
+        ),
         queue=args.queue,
         priority=args.priority,
         max_attempts=args.max_attempts,

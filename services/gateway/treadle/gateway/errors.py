@@ -5,7 +5,9 @@ A Treadle error raised by a resolver keeps its message and gains
 UNAVAILABLE, ...). Any other exception raised while resolving is masked: the
 client sees "Internal error." with code INTERNAL, and the traceback is logged.
 Errors found before execution (syntax, validation, variable coercion, depth
-limit) are the client's and pass through unchanged. Subscriptions get the same
+limit) are the client's and pass through unchanged, except that a value its
+type refuses (a variable's or a literal's) gains `extensions.code`
+INVALID_ARGUMENT. Subscriptions get the same
 treatment for every result they stream.
 """
 
@@ -42,6 +44,12 @@ def is_unexpected(error: GraphQLError) -> bool:
     )
 
 
+def _is_bad_value(error: GraphQLError) -> bool:
+    """True for graphql-core's refusal of a value (a variable's or a literal's)."""
+    message = error.message
+    return message.startswith("Variable '$") or "cannot represent" in message
+
+
 class CodedErrors(MaskErrors):
     """Strawberry's MaskErrors that keeps Treadle's errors and stamps their code."""
 
@@ -65,7 +73,11 @@ class CodedErrors(MaskErrors):
 def _stamp_codes(result: object) -> None:
     for error in getattr(result, "errors", None) or ():
         cause = treadle_error(error)
-        if cause is not None:
+        if cause is None and error.path is None and _is_bad_value(error):
+            # A variable or literal its type refuses (a DateTime Python cannot
+            # hold, an Int past 32 bits): the client's INVALID_ARGUMENT.
+            error.extensions = {**(error.extensions or {}), "code": errors.InvalidArgument.code}
+        elif cause is not None:
             error.extensions = {**(error.extensions or {}), "code": cause.code}
             if cause.code in _DETAIL_LOGGED_ONLY:
                 # Transport details (addresses, resolver output) stay in the log.

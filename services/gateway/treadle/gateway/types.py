@@ -271,7 +271,8 @@ class SubmitTaskInput:
     def spec(self) -> tasks.TaskSpec:
         return tasks.TaskSpec(
             name=self.name,
-            payload_json=wire.encode_json(self.payload),
+            # No depth limit here: the scheduler's TREADLE_MAX_PAYLOAD_DEPTH decides.
+            payload_json=wire.encode_json(self.payload, max_depth=None),
             queue=self.queue,
             priority=self.priority,
             run_at=self.run_at,

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
 
+from treadle.common import wire
 from treadle.common.errors import InvalidArgument, InvalidState
 from treadle.common.tasks import (
     Queue,
@@ -29,7 +30,14 @@ from treadle.common.tasks import (
 from treadle.scheduler import tracing
 from treadle.scheduler.events import NOTHING, Events
 from treadle.scheduler.loops import Clock, utcnow
-from treadle.scheduler.model import NewTask, check_queue_update, check_spec, found, parse_task_id
+from treadle.scheduler.model import (
+    NewTask,
+    check_name,
+    check_queue_update,
+    check_spec,
+    found,
+    parse_task_id,
+)
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.store import Store
@@ -37,6 +45,8 @@ from treadle.scheduler.store import Store
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 10_000
+#: Longer than any cursor `encode_cursor` makes.
+MAX_CURSOR_LENGTH = 64
 
 
 def encode_cursor(seq: int) -> str:
@@ -45,13 +55,18 @@ def encode_cursor(seq: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "seq":
+        if kind != "seq" or not value.isdigit():
             raise ValueError(kind)
-        return int(value)
+        seq = int(value)
+        if seq >= 2**63:  # a bigint
+            raise ValueError(value)
+        return seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(f"invalid page cursor {cursor!r}") from None
+        raise InvalidArgument(f"invalid page cursor {wire.shown(cursor)}") from None
 
 
 @dataclasses.dataclass(eq=False)
@@ -81,15 +96,22 @@ class Scheduler(Collaborators):
         """`spec` checked against the registry and the rules, ready to insert;
         or `InvalidArgument` (saying `task <index>` within a batch)."""
         try:
+            if spec.name:
+                check_name(spec.name, "task name")
             handler = self.registry.get(spec.name)
             if spec.name and handler is None:
                 raise InvalidArgument(
-                    f"no handler is registered for task {spec.name!r}; "
+                    f"no handler is registered for task {wire.shown(spec.name)}; "
                     f"known tasks: {', '.join(self.registry.names) or 'none'}"
                 )
             default_queue = handler.queue if handler else ""
             return check_spec(
-                spec, default_queue, self.settings.max_payload_bytes, self.clock(), trace_context
+                spec,
+                default_queue,
+                self.settings.max_payload_bytes,
+                self.clock(),
+                trace_context,
+                self.settings.max_payload_depth,
             )
         except InvalidArgument as exc:
             if index is None:
@@ -129,6 +151,8 @@ class Scheduler(Collaborators):
         page_size: int | None = None,
         cursor: str | None = None,
     ) -> TaskPage:
+        if queue:
+            check_name(queue, "queue")
         size = page_size or DEFAULT_PAGE_SIZE
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
@@ -169,12 +193,14 @@ class Scheduler(Collaborators):
         return await self.store.queues()
 
     async def queue(self, name: str) -> Queue:
+        check_name(name, "queue name")
         return found(await self.store.queue(name), f"queue {name!r}")
 
     async def update_queue(
         self, name: str, update: QueueUpdate, paused: bool | None = None
     ) -> Queue:
         """Change a queue's settings (None leaves one as it is)."""
+        check_name(name, "queue name")
         check_queue_update(update)
         return found(await self.store.update_queue(name, update, paused), f"queue {name!r}")
 

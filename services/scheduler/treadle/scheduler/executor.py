@@ -37,13 +37,21 @@ from treadle.scheduler.registry import Handler, Permanent
 TRACEBACK_FRAMES = 8
 
 
+def storable(text: str) -> str:
+    """`text` as `jsonb` can store it: NUL and lone surrogates shown as escapes."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+
+
 def error_of(exc: BaseException, attempt: int, at: datetime) -> TaskError:
-    """The stored form of a handler's exception: type, message, a short traceback."""
+    """The stored form of a handler's exception: type, message, a short traceback
+    (whatever characters the handler put in them, `storable`)."""
     frames = traceback.format_exception(exc, limit=-TRACEBACK_FRAMES)
     return TaskError(
-        type=type(exc).__name__,
-        message=str(exc),
-        traceback="".join(frames)[-4000:],
+        type=storable(type(exc).__name__),
+        message=storable(str(exc)),
+        traceback=storable("".join(frames)[-4000:]),
         attempt=attempt,
         failed_at=at,
     )
@@ -58,8 +66,11 @@ class Executor:
         clock: Clock,
         random: Callable[[], float] = random.random,
         tracer: trace.Tracer | None = None,
+        max_result_depth: int = wire.MAX_JSON_DEPTH,
     ) -> None:
         self.threads = threads
+        #: How deep a handler's result may nest (TREADLE_MAX_PAYLOAD_DEPTH).
+        self.max_result_depth = max_result_depth
         self.clock = clock
         self.random = random
         #: None: tracing is off, and attempts make no spans.
@@ -121,17 +132,16 @@ class Executor:
 
     async def _run(self, task: ClaimedTask, handler: Handler) -> Outcome:
         # The one place the scheduler decodes a payload: for the handler, as it runs.
-        try:
-            payload = wire.decode_json(task.payload_json)
-        except RecursionError:
-            raise InvalidArgument("payload is nested too deeply to decode") from None
+        # Checked at submit, so no depth limit here but Python's own; a stored
+        # payload that cannot be decoded raises InvalidArgument (see `run`).
+        payload = wire.decode_json(task.payload_json, max_depth=None)
         deadline = asyncio.timeout(task.timeout_seconds)
         try:
             async with deadline:
                 value = await self._call(task, handler, payload)
             try:
-                result_json = wire.encode_json(value, "handler result")
-            except InvalidArgument as exc:
+                result_json = wire.encode_json(value, "handler result", self.max_result_depth)
+            except InvalidArgument as exc:  # not standard JSON, too deep, NUL...
                 raise Permanent(exc.message) from None
             return ended(task, TaskState.SUCCEEDED, self.clock(), result_json)
         except TimeoutError as exc:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from treadle.common import wire
@@ -126,14 +127,71 @@ class Applied:
     started_at: datetime | None
 
 
+#: The times a request may carry (run_at, or now + delay_seconds): from the
+#: Unix epoch to the start of year 9999, well inside what Python's datetime and
+#: PostgreSQL both represent, with room left for any delay added to a stored
+#: time (asyncpg turns datetime.max and .min into PostgreSQL's ±infinity).
+MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+#: The longest duration a request may give (delays, timeouts, backoffs): 100 years.
+MAX_SECONDS = 100 * 365 * 24 * 3600.0
+#: Unicode categories refused in names, queues and keys: control characters,
+#: surrogates, line and paragraph separators.
+_NOT_TEXT = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def check_text(value: str, field: str, max_length: int) -> None:
+    """`value` must be printable text: not blank, at most `max_length`
+    characters, no control characters (NUL included)."""
+    if not value.strip():
+        raise InvalidArgument(f"{field} must not be blank")
+    if len(value) > max_length:
+        raise InvalidArgument(f"{field} is longer than {max_length} characters")
+    if not value.isprintable():
+        for char in value:
+            if unicodedata.category(char) in _NOT_TEXT:
+                raise InvalidArgument(
+                    f"{field} must be printable text, without control characters "
+                    f"(found U+{ord(char):04X})"
+                )
+
+
+def check_name(value: str, field: str) -> None:
+    """A task or queue name: printable text of at most `MAX_NAME_LENGTH` characters."""
+    check_text(value, field, MAX_NAME_LENGTH)
+
+
+def check_time(value: datetime, field: str) -> None:
+    """`value` must carry a time zone and lie within `MIN_TIME`..`MAX_TIME`."""
+    if value.utcoffset() is None:
+        raise InvalidArgument(f"{field} must carry a time zone")
+    if not MIN_TIME <= value <= MAX_TIME:
+        raise InvalidArgument(
+            f"{field} {value.isoformat()} is out of range "
+            f"{MIN_TIME.isoformat()}..{MAX_TIME.isoformat()}"
+        )
+
+
+def check_seconds(value: float, field: str, *, zero: bool = True) -> None:
+    """A duration in seconds: finite, not negative (nor zero unless `zero`), at
+    most `MAX_SECONDS`."""
+    if not math.isfinite(value):
+        raise InvalidArgument(f"{field} must be a finite number, got {value}")
+    if value < 0 or (value == 0 and not zero):
+        raise InvalidArgument(
+            f"{field} must {'not be negative' if zero else 'be positive'}, got {value}"
+        )
+    if value > MAX_SECONDS:
+        raise InvalidArgument(f"{field} must be at most {MAX_SECONDS:.0f} (100 years), got {value}")
+
+
 def check_retry(retry: RetryPolicy | None) -> None:
     if retry is None:
         return
-    values = (retry.base_seconds, retry.factor, retry.max_seconds)
-    if not all(math.isfinite(v) for v in values):
-        raise InvalidArgument("retry policy values must be finite numbers")
-    if retry.base_seconds < 0 or retry.max_seconds < 0:
-        raise InvalidArgument("retry base_seconds and max_seconds must not be negative")
+    check_seconds(retry.base_seconds, "retry base_seconds")
+    check_seconds(retry.max_seconds, "retry max_seconds")
+    if not math.isfinite(retry.factor):
+        raise InvalidArgument(f"retry factor must be a finite number, got {retry.factor}")
     if retry.factor < 1:
         raise InvalidArgument(f"retry factor must be at least 1, got {retry.factor}")
 
@@ -141,8 +199,7 @@ def check_retry(retry: RetryPolicy | None) -> None:
 def check_timeout(timeout: float | None, zero_allowed: bool = False) -> None:
     if timeout is None or (zero_allowed and timeout == 0):
         return
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise InvalidArgument(f"timeout_seconds must be positive, got {timeout}")
+    check_seconds(timeout, "timeout_seconds", zero=False)
 
 
 def check_queue_update(update: QueueUpdate) -> None:
@@ -162,20 +219,22 @@ def check_spec(
     max_payload_bytes: int,
     now: datetime,
     trace_context: Mapping[str, str] | None = None,
+    max_payload_depth: int = wire.MAX_JSON_DEPTH,
 ) -> NewTask:
-    """Turn a submission into a `NewTask`, or raise `InvalidArgument` saying what is wrong."""
-    if not spec.name or not spec.name.strip():
+    """Turn a submission into a `NewTask`, or raise `InvalidArgument` naming the
+    field that is wrong. Every field is checked here, before anything is stored."""
+    if not spec.name:
         raise InvalidArgument("task name must not be empty")
-    if len(spec.name) > MAX_NAME_LENGTH:
-        raise InvalidArgument(f"task name is longer than {MAX_NAME_LENGTH} characters")
-    size = len(spec.payload_json.encode())
+    check_name(spec.name, "task name")
+    # UTF-8 bytes of the text, however it arrived (a lone surrogate counts 3 and
+    # is refused by decode_json).
+    size = len(spec.payload_json.encode("utf-8", "surrogatepass"))
     if size > max_payload_bytes:
         raise InvalidArgument(
             f"payload is {size} bytes, over the limit of {max_payload_bytes} bytes"
         )
-    wire.decode_json(spec.payload_json, "payload")  # the one parse: standard JSON only
-    if "\\u0000" in spec.payload_json:
-        raise InvalidArgument("payload must not contain NUL characters (\\u0000)")
+    # The one parse: standard JSON only, nesting bounded, nothing jsonb refuses.
+    wire.decode_json(spec.payload_json, "payload", max_payload_depth)
     if not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
         raise InvalidArgument(
             f"priority {spec.priority} is out of range {PRIORITY_MIN}..{PRIORITY_MAX}"
@@ -185,19 +244,21 @@ def check_spec(
     check_timeout(spec.timeout_seconds)
     check_retry(spec.retry)
     queue = spec.queue or default_queue
-    if len(queue) > MAX_NAME_LENGTH:
-        raise InvalidArgument(f"queue name is longer than {MAX_NAME_LENGTH} characters")
-    if spec.idempotency_key is not None and len(spec.idempotency_key) > MAX_KEY_LENGTH:
-        raise InvalidArgument(f"idempotency key is longer than {MAX_KEY_LENGTH} characters")
-    if spec.run_at is not None and spec.run_at.tzinfo is None:
-        raise InvalidArgument("run_at must carry a time zone")
+    check_name(queue, "queue")
+    if spec.idempotency_key is not None:
+        check_text(spec.idempotency_key, "idempotency_key", MAX_KEY_LENGTH)
     run_at = spec.run_at
+    if run_at is not None:
+        check_time(run_at, "run_at")
     if spec.delay_seconds is not None:
         if spec.run_at is not None:
             raise InvalidArgument("give run_at or delay_seconds, not both")
-        if not math.isfinite(spec.delay_seconds) or spec.delay_seconds < 0:
-            raise InvalidArgument(f"delay_seconds must not be negative, got {spec.delay_seconds}")
+        check_seconds(spec.delay_seconds, "delay_seconds")
         run_at = now + timedelta(seconds=spec.delay_seconds)
+        if run_at > MAX_TIME:
+            raise InvalidArgument(
+                f"delay_seconds {spec.delay_seconds} puts run_at past {MAX_TIME.isoformat()}"
+            )
     return NewTask(
         id=uuid.uuid4(),
         name=spec.name,
@@ -217,13 +278,7 @@ def parse_task_id(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except (ValueError, TypeError):
-        raise InvalidArgument(f"{value!r} is not a valid task id") from None
-
-
-#: The longest wait before a retry (about 100 years): a policy whose delay
-#: comes out longer, infinite or not a number is capped here, so the time of
-#: the next attempt can always be computed and stored.
-MAX_RETRY_DELAY = 100 * 365 * 86400.0
+        raise InvalidArgument(f"{wire.shown(value)} is not a valid task id (a UUID)") from None
 
 
 def unrunnable(task: ClaimedTask) -> str | None:
@@ -280,11 +335,11 @@ def after_failure(
     remain and the error is retryable, otherwise DEAD."""
     if retryable and task.attempts < task.max_attempts:
         delay = backoff_seconds(task.retry, task.attempts, 0.5 + random() / 2)
-        if not delay <= MAX_RETRY_DELAY:  # too long, infinite, or NaN
-            delay = MAX_RETRY_DELAY
-        return ended(
-            task, TaskState.RETRYING, now, error=error, run_at=now + timedelta(seconds=delay)
-        )
+        # A policy stored before its limits were checked may ask for any delay:
+        # past MAX_TIME (or NaN), the task waits until MAX_TIME, its error recorded.
+        room = (MAX_TIME - now).total_seconds()
+        run_at = now + timedelta(seconds=max(0.0, delay)) if delay <= room else MAX_TIME
+        return ended(task, TaskState.RETRYING, now, error=error, run_at=run_at)
     return ended(task, TaskState.DEAD, now, error=error)
 
 

@@ -29,7 +29,7 @@ from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.common import errors, stats_wire, status, wire
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
-from treadle.common.tasks import QueueUpdate
+from treadle.common.tasks import QueueUpdate, TaskSpec
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.schedules import Schedules
 from treadle.scheduler.stats import Stats
@@ -107,6 +107,15 @@ def _edge_stream(method: StreamMethod[Req, Resp]) -> StreamMethod[Req, Resp]:
     return wrapper
 
 
+def _spec_from_proto(spec: pb.TaskSpec, index: int) -> TaskSpec:
+    """Task `index` of a batch; a field it cannot decode says `task <index>`,
+    as the scheduler's checks do."""
+    try:
+        return wire.spec_from_proto(spec)
+    except errors.InvalidArgument as exc:
+        raise errors.InvalidArgument(f"task {index}: {exc.message}") from None
+
+
 class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     def __init__(
         self,
@@ -148,7 +157,7 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     async def SubmitTasks(
         self, request: pb.SubmitTasksRequest, context: Context
     ) -> pb.SubmitTasksResponse:
-        specs = [wire.spec_from_proto(spec) for spec in request.tasks]
+        specs = [_spec_from_proto(spec, i) for i, spec in enumerate(request.tasks)]
         submitted = await self.scheduler.submit_many(specs)
         return pb.SubmitTasksResponse(task_ids=[s.task.id for s in submitted])
 

@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from treadle.common import wire
 from treadle.common.errors import AlreadyExists, InvalidArgument, NotFound, TreadleError
 from treadle.common.tasks import Schedule, TaskSpec
 from treadle.common.wakeup import wait_event
@@ -74,6 +75,13 @@ def check_name(name: str) -> None:
         )
 
 
+def _named(name: str) -> str:
+    """A schedule name to look up: checked like a new one's, so a NUL or a
+    10 KB name is INVALID_ARGUMENT, not a database error."""
+    check_name(name)
+    return name
+
+
 def expand(cron: str) -> str:
     """The five- or six-field expression behind `cron` (nicknames like @daily resolved)."""
     text = " ".join(cron.split())
@@ -86,7 +94,8 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidArgument(
-            f"unknown time zone {name!r}: use an IANA name such as 'UTC' or 'Europe/Paris'"
+            f"unknown time zone {wire.shown(name)}: use an IANA name such as 'UTC' or "
+            "'Europe/Paris'"
         ) from None
 
 
@@ -199,11 +208,11 @@ class Schedules:
         return await self.store.list()
 
     async def pause(self, name: str) -> Schedule:
-        return found(await self.store.pause(name), f"schedule {name!r}")
+        return found(await self.store.pause(_named(name)), f"schedule {name!r}")
 
     async def resume(self, name: str) -> Schedule:
         """Fire again from the first tick after now; a running schedule is left as it is."""
-        current = await self._get(name)
+        current = await self._get(_named(name))
         if not current.paused:
             return current
         following = check_cron(current.cron, zone(current.timezone), self.scheduler.clock())
@@ -214,7 +223,7 @@ class Schedules:
         return resumed
 
     async def delete(self, name: str) -> None:
-        if not await self.store.delete(name):
+        if not await self.store.delete(_named(name)):
             raise NotFound(f"schedule {name!r} not found")
 
     async def _get(self, name: str) -> Schedule:

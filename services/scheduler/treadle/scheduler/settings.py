@@ -16,6 +16,9 @@ from treadle.common.config import at_most, not_negative, port, positive, setting
 from treadle.common.errors import InvalidArgument
 
 _SCHEMA = config.matches(r"^[a-z_][a-z0-9_]{0,40}$", "a lower-case identifier")
+#: Durations in seconds: at most 100 years, so that no time they are added to
+#: (or taken from) overflows Python's datetime or PostgreSQL's interval.
+_SECONDS = at_most(100 * 365 * 24 * 3600)
 
 
 def _replica_id() -> str:
@@ -60,7 +63,7 @@ class Settings:
         help="Prometheus /metrics port ({env}, default {default}; 0: any free port)",
     )
     #: Seconds between the periodic counts behind the queue and database gauges.
-    metrics_interval: float = setting(5.0, checks=(positive,))
+    metrics_interval: float = setting(5.0, checks=(positive, _SECONDS))
     #: Handlers running at once on this replica (coroutines and sync together).
     concurrency: int = setting(
         100,
@@ -76,42 +79,44 @@ class Settings:
         help="threads for plain def handlers ({env}, default {default})",
     )
     max_payload_bytes: int = setting(1024 * 1024, checks=(positive,))
+    #: How deep arrays and objects may nest in a payload or a handler's result.
+    max_payload_depth: int = setting(64, checks=(positive, at_most(500)))
     #: Seconds between claims when no NOTIFY wakes the dispatcher (a safety net).
-    poll_interval: float = setting(1.0, checks=(positive,))
+    poll_interval: float = setting(1.0, checks=(positive, _SECONDS))
     #: Seconds an outcome may wait to be written with others in one statement.
-    flush_interval: float = setting(0.005, checks=(positive,))
+    flush_interval: float = setting(0.005, checks=(positive, _SECONDS))
     #: A claimed task's lease; the replica's heartbeat renews it.
-    lease_seconds: float = setting(30.0, checks=(positive,))
+    lease_seconds: float = setting(30.0, checks=(positive, _SECONDS))
     #: Seconds between heartbeats (and reaper rounds); well under the lease.
-    heartbeat_interval: float = setting(5.0, checks=(positive,))
+    heartbeat_interval: float = setting(5.0, checks=(positive, _SECONDS))
     #: A task whose replica was lost more than this many times ends DEAD.
     max_reclaims: int = setting(3, checks=(not_negative,))
     #: On SIGTERM, seconds to let running handlers finish before handing them back.
     drain_timeout: float = setting(
         30.0,
-        checks=(not_negative,),
+        checks=(not_negative, _SECONDS),
         flags="scheduler",
         help="seconds to let running tasks finish on stop ({env}, default {default})",
     )
     #: Finished tasks are deleted this many seconds after they finish (7 days).
-    retention_seconds: float = setting(7 * 24 * 3600.0, checks=(positive,))
+    retention_seconds: float = setting(7 * 24 * 3600.0, checks=(positive, _SECONDS))
     #: An idempotency key returns the existing task for this long (24 h).
-    idempotency_retention_seconds: float = setting(24 * 3600.0, checks=(positive,))
+    idempotency_retention_seconds: float = setting(24 * 3600.0, checks=(positive, _SECONDS))
     #: Seconds between pruning rounds, and rows deleted per statement.
-    prune_interval: float = setting(60.0, checks=(positive,))
+    prune_interval: float = setting(60.0, checks=(positive, _SECONDS))
     prune_batch: int = setting(500, checks=(positive,))
     #: Seconds between flushes of this replica's statistics counters.
-    stats_flush_interval: float = setting(2.0, checks=(positive,))
+    stats_flush_interval: float = setting(2.0, checks=(positive, _SECONDS))
     #: Error patterns are kept this long (30 days); hourly totals are kept for good.
-    stats_error_retention_seconds: float = setting(30 * 24 * 3600.0, checks=(positive,))
+    stats_error_retention_seconds: float = setting(30 * 24 * 3600.0, checks=(positive, _SECONDS))
     #: systemHealth thresholds: ready tasks in a queue; failed / finished attempts
     #: of a queue over the alert window (once it has at least alert_min_attempts);
     #: p95 processing seconds over the window; seconds the oldest ready task waited.
     alert_backlog: int = setting(10_000, checks=(positive,))
     alert_error_rate: float = setting(0.1, checks=(positive,))
     alert_min_attempts: int = setting(10, checks=(positive,))
-    alert_slow_seconds: float = setting(60.0, checks=(positive,))
-    alert_oldest_seconds: float = setting(300.0, checks=(positive,))
+    alert_slow_seconds: float = setting(60.0, checks=(positive, _SECONDS))
+    alert_oldest_seconds: float = setting(300.0, checks=(positive, _SECONDS))
     #: The sliding window of the error-rate and slow-processing alerts (at most 3600).
     alert_window_seconds: float = setting(300.0, checks=(positive, at_most(3600)))
     replica_id: str = dataclasses.field(default_factory=_replica_id)

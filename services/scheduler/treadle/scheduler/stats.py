@@ -52,7 +52,7 @@ from treadle.common.stats import (
 from treadle.common.tasks import Submitted, TaskError, TaskState
 from treadle.scheduler.events import AppliedByLease, Events
 from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
-from treadle.scheduler.model import Outcome
+from treadle.scheduler.model import Outcome, check_name, check_time
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.stats_store import ErrorTally, LiveReplica, StatsStore
 from treadle.scheduler.tally import Tally, day_of, hour_of, window
@@ -369,6 +369,7 @@ class Stats:
         self.started_at = clock()
 
     async def queue(self, name: str) -> QueueStats:
+        check_name(name, "queue")
         found = await self.store.queues(name)
         if not found:
             raise NotFound(f"queue {name!r} not found")
@@ -402,8 +403,8 @@ class Stats:
 
     def _range(self, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
         for name, value in (("since", since), ("until", until)):
-            if value is not None and value.utcoffset() is None:
-                raise InvalidArgument(f"{name} must carry a time zone")
+            if value is not None:
+                check_time(value, name)
         end = until if until is not None else self.clock()
         start = since if since is not None else end - DEFAULT_RANGE
         if start >= end:
@@ -428,6 +429,8 @@ class Stats:
                 "narrow it or use a coarser granularity"
             )
         names = tuple(dict.fromkeys(q for q in queues if q))
+        for name in names:
+            check_name(name, "queues")
         rows = await self.store.trends(
             granularity.value.lower(), hour_of(first), end, names or None
         )
@@ -459,6 +462,8 @@ class Stats:
         """The most frequent errors of attempts that failed in the hours from
         `since` (rounded down) until before `until`."""
         start, end = self._range(since, until)
+        if queue:
+            check_name(queue, "queue")
         size = limit or DEFAULT_PATTERNS
         if not 1 <= size <= MAX_PATTERNS_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_PATTERNS_LIMIT}, got {size}")

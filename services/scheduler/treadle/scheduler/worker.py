@@ -59,7 +59,12 @@ POISON_ERROR = "PoisonTask"
 class Worker(Collaborators):
     def __post_init__(self) -> None:
         self.owner = self.settings.replica_id
-        self.executor = Executor(self.settings.executor_threads, self.clock, tracer=self.tracer)
+        self.executor = Executor(
+            self.settings.executor_threads,
+            self.clock,
+            tracer=self.tracer,
+            max_result_depth=self.settings.max_payload_depth,
+        )
         self._running: dict[str, tuple[asyncio.Task[None], ClaimedTask]] = {}
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
