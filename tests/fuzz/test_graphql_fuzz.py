@@ -217,12 +217,6 @@ def test_valid_submissions_round_trip(harness: Harness) -> None:
     still_serving(harness)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: runAt year 1/9999 stored as -infinity/infinity, huge delaySeconds, "
-    "lone surrogates, NUL, 1e400 and deep payloads give INTERNAL or poison rows — fixed by "
-    "the edge-validation work",
-)
 def test_hostile_submissions_are_refused_or_round_trip(harness: Harness) -> None:
     @given(inputs(hostile=True))
     @example(({"name": "echo", "runAt": "9999-12-31T23:59:59.999999Z"}, None))
@@ -253,11 +247,6 @@ READS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: NUL in a queue name and cursors past bigint give INTERNAL — fixed by the "
-    "edge-validation work",
-)
 def test_reads_answer_or_refuse(harness: Harness) -> None:
     values = st.one_of(ANY_TEXT, st.uuids().map(str))
     states = st.one_of(
@@ -290,11 +279,6 @@ async def read_once(h: Harness, query: str, variables: dict[str, Any]) -> None:
 # -- bodies that are not GraphQL ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: a non-UTF-8 or deeply nested body gives a 500; a body over 2 MiB is "
-    "read whole — fixed by the HTTP/gRPC framing work",
-)
 def test_broken_bodies_are_client_errors(harness: Harness) -> None:
     bodies = st.one_of(
         st.binary(max_size=64),

@@ -148,12 +148,6 @@ HUGE_RETRY = pb.TaskSpec(
 )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: a retry policy whose next delay overflows crashes the attempt "
-    "(OverflowError), the task stays RUNNING until its lease is lost — fixed by the "
-    "poison-row/overflowing-backoff work",
-)
 def test_hostile_numbers_are_refused_or_stored_exactly(harness: Harness) -> None:
     _hostile_submissions(
         harness,
@@ -163,11 +157,6 @@ def test_hostile_numbers_are_refused_or_stored_exactly(harness: Harness) -> None
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: run_at year 1/9999 stored as -infinity/infinity, nanos out of range and "
-    "overflowing delay_seconds give INTERNAL — fixed by the edge-validation work",
-)
 def test_hostile_times_are_refused_or_stored_exactly(harness: Harness) -> None:
     _hostile_submissions(
         harness,
@@ -179,11 +168,6 @@ def test_hostile_times_are_refused_or_stored_exactly(harness: Harness) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: 1e400 is stored (json reads it as inf), lone surrogates and nesting "
-    "past ~990 give INTERNAL, no depth limit — fixed by the edge-validation work",
-)
 def test_hostile_payloads_are_refused_or_stored_exactly(harness: Harness) -> None:
     _hostile_submissions(
         harness,
@@ -194,12 +178,6 @@ def test_hostile_payloads_are_refused_or_stored_exactly(harness: Harness) -> Non
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: NUL in queue/idempotency key gives INTERNAL, blank and control "
-    "characters are stored, a long name is echoed past gRPC's metadata limit "
-    "(RESOURCE_EXHAUSTED) — fixed by the edge-validation work",
-)
 def test_hostile_text_is_refused_or_stored_exactly(harness: Harness) -> None:
     _hostile_submissions(
         harness,
@@ -212,11 +190,6 @@ def test_hostile_text_is_refused_or_stored_exactly(harness: Harness) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: a payload holding the text \\u0000 (a backslash, not a NUL) is refused: "
-    "the NUL check looks for the escape in the JSON text — fixed by the edge-validation work",
-)
 def test_backslashes_in_payload_strings_are_kept(harness: Harness) -> None:
     texts = st.text(st.sampled_from(["\\", "u", "0", "x", '"', "/"]), max_size=12)
 
@@ -233,11 +206,6 @@ def test_backslashes_in_payload_strings_are_kept(harness: Harness) -> None:
 # -- SubmitTasks ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: a batch holding a hostile spec gives INTERNAL — fixed by the "
-    "edge-validation work",
-)
 def test_batches_store_all_or_nothing(harness: Harness) -> None:
     @given(st.lists(st.one_of(valid_specs(), hostile_specs(ALL_FIELDS)), max_size=5))
     def prop(specs: list[pb.TaskSpec]) -> None:
@@ -282,11 +250,6 @@ PAGE_TOKENS = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: ListTasks(state=99) and cursors past bigint give INTERNAL — fixed by "
-    "the edge-validation work",
-)
 def test_listings_answer_or_refuse(harness: Harness) -> None:
     queues = st.one_of(st.just(""), st.just(DEFAULT_QUEUE), HOSTILE_TEXT)
     states = st.one_of(st.sampled_from(pb.TaskState.values()), INT32)
@@ -337,11 +300,6 @@ IDS = st.one_of(
 )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: an oversized id is echoed in the status message, past gRPC's metadata "
-    "limit: RESOURCE_EXHAUSTED 'Stream removed' — fixed by the edge-validation/framing work",
-)
 def test_task_ids_are_found_or_refused(harness: Harness) -> None:
     methods = st.sampled_from(["GetTask", "CancelTask", "RetryTask"])
     known: list[str] = []
@@ -405,11 +363,6 @@ def utf8_field(number: int, value: bytes) -> bytes:
 BAD_UTF8 = st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"a\x80b", b"\xf8\x88"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: undecodable protobuf bytes give INTERNAL/UNKNOWN instead of "
-    "INVALID_ARGUMENT — fixed by the HTTP/gRPC framing work",
-)
 def test_undecodable_bytes_are_refused(harness: Harness) -> None:
     methods = st.sampled_from(["GetTask", "SubmitTask", "SubmitTasks", "ListTasks", "CancelTask"])
     payloads = st.one_of(
@@ -444,11 +397,6 @@ async def send_raw(h: Harness, method: str, data: bytes) -> None:
 # -- timestamps, one by one --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 9: run_at at protobuf's limits or with nanos out of range give INTERNAL or "
-    "store a poison row — fixed by the edge-validation work",
-)
 def test_run_at_limits(harness: Harness) -> None:
     seconds = st.one_of(
         st.sampled_from([MIN_SECONDS, MIN_SECONDS - 1, MAX_SECONDS, MAX_SECONDS + 1]),
