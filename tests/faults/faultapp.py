@@ -64,3 +64,12 @@ def sync_record(payload: Any) -> int:
 
     asyncio.run(write())
     return int(payload["n"])
+
+
+@task("cancel_loop")
+async def cancel_loop(payload: Any) -> None:
+    """A handler with a bug that reaches into its replica: it cancels the
+    background loop named `payload["loop"]` (e.g. `treadle-cron`)."""
+    for running in asyncio.all_tasks():
+        if running.get_name() == payload["loop"]:
+            running.cancel()

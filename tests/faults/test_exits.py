@@ -38,15 +38,13 @@ async def test_a_replica_whose_loop_died_exits_non_zero_naming_it(
     command: tuple[str, ...],
 ) -> None:
     replica = await launch(processes, replica_env(database_url, schema), *command)
-    # A due schedule whose stored task template has no name: the cron loop
-    # cannot handle it (a row no API call can write).
-    await results.execute(
-        f'INSERT INTO "{schema}".schedules (name, cron, timezone, task, next_fire_at) '
-        """VALUES ('broken', '* * * * *', 'UTC', '{"payload": 1}', now())"""
-    )
+    # A handler with a bug cancels one of its replica's loops: nothing asked
+    # the replica to stop, so the loop is dead, and the replica with it.
+    async with Client(replica.address) as client:
+        await client.submit("cancel_loop", {"loop": "treadle-cron"})
     assert await replica.wait(30) == EXIT_LOOP_DIED, replica.log
     log = replica.log
-    assert "background loop treadle-cron died" in log
+    assert "background loop treadle-cron died (cancelled)" in log
     assert "exiting with status 70: background loop treadle-cron died" in log
 
 

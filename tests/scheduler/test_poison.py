@@ -17,7 +17,7 @@ import pytest
 from scrape import scrape
 
 from treadle.client import Client, TaskState
-from treadle.common.tasks import Task
+from treadle.common.tasks import Task, TaskSpec
 from treadle.scheduler.supervisor import Replica
 
 
@@ -201,12 +201,13 @@ async def test_an_error_jsonb_cannot_store_is_recorded_cleaned(
     replica: Replica, client: Client
 ) -> None:
     """A handler's error message with a NUL character (jsonb refuses it) is
-    recorded with the character replaced; the outcomes after it are not held up."""
+    recorded with the character shown as an escape; the outcomes after it are
+    not held up."""
     task = await client.submit("raises_nul", 1)
     dead = await client.wait(task.id, timeout=10)
     assert dead.state is TaskState.DEAD and dead.error is not None
     assert dead.error.type == "ValueError"
-    assert dead.error.message == "bad\ufffdbyte"
+    assert dead.error.message == "bad\\x00byte"
     await still_runs_echo(client)
 
 
@@ -271,4 +272,51 @@ async def test_a_payload_too_deep_to_decode_ends_dead_at_once(
     assert dead.error.type == "PoisonTask"
     assert "(run)" in dead.error.message and "payload" in dead.error.message
     assert dead.attempts == 1
+    await still_runs_echo(client)
+
+
+async def test_a_schedule_row_that_cannot_be_fired_is_paused_and_cron_goes_on(
+    database_url: str,
+    schema: str,
+    replica: Replica,
+    client: Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A due schedule whose stored template has no task name (a row no API
+    call can write) used to kill the cron loop, and the replica with it: it
+    is paused, logged once and counted, and the loop fires the others. (A
+    cron expression that does not parse was already paused, as having no
+    further tick; it stays so.)"""
+    await sql(
+        database_url,
+        schema,
+        "INSERT INTO schedules (name, cron, timezone, task, next_fire_at) "
+        """VALUES ('broken', '* * * * *', 'UTC', '{"payload": 1}', now()), """
+        """('bad-cron', 'not a cron', 'UTC', '{"name": "echo"}', now())""",
+    )
+    await client.create_schedule("every-second", "*/1 * * * * *", TaskSpec("echo"))
+    replica.parts.schedules.wake()
+
+    async def paused() -> dict[str, bool] | None:
+        conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+        try:
+            rows = await conn.fetch("SELECT name, paused FROM schedules")
+        finally:
+            await conn.close()
+        found = {r["name"]: r["paused"] for r in rows}
+        return found if found["broken"] and found["bad-cron"] else None
+
+    assert await until(paused) == {"broken": True, "bad-cron": True, "every-second": False}
+    fired = replica.parts.schedules.fired_total
+
+    async def fired_again() -> bool:
+        return replica.parts.schedules.fired_total > fired
+
+    await until(fired_again)  # the cron loop is alive and fires the sound schedule
+    assert all(replica.loops.values()), replica.loops
+    assert replica.metrics_server is not None
+    scraped = await scrape(f"http://{replica.metrics_server.address}/metrics")
+    assert scraped.value("treadle_poison_schedules_total") == 1
+    said = [r.getMessage() for r in caplog.records if "cannot be fired" in r.getMessage()]
+    assert said == ["schedule 'broken' cannot be fired (KeyError: 'name'); paused it"]
     await still_runs_echo(client)

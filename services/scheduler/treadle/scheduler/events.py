@@ -58,6 +58,10 @@ class Events:
         run or record: a row written by hand, or by older code), and the task
         ended DEAD saying `reason`."""
 
+    def schedule_poisoned(self, name: str, reason: str) -> None:
+        """A schedule's stored row could not be fired (written by hand, or by
+        older code), and the schedule was paused; `reason` says why."""
+
 
 #: Nobody listens.
 NOTHING = Events()
@@ -100,3 +104,7 @@ class Fanout(Events):
     def poisoned(self, task_id: str, stage: str, reason: str) -> None:
         for o in self.observers:
             o.poisoned(task_id, stage, reason)
+
+    def schedule_poisoned(self, name: str, reason: str) -> None:
+        for o in self.observers:
+            o.schedule_poisoned(name, reason)

@@ -37,21 +37,14 @@ from treadle.scheduler.registry import Handler, Permanent
 TRACEBACK_FRAMES = 8
 
 
-def storable(text: str) -> str:
-    """`text` as `jsonb` can store it: NUL and lone surrogates shown as escapes."""
-    if text.isascii() and "\x00" not in text:
-        return text
-    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
-
-
 def error_of(exc: BaseException, attempt: int, at: datetime) -> TaskError:
     """The stored form of a handler's exception: type, message, a short traceback
-    (whatever characters the handler put in them, `storable`)."""
+    (whatever characters the handler put in them: the store makes them storable)."""
     frames = traceback.format_exception(exc, limit=-TRACEBACK_FRAMES)
     return TaskError(
-        type=storable(type(exc).__name__),
-        message=storable(str(exc)),
-        traceback=storable("".join(frames)[-4000:]),
+        type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(frames)[-4000:],
         attempt=attempt,
         failed_at=at,
     )

@@ -98,11 +98,14 @@ class Loops:
         task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or self.stopping.is_set():
+        if self.stopping.is_set():
             return
-        exc = task.exception()
+        # A loop ends only when the stop cancels it: cancelled from anywhere
+        # else (a handler that reached for it), it is as dead as one that raised.
+        exc = None if task.cancelled() else task.exception()
+        how = "cancelled" if task.cancelled() else "returned" if exc is None else repr(exc)
         log.error(
-            "background loop %s died (%r); stopping the replica", task.get_name(), exc, exc_info=exc
+            "background loop %s died (%s); stopping the replica", task.get_name(), how, exc_info=exc
         )
         self.died.append(task.get_name())
         self.stopping.set()

@@ -143,6 +143,12 @@ class SchedulerMetrics(Events):
         )
         for stage in POISON_STAGES:
             self.poison_tasks.labels(stage)  # each stage at 0 from the start
+        self.poison_schedules = fast.counter(
+            "treadle_poison_schedules_total",
+            "Due schedules whose stored row could not be fired (a row written by hand, or "
+            "by older code: a template without a task name, a cron expression that does "
+            "not parse); each was paused.",
+        )
         self.task_timeouts = fast.counter(
             "treadle_task_timeouts_total",
             "Attempts that ran past their timeout (whether the task retries or is dead).",
@@ -295,6 +301,9 @@ class SchedulerMetrics(Events):
 
     def poisoned(self, task_id: str, stage: str, reason: str) -> None:
         self.poison_tasks.labels(stage).inc()
+
+    def schedule_poisoned(self, name: str, reason: str) -> None:
+        self.poison_schedules.inc()
 
     def flushed(self, batch: Sequence[Outcome], applied: AppliedByLease, seconds: float) -> None:
         self.flush_batch.observe(len(batch))

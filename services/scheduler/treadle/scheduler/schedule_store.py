@@ -132,19 +132,33 @@ class ScheduleStore(postgres.PoolStore):
 
     async def fire_due(
         self, plan: Callable[[Schedule, datetime], Fire], tasks: Store
-    ) -> tuple[builtins.list[Fire], builtins.list[Submitted]]:
+    ) -> tuple[builtins.list[Fire], builtins.list[Submitted], dict[str, str]]:
         """Fire up to FIRE_BATCH due schedules in one transaction: lock them
         (skipping those another replica holds), insert one task per tick
         through `tasks` and move each to the tick `plan` gives. Returns the
         fires and, in the same order, what the insert made of each
-        (`existing` when that tick had fired already)."""
+        (`existing` when that tick had fired already); and the schedules whose
+        stored row cannot be fired (written by hand or by older code: a
+        template without a task name, a cron expression that does not parse),
+        each with the reason: those are paused, so they never stop the loop."""
         async with postgres.acquired(self.pool) as conn, conn.transaction():
             rows = await postgres.fetch(conn, "schedule_lock_due")
             if not rows:
-                return [], []
+                return [], [], {}
             now: datetime = rows[0]["now"]
-            fires = [plan(_schedule(row), now) for row in rows]
-            submitted = await tasks.insert([f.task() for f in fires], conn)
+            fires: builtins.list[Fire] = []
+            new_tasks: builtins.list[NewTask] = []
+            poisoned: dict[str, str] = {}
+            for row in rows:
+                try:
+                    fire = plan(_schedule(row), now)
+                    new_tasks.append(fire.task())
+                    fires.append(fire)
+                except Exception as exc:  # any row at all must not stop the loop
+                    poisoned[row["name"]] = f"{type(exc).__name__}: {exc}"[:500]
+            if poisoned:
+                await postgres.execute(conn, "schedule_pause_poisoned", names=list(poisoned))
+            submitted = await tasks.insert(new_tasks, conn) if new_tasks else []
             await postgres.execute(
                 conn,
                 "schedule_advance",
@@ -152,7 +166,7 @@ class ScheduleStore(postgres.PoolStore):
                 fired_ats=[f.tick for f in fires],
                 next_fire_ats=[f.next_fire_at for f in fires],
             )
-        return fires, submitted
+        return fires, submitted, poisoned
 
     async def seconds_until_due(self) -> float | None:
         """Seconds until the next tick of any running schedule (<= 0: overdue)."""

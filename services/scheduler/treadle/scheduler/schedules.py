@@ -234,7 +234,10 @@ class Schedules:
     async def fire_due(self) -> int:
         """Fire every due schedule no other replica is firing (up to a batch);
         returns how many fired."""
-        fires, submitted = await self.store.fire_due(plan, self.scheduler.store)
+        fires, submitted, poisoned = await self.store.fire_due(plan, self.scheduler.store)
+        for name, reason in poisoned.items():
+            log.warning("schedule %r cannot be fired (%s); paused it", name, reason)
+            self.scheduler.events.schedule_poisoned(name, reason)
         new = [s for s in submitted if not s.existing]
         inserted = len(new)
         # Counted like any submission; a tick that had fired already is

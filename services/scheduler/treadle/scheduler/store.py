@@ -82,16 +82,19 @@ def _error(data: Any) -> TaskError:
         return TaskError(type="UnreadableError", message=f"stored error: {json.dumps(data)[:500]}")
 
 
-def _clean(text: str) -> str:
-    """`text` as jsonb can store it: no NUL, no lone surrogate."""
-    return text.replace("\0", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+def _storable(text: str) -> str:
+    """`text` as jsonb can store it: NUL and lone surrogates shown as escapes
+    (`\\x00`, `\\ud800`), so what the handler said is still readable."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
 
 
 def error_json(error: TaskError) -> str:
     data = dataclasses.asdict(error)
     data["failed_at"] = error.failed_at.isoformat() if error.failed_at else None
     for field in ("type", "message", "traceback"):
-        data[field] = _clean(data[field])
+        data[field] = _storable(data[field])
     return json.dumps(data)
 
 

@@ -53,6 +53,12 @@ ORDER BY s.next_fire_at
 LIMIT 100
 FOR UPDATE SKIP LOCKED;
 
+-- name: schedule_pause_poisoned
+-- params: names
+-- Pause the schedules whose stored row cannot be fired, so the cron loop goes
+-- on with the others (resuming one only makes sense once its row is fixed).
+UPDATE schedules SET paused = true, updated_at = now() WHERE name = ANY($1::text[]);
+
 -- name: schedule_advance
 -- params: names, fired_ats, next_fire_ats
 -- Record the fired ticks and move each schedule to its next tick; a schedule
