@@ -155,3 +155,34 @@ async def test_payload_size_counts_utf8_bytes_as_over_grpc(gql: GraphQL) -> None
     body = await gql(SUBMIT, input={"name": "echo", "payload": "é" * 400})
     assert "errors" not in body, body
     assert body["data"]["submitTask"]["payload"] == "é" * 400
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("mutation($n: String!) { submitTask(input: {name: $n}) { id } }", '{"n": "\\ud800"}'),
+        (
+            'mutation($q: String) { submitTask(input: {name: "echo", queue: $q}) { id } }',
+            '{"q": "a\\udfff"}',
+        ),
+        ("query($id: ID!) { task(id: $id) { id } }", '{"id": "\\udfff"}'),
+        ("mutation($id: ID!) { retryTask(id: $id) { id } }", '{"id": "x\\ud800"}'),
+    ],
+    ids=["name", "queue", "task id", "retry id"],
+)
+async def test_a_lone_surrogate_in_a_text_argument_is_invalid_argument(
+    http: httpx.AsyncClient,
+    gql: GraphQL,
+    database_url: str,
+    schema: str,
+    query: str,
+    variables: str,
+) -> None:
+    """JSON can spell a lone surrogate; protobuf cannot carry one (it was a 500
+    with the codec's error text)."""
+    body = await raw(http, query, variables)
+    (error,) = body["errors"]
+    assert error["extensions"]["code"] == "INVALID_ARGUMENT", body
+    assert "lone UTF-16 surrogate" in error["message"]
+    assert await count_rows(database_url, schema) == 0
+    await still_answers(gql)

@@ -94,6 +94,8 @@ def _finite_float(text: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+#: Standard JSON syntax only (`parse_json`).
+_SYNTAX = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def shown(text: str, limit: int = 40) -> str:
@@ -178,6 +180,20 @@ def encode_json(value: Any, field: str = "payload", max_depth: int | None = MAX_
         raise InvalidArgument(f"{field} is not JSON-serialisable: {exc}") from None
     _check(value, text, field, max_depth)
     return text
+
+
+def parse_json(text: str, field: str) -> Any:
+    """The value of standard JSON `text` (no NaN or Infinity literals), with no
+    check of what it holds: for a document that carries payloads and names
+    (a GraphQL request body), whose own rules are applied field by field when
+    each is used, so an error can name the field. Raises `InvalidArgument`
+    naming `field` when the text is not JSON or nests past Python's limit."""
+    try:
+        return _SYNTAX.decode(text)
+    except RecursionError:
+        raise InvalidArgument(f"{field} nests too deep to read") from None
+    except ValueError as exc:
+        raise InvalidArgument(f"{field} is not valid JSON: {str(exc)[:200]}") from None
 
 
 def decode_json(text: str, field: str = "payload", max_depth: int | None = MAX_JSON_DEPTH) -> Any:

@@ -71,11 +71,12 @@ class GraphQLApp(GraphQL[Context, None]):
         except UnicodeDecodeError as exc:
             raise HTTPException(400, f"the request body is not UTF-8: {exc.reason}") from None
         try:
-            return wire.decode_json(text, field="the request body")
+            # What the body carries (payloads, names) is checked field by field
+            # when used, so the error names the field (and the scheduler's
+            # payload depth setting applies); here only that it is JSON.
+            return wire.parse_json(text, field="the request body")
         except InvalidArgument as exc:
             raise HTTPException(400, exc.message) from None
-        except RecursionError:
-            raise HTTPException(400, "the request body is nested too deeply") from None
 
     def parse_json(self, data: str | bytes) -> Any:
         """A request body (bytes) must be an object (or a list: a batch); the

@@ -29,8 +29,14 @@ _DETAIL_LOGGED_ONLY = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL"}
 
 
 def treadle_error(error: GraphQLError) -> errors.TreadleError | None:
-    """The Treadle error behind a GraphQL error, if it is one."""
+    """The Treadle error behind a GraphQL error, if it is one. A text argument
+    holding a lone UTF-16 surrogate (JSON can spell one, `"\\ud800"`; protobuf
+    cannot carry it) is the caller's INVALID_ARGUMENT."""
     original = error.original_error
+    if isinstance(original, UnicodeEncodeError):
+        return errors.InvalidArgument(
+            "a text argument holds a lone UTF-16 surrogate (such as \\ud800), which is not text"
+        )
     return original if isinstance(original, errors.TreadleError) else None
 
 
@@ -40,7 +46,7 @@ def is_unexpected(error: GraphQLError) -> bool:
     return (
         error.path is not None
         and original is not None
-        and not isinstance(original, (errors.TreadleError, GraphQLError))
+        and not isinstance(original, (errors.TreadleError, GraphQLError, UnicodeEncodeError))
     )
 
 
@@ -79,6 +85,8 @@ def _stamp_codes(result: object) -> None:
             error.extensions = {**(error.extensions or {}), "code": errors.InvalidArgument.code}
         elif cause is not None:
             error.extensions = {**(error.extensions or {}), "code": cause.code}
+            if cause is not error.original_error:  # said in our words (see treadle_error)
+                error.message = cause.message
             if cause.code in _DETAIL_LOGGED_ONLY:
                 # Transport details (addresses, resolver output) stay in the log.
                 error.message = type(cause)().message
