@@ -89,8 +89,18 @@ def _template(data: dict[str, Any], payload_json: str | None) -> TaskSpec:
     )
 
 
-def _schedule(row: asyncpg.Record) -> Schedule:
-    task = _template(json.loads(row["template"]), row["template_payload"])
+def _schedule(row: asyncpg.Record, firing: bool = False) -> Schedule:
+    """A schedule row as read. A template that cannot be read (written by hand
+    or by older code) raises when `firing` (`fire_due` pauses that schedule);
+    otherwise it reads as a template with no task name, so listings answer."""
+    try:
+        task = _template(json.loads(row["template"]), row["template_payload"])
+        if not task.name:
+            raise ValueError("the task template has no task name")
+    except (KeyError, TypeError, ValueError):
+        if firing:
+            raise
+        task = TaskSpec(name="", payload_json=row["template_payload"] or "null")
     return postgres.from_row(Schedule, row, task=task)
 
 
@@ -151,7 +161,7 @@ class ScheduleStore(postgres.PoolStore):
             poisoned: dict[str, str] = {}
             for row in rows:
                 try:
-                    fire = plan(_schedule(row), now)
+                    fire = plan(_schedule(row, firing=True), now)
                     new_tasks.append(fire.task())
                     fires.append(fire)
                 except Exception as exc:  # any row at all must not stop the loop
