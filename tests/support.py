@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
 
 from treadle.scheduler.registry import load_app
 from treadle.scheduler.settings import Settings
@@ -34,3 +39,24 @@ async def running_replica(
         yield replica
     finally:
         await replica.stop()
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    """Poll `check` every 50 ms until it returns something true, and return
+    that; fail the test when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def count_rows(database_url: str, schema: str) -> int:
+    """Tasks stored in `schema` (read behind the replica's back)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".tasks'))
+    finally:
+        await conn.close()

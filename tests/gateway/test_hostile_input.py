@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from support import make_settings
+from support import count_rows, make_settings
 
 from treadle.scheduler.settings import Settings
 
@@ -29,14 +28,6 @@ GET = "query Get($id: ID!) { task(id: $id) { id state result } }"
 @pytest.fixture
 def settings(schema: str) -> Settings:
     return make_settings(schema, max_payload_bytes=LIMIT)
-
-
-async def count_rows(database_url: str, schema: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".tasks'))
-    finally:
-        await conn.close()
 
 
 def invalid_argument(body: dict[str, Any], field: str) -> None:

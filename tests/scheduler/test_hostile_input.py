@@ -7,10 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
-from support import make_settings, running_replica
+from support import count_rows, make_settings, running_replica
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
@@ -20,14 +19,6 @@ from treadle.scheduler.supervisor import Replica
 #: google.protobuf.Timestamp seconds of 9999-12-31T23:59:59Z and 0001-01-01T00:00:00Z.
 LAST_SECOND = 253_402_300_799
 FIRST_SECOND = -62_135_596_800
-
-
-async def count_rows(database_url: str, schema: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".tasks'))
-    finally:
-        await conn.close()
 
 
 async def refused(call: Any, field: str) -> str:

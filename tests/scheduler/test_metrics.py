@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 from scrape import Scraped, scrape
-from support import make_settings
+from support import make_settings, until
 
 from treadle.client import Client, TaskState
 from treadle.common.errors import NotFound, Unavailable
@@ -29,16 +28,6 @@ def settings(schema: str) -> Settings:
 def metrics_url(replica: Replica) -> str:
     assert replica.metrics_server is not None
     return f"http://{replica.metrics_server.address}/metrics"
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def fresh(replica: Replica) -> Scraped:

@@ -6,15 +6,12 @@ submitted afterwards succeeds, and every read still answers."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import pytest
 from scrape import scrape
+from support import until
 
 from treadle.client import Client, TaskState
 from treadle.common.tasks import Task, TaskSpec
@@ -28,16 +25,6 @@ async def sql(database_url: str, schema: str, statement: str, *args: object) -> 
         await conn.execute(statement, *args)
     finally:
         await conn.close()
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def poisons(replica: Replica, stage: str) -> float:

@@ -6,10 +6,9 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import grpc
 import pytest
-from support import make_settings, running_replica
+from support import count_rows, make_settings, running_replica
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
@@ -20,14 +19,6 @@ from treadle.scheduler.core import Scheduler
 from treadle.scheduler.registry import load_app
 from treadle.scheduler.store import Store
 from treadle.scheduler.supervisor import Replica
-
-
-async def count_rows(database_url: str, schema: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".tasks'))
-    finally:
-        await conn.close()
 
 
 async def test_generated_stub_submit_runs_to_succeeded(replica: Replica) -> None:
