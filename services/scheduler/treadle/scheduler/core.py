@@ -11,6 +11,7 @@ import base64
 import binascii
 import builtins
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
@@ -29,6 +30,7 @@ from treadle.common.tasks import (
 )
 from treadle.scheduler import tracing
 from treadle.scheduler.events import NOTHING, Events
+from treadle.scheduler.group import GroupInsert
 from treadle.scheduler.loops import Clock, utcnow
 from treadle.scheduler.model import (
     NewTask,
@@ -118,10 +120,17 @@ class Scheduler(Collaborators):
                 raise
             raise InvalidArgument(f"task {index}: {exc.message}") from None
 
+    @functools.cached_property
+    def _grouped(self) -> GroupInsert:
+        return GroupInsert(self.store.insert)
+
     async def submit(self, spec: TaskSpec) -> Submitted:
+        """Store one task. Submissions that arrive while another is being
+        stored share the next statement and commit (`group.GroupInsert`)."""
         checked = self.check(spec, trace_context=tracing.submitted())
-        with tracing.inserting(self.tracer, self.store.schema, 1):
-            (submitted,) = await self.store.insert([checked])
+        with tracing.inserting(self.tracer, self.store.schema, 1) as span:
+            submitted, together = await self._grouped(checked)
+            tracing.stored_together(span, together)
         self.events.submitted([submitted])
         return submitted
 

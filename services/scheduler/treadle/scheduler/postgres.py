@@ -185,8 +185,20 @@ async def create_pool(
             # fail fast when the database is unreachable: callers get Unavailable
             timeout=CONNECT_TIMEOUT,
             connect=connect,
+            reset=_keep_session,
         )
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What a pool connection is reset with when it is released: nothing more
+    than asyncpg's own local reset (an open transaction is rolled back, local
+    listeners dropped). Its default also sends `RESET ALL; UNLISTEN *; CLOSE
+    ALL; pg_advisory_unlock_all()`, a round trip on every release that costs a
+    single submit a third of its time; Treadle's statements leave no session
+    state to undo: settings are per connection (`server_settings`) or `SET
+    LOCAL`, locks are transaction-scoped, and LISTEN has its own connection
+    (`listener`)."""
 
 
 async def close_pool(pool: asyncpg.Pool) -> None:

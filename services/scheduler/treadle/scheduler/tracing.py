@@ -47,10 +47,12 @@ def submitted() -> telemetry.Carrier | None:
 
 
 @contextlib.contextmanager
-def inserting(tracer: trace.Tracer | None, schema: str, count: int) -> Iterator[None]:
-    """A client span around the statement that stores a submission."""
+def inserting(tracer: trace.Tracer | None, schema: str, count: int) -> Iterator[trace.Span | None]:
+    """A client span around the statement that stores a submission (None:
+    tracing is off). A single submission stored in a group's statement says
+    the group's size with `stored_together`."""
     if tracer is None:
-        yield
+        yield None
         return
     attributes: dict[str, str | int] = {
         DB_SYSTEM: "postgresql",
@@ -60,8 +62,16 @@ def inserting(tracer: trace.Tracer | None, schema: str, count: int) -> Iterator[
     }
     if count > 1:
         attributes[DB_BATCH_SIZE] = count
-    with tracer.start_as_current_span("INSERT tasks", kind=SpanKind.CLIENT, attributes=attributes):
-        yield
+    with tracer.start_as_current_span(
+        "INSERT tasks", kind=SpanKind.CLIENT, attributes=attributes
+    ) as span:
+        yield span
+
+
+def stored_together(span: trace.Span | None, count: int) -> None:
+    """The statement that stored a single submission stored `count` tasks."""
+    if span is not None and count > 1:
+        span.set_attribute(DB_BATCH_SIZE, count)
 
 
 @contextlib.contextmanager
