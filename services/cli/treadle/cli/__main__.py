@@ -134,22 +134,71 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
-        help="measure submit rate, drain rate and latency",
-        description="Submit N no-op tasks in batches to a running "
-        "scheduler (one whose app registers `noop`, like `treadle up`'s "
-        "example app) and report submit rate, drain rate and "
-        "submit-to-start latency percentiles.",
+        help="measure submit, latency, drain, start-up and GraphQL speed",
+        description="Measure Treadle. Every mode but drain-against---address starts "
+        "its own Treadle (replica processes running the example app, a gateway for "
+        "graphql) on a fresh schema of TREADLE_DATABASE_URL, or on an embedded "
+        "PostgreSQL in a temporary folder when that is unset, and compares with "
+        "baselines measured in the same run (docs/benchmarks.md).",
+        epilog="""examples:
+  treadle bench --mode submit --in-flight 1      # vs bare INSERT+commit, same database
+  treadle bench --mode submit --in-flight 64
+  treadle bench --mode latency --rate 100
+  treadle bench --mode drain -n 10000 --replicas 2 --finished-rows 1000000
+  treadle bench --mode startup --runs 5
+  treadle bench --mode graphql --connections 64 --query task
+  treadle bench -n 10000 --address 127.0.0.1:50051   # drain against a running scheduler""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench.add_argument("-n", "--tasks", type=int, default=10_000, help="tasks (default 10000)")
     bench.add_argument(
-        "--batch", type=int, default=500, help="tasks per SubmitTasks call (default 500)"
+        "--mode",
+        choices=["drain", "submit", "latency", "startup", "graphql"],
+        default="drain",
+        help="what to measure (default drain)",
     )
-    bench.add_argument("--name", default="noop", help="task name to submit (default noop)")
+    bench.add_argument(
+        "-n", "--tasks", type=int, default=10_000, help="tasks, or calls per round (default 10000)"
+    )
+    bench.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        help="drain against --address: tasks per SubmitTasks call (default 500)",
+    )
+    bench.add_argument("--name", default="noop", help="drain against --address: task name")
     bench.add_argument(
         "--delay",
         type=float,
-        help="schedule the tasks this many seconds ahead and report their lateness "
-        "(start minus run time); default: run at once",
+        help="drain against --address: schedule the tasks this many seconds ahead and "
+        "report their lateness (start minus run time); default: run at once",
+    )
+    bench.add_argument(
+        "--in-flight", type=int, default=1, help="submit: calls in flight (default 1)"
+    )
+    bench.add_argument(
+        "--rate", type=float, default=100.0, help="latency: submits per second (default 100)"
+    )
+    bench.add_argument(
+        "--seconds", type=float, default=10.0, help="latency, graphql: duration (default 10)"
+    )
+    bench.add_argument(
+        "--replicas", type=int, default=2, help="drain: replica processes (default 2)"
+    )
+    bench.add_argument(
+        "--finished-rows",
+        type=int,
+        default=0,
+        help="drain: finished tasks stored beforehand (default 0)",
+    )
+    bench.add_argument("--runs", type=int, default=5, help="startup: replicas started (default 5)")
+    bench.add_argument(
+        "--connections", type=int, default=64, help="graphql: connections (default 64)"
+    )
+    bench.add_argument(
+        "--query",
+        choices=["task", "submit"],
+        default="task",
+        help="graphql: task(id) query or submitTask mutation (default task)",
     )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_address(bench)

@@ -77,17 +77,17 @@ async def run(
         "submit_rate": round(count / submit_seconds, 1),
         "drain_seconds": round(drain_seconds, 3),
         "drain_rate": round(count / drain_seconds, 1) if drain_seconds > 0 else None,
-        "latency_ms": _percentiles(latency_ms),
+        "latency_ms": percentiles(latency_ms),
     }
     if delay is not None:
         report["delay_seconds"] = delay
-        report["lateness_ms"] = _percentiles(
+        report["lateness_ms"] = percentiles(
             sorted((t.started_at - t.run_at).total_seconds() * 1000 for t in tasks if t.started_at)
         )
     return report
 
 
-def _percentiles(sorted_values: list[float]) -> dict[str, float]:
+def percentiles(sorted_values: list[float]) -> dict[str, float]:
     return {f"p{q}": round(percentile(sorted_values, q), 2) for q in (50, 90, 95, 99, 100)}
 
 

@@ -186,12 +186,36 @@ async def _retry(client: Client, args: argparse.Namespace) -> str:
 
 
 def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from treadle.cli import bench
+    from treadle.cli import bench, benchmodes
 
-    report = process.run_async(
-        bench.run(_address(args, env), args.tasks, args.batch, args.name, args.delay)
-    )
-    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    for flag in ("tasks", "in_flight", "replicas", "runs", "connections"):
+        if getattr(args, flag) < 1:
+            raise InvalidArgument(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.finished_rows < 0 or args.rate <= 0 or args.seconds <= 0:
+        raise InvalidArgument("--finished-rows must be >= 0, --rate and --seconds > 0")
+    against = args.scheduler_address or env.get("TREADLE_SCHEDULER_ADDRESS")
+    if against and args.mode != "drain":
+        raise InvalidArgument(f"--mode {args.mode} starts its own Treadle; drop --address")
+    run: Awaitable[dict[str, Any]]
+    if against:
+        run = bench.run(_address(args, env), args.tasks, args.batch, args.name, args.delay)
+    elif args.mode == "drain":
+        run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
+    elif args.mode == "submit":
+        run = benchmodes.submit(args.tasks, args.in_flight)
+    elif args.mode == "latency":
+        run = benchmodes.latency(args.rate, args.seconds)
+    elif args.mode == "startup":
+        run = benchmodes.startup(args.runs)
+    else:
+        run = benchmodes.graphql(args.connections, args.query, args.seconds)
+    report = process.run_async(run)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif against:
+        print(bench.format_report(report))
+    else:
+        print(benchmodes.format_report(report))
     return 0
 
 

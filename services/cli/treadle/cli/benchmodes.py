@@ -1,0 +1,402 @@
+"""`treadle bench --mode …`: measurements against a Treadle the bench starts
+itself (`benchsys.System`), so that a figure and the baseline it is compared
+with come from the same run, the same database and the same machine load.
+
+- `submit`: one-at-a-time (`--in-flight 1`) or concurrent submits from one
+  client, against a bare asyncpg INSERT + commit of a task-shaped row into the
+  same database (the baseline) and a no-op gRPC round trip to the same replica
+  (the transport's floor), all measured in this run.
+- `latency`: submits at a fixed rate; submit→start percentiles.
+- `drain`: N tasks stored before the replicas start; the replicas' drain rate
+  with their start-up included, and steady (first start to last finish).
+- `startup`: exec of a replica to gRPC SERVING and to its first claim.
+- `graphql`: one gateway process under 64 connections (a load generator in
+  other processes): `GET /health`, `task(id)` and `submitTask`.
+
+Each report carries the peak memory of every process the bench started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from treadle.cli.bench import percentiles
+from treadle.cli.benchsys import System, system, wait_for
+from treadle.client import Client
+from treadle.common.tasks import TaskSpec
+
+#: The table the baseline inserts into: the columns a submit sets, with a
+#: primary key (the tasks table has more indexes, and a trigger).
+BASELINE_TABLE = """
+CREATE TABLE IF NOT EXISTS bench_baseline (
+    id uuid PRIMARY KEY,
+    name text NOT NULL,
+    queue text NOT NULL,
+    state text NOT NULL,
+    payload jsonb,
+    priority integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 1,
+    run_at timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz NOT NULL DEFAULT now()
+)"""
+BASELINE_INSERT = (
+    "INSERT INTO bench_baseline (id, name, queue, state, payload) "
+    "VALUES ($1, $2, $3, 'QUEUED', $4::jsonb)"
+)
+FINISHED = ("SUCCEEDED", "DEAD", "CANCELLED")
+
+
+async def _timed(n: int, in_flight: int, call: Any) -> tuple[float, list[float]]:
+    """Run `call()` n times with `in_flight` callers; the rate and each call's
+    latency (ms)."""
+    left = n
+    latencies: list[float] = []
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            began = time.perf_counter()
+            await call()
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(in_flight)))
+    return n / (time.perf_counter() - began), sorted(latencies)
+
+
+async def baseline_rate(running: System, n: int) -> float:
+    """INSERT + commit of one task-shaped row at a time on one connection."""
+    conn = await running.connect()
+    try:
+        await conn.execute(BASELINE_TABLE)
+
+        async def insert() -> None:
+            await conn.execute(BASELINE_INSERT, uuid.uuid4(), "noop", "default", "null")
+
+        await _timed(min(n, 200), 1, insert)  # warm: statement prepared, pages cached
+        rate, _ = await _timed(n, 1, insert)
+        return rate
+    finally:
+        await conn.close()
+
+
+async def grpc_floor(address: str, n: int, in_flight: int) -> float:
+    """No-op gRPC round trips (health Check) to the replica: the transport's own rate."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        async def check() -> None:
+            await stub.Check(health_pb2.HealthCheckRequest())
+
+        await _timed(min(n, 200), in_flight, check)
+        rate, _ = await _timed(n, in_flight, check)
+        return rate
+
+
+async def submit(n: int, in_flight: int, rounds: int = 3) -> dict[str, Any]:
+    """`rounds` alternations of baseline, floor and submit; medians reported."""
+    async with system() as running:
+        replica = await running.replica()
+        figures: dict[str, list[float]] = {"baseline": [], "floor": [], "submit": []}
+        latencies: list[float] = []
+        async with Client(replica.address) as client:
+
+            async def one() -> None:
+                await client.submit("noop")
+
+            await _timed(min(n, 200), in_flight, one)
+            for _ in range(rounds):
+                figures["baseline"].append(await baseline_rate(running, n))
+                figures["floor"].append(await grpc_floor(replica.address, n, in_flight))
+                rate, latencies = await _timed(n, in_flight, one)
+                figures["submit"].append(rate)
+        medians = {k: statistics.median(v) for k, v in figures.items()}
+        return {
+            "mode": "submit",
+            "in_flight": in_flight,
+            "calls": n,
+            "rounds": rounds,
+            "submit_rate": round(medians["submit"], 1),
+            "baseline_rate": round(medians["baseline"], 1),
+            "grpc_floor_rate": round(medians["floor"], 1),
+            "ratio_to_baseline": round(medians["submit"] / medians["baseline"], 3),
+            "ratio_to_grpc_floor": round(medians["submit"] / medians["floor"], 3),
+            "all": {k: [round(x) for x in v] for k, v in figures.items()},
+            "call_latency_ms": percentiles(latencies),
+            "peak_rss_mb": running.peaks(),
+        }
+
+
+async def _queue_tasks(running: System, queue: str) -> list[Any]:
+    conn = await running.connect()
+    try:
+        return list(
+            await conn.fetch(
+                "SELECT state, created_at, started_at, finished_at FROM tasks WHERE queue = $1",
+                queue,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _unfinished(running: System, queue: str) -> int:
+    conn = await running.connect()
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM tasks WHERE queue = $1 AND state <> ALL($2::text[])",
+            queue,
+            list(FINISHED),
+        )
+        return count
+    finally:
+        await conn.close()
+
+
+async def latency(rate: float, seconds: float) -> dict[str, Any]:
+    """Submit `noop` tasks one by one at `rate` per second (open loop: each at
+    its time, whether or not the previous call returned) for `seconds`;
+    submit→start from the tasks' own timestamps (database clock)."""
+    async with system() as running:
+        replica = await running.replica()
+        queue = f"latency-{uuid.uuid4().hex[:8]}"
+        count = max(1, round(rate * seconds))
+        calls: list[float] = []
+        async with Client(replica.address) as client:
+            for _ in range(20):  # warm the path
+                await client.submit("noop", queue=queue + "-warm")
+
+            async def one() -> None:
+                began = time.perf_counter()
+                await client.submit("noop", queue=queue)
+                calls.append((time.perf_counter() - began) * 1000)
+
+            pending = []
+            start = time.perf_counter()
+            for i in range(count):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                pending.append(asyncio.create_task(one()))
+            await asyncio.gather(*pending)
+            late = time.perf_counter() - start - (count - 1) / rate
+        await wait_for(lambda: _none_left(running, queue), 60, "latency tasks")
+        rows = await _queue_tasks(running, queue)
+        waits = sorted(
+            (r["started_at"] - r["created_at"]).total_seconds() * 1000
+            for r in rows
+            if r["started_at"]
+        )
+        return {
+            "mode": "latency",
+            "rate": rate,
+            "tasks": count,
+            "submitting_fell_behind_s": round(max(0.0, late), 3),
+            "submit_to_start_ms": percentiles(waits),
+            "call_latency_ms": percentiles(sorted(calls)),
+            "peak_rss_mb": running.peaks(),
+        }
+
+
+async def _none_left(running: System, queue: str) -> bool:
+    return await _unfinished(running, queue) == 0
+
+
+async def _store_tasks(running: System, queue: str, count: int, batch: int = 5000) -> None:
+    """`count` ready noop tasks, stored through the scheduler's own insert."""
+    from treadle.scheduler import postgres
+    from treadle.scheduler.loops import utcnow
+    from treadle.scheduler.model import check_spec
+    from treadle.scheduler.store import Store
+
+    pool = await postgres.create_pool(running.database_url, running.schema, 2)
+    try:
+        store = Store(pool, running.schema)
+        spec = TaskSpec(name="noop", queue=queue, payload_json="null")
+        done = 0
+        while done < count:
+            size = min(batch, count - done)
+            now = utcnow()
+            await store.insert([check_spec(spec, "", 1 << 20, now, None, 64) for _ in range(size)])
+            done += size
+    finally:
+        await postgres.close_pool(pool)
+
+
+async def _store_finished(running: System, count: int) -> None:
+    """`count` SUCCEEDED rows in another queue: history a claim must not walk."""
+    conn = await running.connect()
+    try:
+        await conn.execute(
+            "INSERT INTO tasks (id, name, queue, state, payload, run_at, created_at,"
+            " started_at, finished_at, attempts)"
+            " SELECT gen_random_uuid(), 'noop', 'history', 'SUCCEEDED', 'null'::jsonb,"
+            " now(), now(), now(), now(), 1 FROM generate_series(1, $1)",
+            count,
+        )
+        await conn.execute("ANALYZE tasks")
+    finally:
+        await conn.close()
+
+
+async def drain(count: int, replicas: int, finished_rows: int) -> dict[str, Any]:
+    """`count` noop tasks stored first (and `finished_rows` finished ones);
+    then `replicas` replica processes start together and drain them."""
+    async with system() as running:
+        queue = f"drain-{uuid.uuid4().hex[:8]}"
+        if finished_rows:
+            await _store_finished(running, finished_rows)
+        await _store_tasks(running, queue, count)
+        exec_at = time.time()
+        procs = [running.spawn_replica() for _ in range(replicas)]
+
+        async def done() -> bool:
+            running.sample()
+            return await _none_left(running, queue)
+
+        await wait_for(done, 600, "drain", poll=0.05)
+        for proc in procs:
+            if proc.popen.poll() is not None:
+                raise proc.failed(f"exited with status {proc.popen.returncode}")
+        rows = await _queue_tasks(running, queue)
+        first_start = min(r["started_at"] for r in rows if r["started_at"])
+        last_finish = max(r["finished_at"] for r in rows if r["finished_at"])
+        with_startup = last_finish.timestamp() - exec_at
+        steady = (last_finish - first_start).total_seconds()
+        states: dict[str, int] = {}
+        for r in rows:
+            states[r["state"]] = states.get(r["state"], 0) + 1
+        return {
+            "mode": "drain",
+            "tasks": count,
+            "replicas": replicas,
+            "finished_rows": finished_rows,
+            "states": states,
+            "first_claim_after_exec_s": round(first_start.timestamp() - exec_at, 3),
+            "rate_with_startup": round(count / with_startup, 1),
+            "rate_steady": round(count / steady, 1) if steady > 0 else None,
+            "peak_rss_mb": running.peaks(),
+        }
+
+
+async def startup(runs: int) -> dict[str, Any]:
+    """Exec → SERVING and exec → first claim of one replica, `runs` times; one
+    ready task waits for it each time."""
+    async with system() as running:
+        serving: list[float] = []
+        claimed: list[float] = []
+        for i in range(runs):
+            queue = f"startup-{i}"
+            await _store_tasks(running, queue, 1)
+            proc = running.spawn_replica()
+            ready_at = await running.ready(proc, poll=0.001)
+            await wait_for(lambda q=queue: _started(running, q), 60, "first claim", poll=0.005)
+            rows = await _queue_tasks(running, queue)
+            serving.append((ready_at - proc.started_at) * 1000)
+            claimed.append((rows[0]["started_at"].timestamp() - proc.started_at) * 1000)
+            await asyncio.to_thread(proc.stop)
+        return {
+            "mode": "startup",
+            "runs": runs,
+            "exec_to_serving_ms": [round(x, 1) for x in serving],
+            "exec_to_first_claim_ms": [round(x, 1) for x in claimed],
+            "median_serving_ms": round(statistics.median(serving), 1),
+            "median_first_claim_ms": round(statistics.median(claimed), 1),
+            "peak_rss_mb": running.peaks(),
+        }
+
+
+async def _started(running: System, queue: str) -> bool:
+    rows = await _queue_tasks(running, queue)
+    return bool(rows) and rows[0]["started_at"] is not None
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The figures for people: one line each."""
+    lines = []
+    for key, value in r.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:,.3f}".rstrip("0").rstrip(".")
+        lines.append(f"{key.replace('_', ' '):28} {value}")
+    return "\n".join(lines)
+
+
+TASK_QUERY = "query Q($id: ID!) { task(id: $id) { id state result } }"
+SUBMIT_MUTATION = 'mutation { submitTask(input: {name: "noop"}) { task { id state } } }'
+
+
+async def graphql(connections: int, query: str, seconds: float, rounds: int = 3) -> dict[str, Any]:
+    """One gateway process under `connections` connections from a load
+    generator in other processes: `GET /health`, then the GraphQL `query`,
+    alternated `rounds` times; medians reported."""
+    import json
+
+    from treadle.cli import httpload
+
+    async with system() as running:
+        replica = await running.replica()
+        gateway = await running.gateway(replica.address)
+        async with Client(replica.address) as client:
+            task = await client.submit("echo", {"hello": "world"})
+            await client.wait(task.id)
+        if query == "task":
+            body = {"query": TASK_QUERY, "variables": {"id": task.id}}
+        else:
+            body = {"query": SUBMIT_MUTATION}
+        payload = json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        health: list[httpload.LoadResult] = []
+        graph: list[httpload.LoadResult] = []
+        for _ in range(rounds):
+            health.append(
+                await asyncio.to_thread(
+                    httpload.run_load,
+                    gateway.address + "/health",
+                    connections=connections,
+                    seconds=seconds,
+                )
+            )
+            graph.append(
+                await asyncio.to_thread(
+                    httpload.run_load,
+                    gateway.address + "/graphql",
+                    connections=connections,
+                    seconds=seconds,
+                    method="POST",
+                    body=payload,
+                    headers=headers,
+                )
+            )
+            running.sample()
+        health_rate = statistics.median(r.rate for r in health)
+        graph_rate = statistics.median(r.rate for r in graph)
+        return {
+            "mode": "graphql",
+            "query": query,
+            "connections": connections,
+            "seconds": seconds,
+            "rounds": rounds,
+            "generator": graph[0].generator,
+            "health_rate": round(health_rate, 1),
+            "graphql_rate": round(graph_rate, 1),
+            "ratio_to_health": round(graph_rate / health_rate, 3),
+            "graphql_p50_ms": round(statistics.median(r.p50_ms for r in graph), 2),
+            "graphql_p99_ms": round(statistics.median(r.p99_ms for r in graph), 2),
+            "health_p99_ms": round(statistics.median(r.p99_ms for r in health), 2),
+            "errors": sum(r.errors for r in graph) + sum(r.errors for r in health),
+            "all": {
+                "health": [round(r.rate) for r in health],
+                "graphql": [round(r.rate) for r in graph],
+            },
+            "peak_rss_mb": running.peaks(),
+        }
