@@ -157,6 +157,9 @@ class _Call:
 class _ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: ServerMetrics) -> None:
         self.metrics = metrics
+        #: The measured handler of each method, made on its first call (the
+        #: handler a method resolves to does not change).
+        self._made: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -168,7 +171,17 @@ class _ServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler  # unknown method: grpc answers UNIMPLEMENTED, we add no series
-        service, method = split_method(handler_call_details.method)
+        made = self._made.get(handler_call_details.method)
+        if made is not None and made[0] is handler:
+            return made[1]  # type: ignore[no-any-return]
+        measured = self._measured(handler, handler_call_details.method)
+        self._made[handler_call_details.method] = (handler, measured)
+        return measured
+
+    def _measured(
+        self, handler: grpc.RpcMethodHandler[_Req, _Resp], full_method: str
+    ) -> grpc.RpcMethodHandler[_Req, _Resp]:
+        service, method = split_method(full_method)
         methods = self.metrics._methods
 
         def call(kind: str) -> _Call:

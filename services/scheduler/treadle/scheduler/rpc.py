@@ -402,12 +402,26 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
     one request (the deserializer's error would be grpc's UNKNOWN, with protobuf's
     text). Put it last, so that the other interceptors see the status."""
 
+    def __init__(self) -> None:
+        #: The wrapped handler of each method, made on its first call.
+        self._made: dict[str, tuple[Any, Any]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         handler = await continuation(handler_call_details)
+        made = self._made.get(handler_call_details.method)
+        if made is not None and made[0] is handler:
+            return made[1]
+        wrapped = self._wrap(handler, handler_call_details.method)
+        if handler is not None:
+            self._made[handler_call_details.method] = (handler, wrapped)
+        return wrapped
+
+    @staticmethod
+    def _wrap(handler: Any, full_method: str) -> Any:
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler  # unknown (UNIMPLEMENTED), client-streaming (reflection) or raw
         behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
@@ -418,7 +432,7 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
             if handler.response_streaming
             else grpc.unary_unary_rpc_method_handler
         )
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        method = full_method.rsplit("/", 1)[-1]
         return make(
             _refusing(behavior),
             request_deserializer=_lenient(handler.request_deserializer, method),
