@@ -237,9 +237,9 @@ async def _store_finished(running: System, count: int) -> None:
     try:
         await conn.execute(
             "INSERT INTO tasks (id, name, queue, state, payload, run_at, created_at,"
-            " started_at, finished_at, attempts)"
+            " started_at, finished_at, attempts, max_attempts)"
             " SELECT gen_random_uuid(), 'noop', 'history', 'SUCCEEDED', 'null'::jsonb,"
-            " now(), now(), now(), now(), 1 FROM generate_series(1, $1)",
+            " now(), now(), now(), now(), 1, 1 FROM generate_series(1, $1)",
             count,
         )
         await conn.execute("ANALYZE tasks")
