@@ -15,6 +15,7 @@ import grpc
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
+from treadle.client._group import Submitter
 from treadle.common import errors, stats, stats_wire, status, tasks, wire
 from treadle.common.health import SchedulerHealth, scheduler_health_from_proto
 from treadle.common.stats import Granularity
@@ -88,6 +89,7 @@ class Client:
             ],
         )
         self._stub = pb_grpc.SchedulerServiceStub(self._channel)
+        self._submitter = Submitter(self._submit_single, self._submit_group)
 
     async def __aenter__(self) -> Client:
         return self
@@ -135,11 +137,19 @@ class Client:
         return (await self.submit_spec(spec)).task
 
     async def submit_spec(self, spec: TaskSpec) -> tasks.Submitted:
-        """Submit one task; says whether its idempotency key matched an existing task."""
-        reply = await self._call(
-            self._stub.SubmitTask, pb.SubmitTaskRequest(task=wire.spec_to_proto(spec))
-        )
+        """Submit one task; says whether its idempotency key matched an existing task.
+
+        Submits made at the same time on this client (more than two in
+        flight) travel together in one call and one commit; each still gets
+        its own task or error (`treadle.client._group`)."""
+        return await self._submitter.submit(wire.spec_to_proto(spec))
+
+    async def _submit_single(self, spec: pb.TaskSpec) -> tasks.Submitted:
+        reply = await self._call(self._stub.SubmitTask, pb.SubmitTaskRequest(task=spec))
         return tasks.Submitted(wire.task_from_proto(reply.task), existing=reply.existing)
+
+    async def _submit_group(self, request: pb.SubmitTaskGroupRequest) -> pb.SubmitTaskGroupResponse:
+        return await self._stub.SubmitTaskGroup(request, timeout=self.timeout)
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
         """Submit many tasks in one call (all or none); returns their ids in order."""

@@ -193,6 +193,20 @@ def current_carrier() -> Carrier | None:
     return carrier or None
 
 
+def clean_carrier(received: Mapping[str, str]) -> Carrier | None:
+    """A carrier received from a caller, parsed and written again: only what
+    the propagator understands of it (a valid traceparent, its tracestate);
+    None when it holds no valid context."""
+    if not received:
+        return None
+    context = context_from(received)
+    if not trace.get_current_span(context).get_span_context().is_valid:
+        return None
+    carrier: Carrier = {}
+    propagate.inject(carrier, context=context)
+    return carrier or None
+
+
 def context_from(carrier: Mapping[str, str] | None) -> otel_context.Context:
     """The context a carrier holds; an empty one (a new trace) for None."""
     if not carrier:

@@ -12,7 +12,7 @@ import binascii
 import builtins
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from opentelemetry import trace
 
@@ -28,9 +28,10 @@ from treadle.common.tasks import (
     TaskSpec,
     TaskState,
 )
+from treadle.common.telemetry import Carrier
 from treadle.scheduler import tracing
 from treadle.scheduler.events import NOTHING, Events
-from treadle.scheduler.group import GroupInsert
+from treadle.scheduler.group import GroupInsert, store_each
 from treadle.scheduler.loops import Clock, utcnow
 from treadle.scheduler.model import (
     NewTask,
@@ -133,6 +134,37 @@ class Scheduler(Collaborators):
             tracing.stored_together(span, together)
         self.events.submitted([submitted])
         return submitted
+
+    async def submit_each(
+        self, submissions: Sequence[TaskSpec | Exception], contexts: Sequence[Carrier | None]
+    ) -> list[Submitted | Exception]:
+        """Store independent submissions together: each is checked on its own
+        (`contexts[i]`: its submitter's trace context, default the current
+        one), all that pass in one statement. Each one's outcome, in order; a
+        submission that is already an error (it did not decode) stays one."""
+        if len(submissions) > MAX_BATCH:
+            raise InvalidArgument(
+                f"at most {MAX_BATCH} submissions per group, got {len(submissions)}"
+            )
+        current = tracing.submitted()
+        refused: list[Exception | None] = []  # None: checked, to be stored
+        checked: list[NewTask] = []
+        for spec, context in zip(submissions, contexts, strict=True):
+            if isinstance(spec, Exception):
+                refused.append(spec)
+                continue
+            try:
+                checked.append(self.check(spec, trace_context=context or current))
+                refused.append(None)
+            except InvalidArgument as exc:
+                refused.append(exc)
+        stored: Iterator[Submitted | Exception] = iter(())
+        if checked:
+            with tracing.inserting(self.tracer, self.store.schema, len(checked)):
+                stored = iter(await store_each(self.store.insert, checked))
+        outcomes = [next(stored) if r is None else r for r in refused]
+        self.events.submitted([o for o in outcomes if isinstance(o, Submitted)])
+        return outcomes
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Submitted]:
         """Store every task or none, in one statement."""

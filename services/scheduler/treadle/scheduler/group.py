@@ -82,20 +82,31 @@ class GroupInsert:
         self, group: list[tuple[NewTask, asyncio.Future[tuple[Submitted, int]]]]
     ) -> None:
         try:
-            stored = await self._insert([task for task, _ in group])
-        except Exception as exc:
-            if len(group) > 1 and postgres.refused(exc):
-                for member in group:
-                    await self._store([member])
-                return
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+            outcomes = await store_each(self._insert, [task for task, _ in group])
         except asyncio.CancelledError:
             for _, future in group:
                 future.cancel()
             raise
-        for (_, future), submitted in zip(group, stored, strict=True):
-            if not future.done():
-                future.set_result((submitted, len(group)))
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result((outcome, len(group)))
+
+
+async def store_each(insert: Insert, tasks: Sequence[NewTask]) -> list[Submitted | Exception]:
+    """Store independent `tasks` in one statement through `insert`; each one's
+    outcome, in order. When that statement is refused for what a row carries,
+    each is stored on its own, so only the culprit fails; any other failure is
+    every task's."""
+    try:
+        return list(await insert(tasks))
+    except Exception as exc:
+        if len(tasks) > 1 and postgres.refused(exc):
+            outcomes: list[Submitted | Exception] = []
+            for task in tasks:
+                outcomes.extend(await store_each(insert, [task]))
+            return outcomes
+        return [exc] * len(tasks)

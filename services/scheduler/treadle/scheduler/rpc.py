@@ -27,9 +27,9 @@ from grpc_reflection.v1alpha import reflection
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
-from treadle.common import errors, stats_wire, status, wire
+from treadle.common import errors, stats_wire, status, telemetry, wire
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
-from treadle.common.tasks import QueueUpdate, TaskSpec
+from treadle.common.tasks import QueueUpdate, Submitted, TaskSpec
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.schedules import Schedules
 from treadle.scheduler.stats import Stats
@@ -116,6 +116,19 @@ def _spec_from_proto(spec: pb.TaskSpec, index: int) -> TaskSpec:
         raise errors.InvalidArgument(f"task {index}: {exc.message}") from None
 
 
+def _result(outcome: Submitted | Exception) -> pb.SubmissionResult:
+    """One submission's result in a group: its task, or the status SubmitTask
+    would have ended with."""
+    if isinstance(outcome, Exception):
+        code, message = _status_of("SubmitTaskGroup", outcome)
+        return pb.SubmissionResult(code=code.value[0], message=message)
+    return pb.SubmissionResult(
+        submitted=pb.SubmitTaskResponse(
+            task=wire.task_to_proto(outcome.task), existing=outcome.existing
+        )
+    )
+
+
 class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     def __init__(
         self,
@@ -160,6 +173,20 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         specs = [_spec_from_proto(spec, i) for i, spec in enumerate(request.tasks)]
         submitted = await self.scheduler.submit_many(specs)
         return pb.SubmitTasksResponse(task_ids=[s.task.id for s in submitted])
+
+    @_edge
+    async def SubmitTaskGroup(
+        self, request: pb.SubmitTaskGroupRequest, context: Context
+    ) -> pb.SubmitTaskGroupResponse:
+        specs: list[TaskSpec | Exception] = []
+        for item in request.submissions:
+            try:
+                specs.append(wire.spec_from_proto(item.task))
+            except errors.InvalidArgument as exc:
+                specs.append(exc)
+        contexts = [telemetry.clean_carrier(item.trace_context) for item in request.submissions]
+        outcomes = await self.scheduler.submit_each(specs, contexts)
+        return pb.SubmitTaskGroupResponse(results=[_result(o) for o in outcomes])
 
     @_edge
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:

@@ -46,6 +46,11 @@ class SchedulerServiceStub:
                 request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTasksRequest.SerializeToString,
                 response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTasksResponse.FromString,
                 _registered_method=True)
+        self.SubmitTaskGroup = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/SubmitTaskGroup',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTaskGroupRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTaskGroupResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/treadle.api.v1.SchedulerService/GetTask',
                 request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTaskRequest.SerializeToString,
@@ -179,6 +184,17 @@ class SchedulerServiceServicer:
     def SubmitTasks(self, request, context):
         """SubmitTasks stores many tasks in one call and one database round trip.
         Either every task is stored or none is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitTaskGroup(self, request, context):
+        """SubmitTaskGroup stores independent submissions in one call: what a client
+        sends when several of its callers submit at the same time. Each is
+        checked and stored on its own (all that pass in one statement and one
+        commit) and gets its own result, in order: unlike SubmitTasks, a refused
+        task refuses only itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -366,6 +382,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTasksRequest.FromString,
                     response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTasksResponse.SerializeToString,
             ),
+            'SubmitTaskGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTaskGroup,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTaskGroupRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTaskGroupResponse.SerializeToString,
+            ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
                     request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTaskRequest.FromString,
@@ -538,6 +559,33 @@ class SchedulerService:
             '/treadle.api.v1.SchedulerService/SubmitTasks',
             treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTasksRequest.SerializeToString,
             treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTaskGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/SubmitTaskGroup',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTaskGroupRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.SubmitTaskGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,13 @@ class SchedulerServiceStub:
     """SubmitTasks stores many tasks in one call and one database round trip.
     Either every task is stored or none is.
     """
+    SubmitTaskGroup: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitTaskGroupRequest, _scheduler_pb2.SubmitTaskGroupResponse]
+    """SubmitTaskGroup stores independent submissions in one call: what a client
+    sends when several of its callers submit at the same time. Each is
+    checked and stored on its own (all that pass in one statement and one
+    commit) and gets its own result, in order: unlike SubmitTasks, a refused
+    task refuses only itself.
+    """
     GetTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskRequest, _scheduler_pb2.GetTaskResponse]
     """GetTask returns one task by id."""
     ListTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListTasksRequest, _scheduler_pb2.ListTasksResponse]
@@ -119,6 +126,13 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     SubmitTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitTasksRequest, _scheduler_pb2.SubmitTasksResponse]  # type: ignore[assignment]
     """SubmitTasks stores many tasks in one call and one database round trip.
     Either every task is stored or none is.
+    """
+    SubmitTaskGroup: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SubmitTaskGroupRequest, _scheduler_pb2.SubmitTaskGroupResponse]  # type: ignore[assignment]
+    """SubmitTaskGroup stores independent submissions in one call: what a client
+    sends when several of its callers submit at the same time. Each is
+    checked and stored on its own (all that pass in one statement and one
+    commit) and gets its own result, in order: unlike SubmitTasks, a refused
+    task refuses only itself.
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskRequest, _scheduler_pb2.GetTaskResponse]  # type: ignore[assignment]
     """GetTask returns one task by id."""
@@ -203,6 +217,19 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_scheduler_pb2.SubmitTasksResponse, _abc.Awaitable[_scheduler_pb2.SubmitTasksResponse]]:
         """SubmitTasks stores many tasks in one call and one database round trip.
         Either every task is stored or none is.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitTaskGroup(
+        self,
+        request: _scheduler_pb2.SubmitTaskGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.SubmitTaskGroupResponse, _abc.Awaitable[_scheduler_pb2.SubmitTaskGroupResponse]]:
+        """SubmitTaskGroup stores independent submissions in one call: what a client
+        sends when several of its callers submit at the same time. Each is
+        checked and stored on its own (all that pass in one statement and one
+        commit) and gets its own result, in order: unlike SubmitTasks, a refused
+        task refuses only itself.
         """
 
     @_abc_1.abstractmethod
