@@ -157,6 +157,14 @@ def server_settings(schema: str, app: str) -> dict[str, str]:
     touches a few rows through an index, but with stale statistics (a backlog
     that grew since the last ANALYZE) the planner otherwise reads and sorts the
     whole backlog for each claim, or scans the table to record 100 outcomes.
+
+    Prepared statements keep one generic plan (`plan_cache_mode`): by default
+    PostgreSQL plans `insert_tasks` (a CTE over 13 unnested arrays) afresh on
+    every execution, which cost a single submit 0.15 of its 0.5 ms in the
+    database; Treadle's statements take the same path whatever their
+    parameters (an index chosen by constants in the SQL, a LIMIT), so the
+    plan made once fits every call. Batches are not slower with it
+    (`scripts/store_bench.py`: same drain and claim times).
     """
     return {
         "search_path": schema,
@@ -164,6 +172,7 @@ def server_settings(schema: str, app: str) -> dict[str, str]:
         "jit": "off",
         "enable_bitmapscan": "off",
         "enable_seqscan": "off",
+        "plan_cache_mode": "force_generic_plan",
     }
 
 
