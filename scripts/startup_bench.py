@@ -20,13 +20,14 @@ adds up what the replica imports (`import_ms`, inflated a little by the
 profiling itself), lists the heaviest top-level imports, and says which of
 `NOT_IN_A_REPLICA` it imported (from its `sys.modules` at exit).
 
-Bytecode: a deployed replica reads its modules' cached bytecode, but a
-virtualenv made by `uv sync` holds none until Python writes it, which
-PYTHONDONTWRITEBYTECODE=1 forbids: every start then compiles every module it
-imports from source. `bytecode="cached"` (the default) gives the replica a
+Bytecode: a replica that finds no bytecode for a module compiles it from
+source, at every start where PYTHONDONTWRITEBYTECODE is set (nothing is
+written back). `bytecode="inherit"` (the default) runs the replica in this
+process's environment as it is, so the figures say what the installation
+gives (`make install` compiles bytecode ahead); `"cached"` gives it a
 bytecode cache of its own (PYTHONPYCACHEPREFIX in a temporary folder, filled
-by one unmeasured warm-up start); `"inherit"` runs it in this process's
-environment as it is.
+by one unmeasured warm-up start), which takes compilation out of the
+comparison of two trees.
 
     .venv/bin/python scripts/startup_bench.py [--url URL] [--runs 5] \\
         [--ports 50081-50099] [--json] [-- /path/to/treadle]
@@ -309,7 +310,7 @@ async def measure_startup(
     *,
     ports: Sequence[int] | None = None,
     import_profile: bool = True,
-    bytecode: str = "cached",
+    bytecode: str = "inherit",
 ) -> dict[str, Any]:
     """Start a replica `runs` times (`[*argv_prefix, "scheduler"]`), each in a
     fresh schema named after `schema` (a lower-case identifier of at most 33
@@ -317,7 +318,7 @@ async def measure_startup(
     figures of each run and their medians, in ms (see the module's
     docstring). `ports`: the
     loopback ports to choose from (default: any free ones); `bytecode`:
-    "cached" or "inherit" (see the module's docstring)."""
+    "inherit" or "cached" (see the module's docstring)."""
     if bytecode not in ("cached", "inherit"):
         raise ValueError(f"bytecode must be 'cached' or 'inherit', not {bytecode!r}")
     with contextlib.ExitStack() as stack:
@@ -455,10 +456,10 @@ def main() -> None:
     parser.add_argument("--no-imports", action="store_true", help="skip the -X importtime run")
     parser.add_argument(
         "--bytecode",
-        choices=("cached", "inherit"),
-        default="cached",
-        help="cached: the replica gets a bytecode cache of its own (default); "
-        "inherit: this environment as it is (see the module's docstring)",
+        choices=("inherit", "cached"),
+        default="inherit",
+        help="inherit: this environment as it is (default); cached: the replica "
+        "gets a bytecode cache of its own (see the module's docstring)",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument(
