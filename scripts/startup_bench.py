@@ -362,8 +362,8 @@ async def _measure(
     return report
 
 
-#: Modules a replica has no use for (tests/e2e/test_replica_imports.py holds
-#: the same list, asserted).
+#: Modules a replica has no use for (tests/e2e/test_replica_imports.py asserts
+#: that a replica imports none of these, nor a few more).
 NOT_IN_A_REPLICA = (
     "treadle.gateway",
     "treadle.client",
