@@ -5,20 +5,30 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.synced
 
-.PHONY: up test fuzz install protos check-protos lint typecheck buf-lint bench clean
+.PHONY: up test fuzz install bytecode protos check-protos lint typecheck buf-lint bench clean
 
-$(STAMP): pyproject.toml uv.lock
+# Bytecode is compiled here, ahead: uv writes none by default, and where
+# PYTHONDONTWRITEBYTECODE is set Python never writes it, so every process would
+# compile every module it imports, each time (half of a replica's start-up:
+# docs/benchmarks.md). The Makefile is a prerequisite so that environments
+# made before this rule get it too.
+$(STAMP): pyproject.toml uv.lock Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv
-	$(BIN)/uv sync --frozen --quiet --python $(BIN)/python
+	$(BIN)/uv sync --frozen --quiet --compile-bytecode --python $(BIN)/python
 	@touch $(STAMP)
 
-install: $(STAMP)
+# Our own modules' bytecode (editable installs get none from uv); only what
+# changed since is compiled again.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q shared services >/dev/null
 
-up: $(STAMP)
+install: $(STAMP) bytecode
+
+up: $(STAMP) bytecode
 	exec $(BIN)/treadle up
 
-test: $(STAMP)
+test: $(STAMP) bytecode
 	$(BIN)/python -m pytest
 
 # The property-based suite with many more examples, a random seed and shrinking

@@ -18,6 +18,14 @@ def test_every_settings_class_is_installed() -> None:
     assert {SchedulerSettings, GatewaySettings, LogSettings} <= set(config.installed())
 
 
+def test_a_variable_of_an_installed_class_is_known_to_every_process() -> None:
+    # The scheduler's own classes do not read TREADLE_HTTP_PORT; the installed
+    # gateway settings do, so a replica accepts it (and refuses a typo).
+    config.check_unknown({"TREADLE_HTTP_PORT": "8000"}, [SchedulerSettings, LogSettings])
+    with pytest.raises(InvalidArgument, match=r"unknown setting TREADLE_HTTP_PROT; .*HTTP_PORT"):
+        config.check_unknown({"TREADLE_HTTP_PROT": "8000"}, [SchedulerSettings, LogSettings])
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

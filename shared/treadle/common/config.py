@@ -153,11 +153,20 @@ def installed() -> list[type[Any]]:
 
 def check_unknown(env: Mapping[str, str], classes: Iterable[type[Any]]) -> None:
     """Fail on a `TREADLE_*` variable that none of `classes`, nor any `installed`
-    class, reads (a typo, most likely)."""
+    class, reads (a typo, most likely). The installed classes are looked up
+    only when `classes` do not know a variable: that reads every installed
+    distribution's entry points and imports each class's module (in a
+    replica, the gateway's settings), which a start need not pay for."""
     known = set(_ALSO_KNOWN)
-    for cls in [*classes, *installed()]:
-        known.update(env_name(f.name) for f in dataclasses.fields(cls))
-    unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+
+    def learn(found: Iterable[type[Any]]) -> list[str]:
+        for cls in found:
+            known.update(env_name(f.name) for f in dataclasses.fields(cls))
+        return sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+
+    unknown = learn(classes)
+    if unknown:
+        unknown = learn(installed())
     if unknown:
         raise InvalidArgument(
             f"unknown setting {', '.join(unknown)}; known settings: {', '.join(sorted(known))}"

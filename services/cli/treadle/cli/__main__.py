@@ -1,6 +1,11 @@
 """`treadle` — run and use the Treadle task scheduler.
 
 Every flag also has a `TREADLE_*` environment variable (the flag wins).
+
+`treadle scheduler` parses with a parser that holds that command alone, and
+runs it without `commands`: a replica imports neither the gateway nor the
+client (start-up time). Every other command builds the whole parser, which
+imports them.
 """
 
 from __future__ import annotations
@@ -9,11 +14,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from treadle.cli import queues, schedules
 from treadle.common import config, process
 from treadle.common.logs import LogSettings
-from treadle.gateway import __main__ as gateway
-from treadle.gateway.settings import Settings as GatewaySettings
 from treadle.scheduler import __main__ as scheduler
 from treadle.scheduler.settings import Settings as SchedulerSettings
 
@@ -34,10 +36,21 @@ TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, ... (see docs/configuration.md
 
 
 def _add_address(p: argparse.ArgumentParser) -> None:
+    from treadle.gateway.settings import Settings as GatewaySettings
+
     config.add_flags(p, GatewaySettings, "address")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_scheduler(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sched = sub.add_parser(
+        "scheduler", help="run a scheduler replica (gRPC)", description=scheduler.DESCRIPTION
+    )
+    scheduler.add_flags(sched)
+    config.add_flags(sched, LogSettings, "logging")
+
+
+def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
+    """The `treadle` parser; with `only_scheduler`, holding `scheduler` alone."""
     parser = argparse.ArgumentParser(
         prog="treadle",
         description="Treadle: a PostgreSQL-backed task scheduler with gRPC and GraphQL APIs.",
@@ -46,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if only_scheduler:
+        _add_scheduler(sub)
+        return parser
+
+    from treadle.cli import queues, schedules
+    from treadle.gateway import __main__ as gateway
+    from treadle.gateway.settings import Settings as GatewaySettings
 
     up = sub.add_parser(
         "up",
@@ -60,11 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_flags(up.add_argument_group("gateway"), GatewaySettings, "gateway")
     config.add_flags(up, LogSettings, "logging")
 
-    sched = sub.add_parser(
-        "scheduler", help="run a scheduler replica (gRPC)", description=scheduler.DESCRIPTION
-    )
-    scheduler.add_flags(sched)
-    config.add_flags(sched, LogSettings, "logging")
+    _add_scheduler(sub)
 
     gw = sub.add_parser(
         "gateway", help="run the GraphQL gateway (HTTP)", description=gateway.DESCRIPTION
@@ -205,11 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runs_scheduler(args: Sequence[str]) -> bool:
+    """Whether `args` run `treadle scheduler` (with at most -v before it)."""
+    for arg in args:
+        if arg not in ("-v", "--verbose"):
+            return arg == "scheduler"
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if _runs_scheduler(args):
+        settings: list[type] = [SchedulerSettings, LogSettings]
+        return process.main(build_parser(only_scheduler=True), scheduler.run, settings, args)
+
     from treadle.cli import commands
+    from treadle.gateway.settings import Settings as GatewaySettings
 
     settings = [SchedulerSettings, GatewaySettings, LogSettings]
-    return process.main(build_parser(), commands.run, settings, argv)
+    return process.main(build_parser(), commands.run, settings, args)
 
 
 if __name__ == "__main__":

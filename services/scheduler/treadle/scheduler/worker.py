@@ -91,10 +91,13 @@ class Worker(Collaborators):
         self.stranded: list[str] = []
 
     def loops(self) -> dict[str, Loop]:
+        # Dispatch first: it starts first, so that the replica's first claim
+        # takes an idle connection of the pool instead of waiting behind the
+        # other loops' first statements for a new one.
         return {
+            "dispatch": self.dispatch,
             "heartbeat": self.heartbeat,
             "reap": self.reap,
-            "dispatch": self.dispatch,
             "promote": self.promote,
             "flush": self.flush,
             "prune": self.prune,
