@@ -5,7 +5,7 @@ generation, the embedded PostgreSQL when a database URL is given, nor the
 tracing SDK when tracing is off.
 
 Every module imported costs start-up time (and, without cached bytecode, its
-compilation). How long a start takes is measured by scripts/startup_bench.py,
+compilation). How long a start takes is measured by `treadle bench --mode startup`,
 never asserted here; what is asserted is what it should not spend it on.
 `test_import_graph` checks the static structure; this checks what one command
 actually loads.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 import uuid
 from typing import Any
@@ -288,35 +289,19 @@ async def drain(count: int, replicas: int, finished_rows: int) -> dict[str, Any]
 
 
 async def startup(runs: int) -> dict[str, Any]:
-    """Exec → SERVING and exec → first claim of one replica, `runs` times; one
-    ready task waits for it each time."""
+    """Exec of a replica → gRPC SERVING and → its first claim (one ready task
+    waits for it), `runs` times, each on a fresh schema (`benchstartup`)."""
+    from treadle.cli.benchstartup import measure_startup
+
     async with system() as running:
-        serving: list[float] = []
-        claimed: list[float] = []
-        for i in range(runs):
-            queue = f"startup-{i}"
-            await _store_tasks(running, queue, 1)
-            proc = running.spawn_replica()
-            ready_at = await running.ready(proc, poll=0.001)
-            await wait_for(lambda q=queue: _started(running, q), 60, "first claim", poll=0.005)
-            rows = await _queue_tasks(running, queue)
-            serving.append((ready_at - proc.started_at) * 1000)
-            claimed.append((rows[0]["started_at"].timestamp() - proc.started_at) * 1000)
-            await asyncio.to_thread(proc.stop)
-        return {
-            "mode": "startup",
-            "runs": runs,
-            "exec_to_serving_ms": [round(x, 1) for x in serving],
-            "exec_to_first_claim_ms": [round(x, 1) for x in claimed],
-            "median_serving_ms": round(statistics.median(serving), 1),
-            "median_first_claim_ms": round(statistics.median(claimed), 1),
-            "peak_rss_mb": running.peaks(),
-        }
-
-
-async def _started(running: System, queue: str) -> bool:
-    rows = await _queue_tasks(running, queue)
-    return bool(rows) and rows[0]["started_at"] is not None
+        report = await measure_startup(
+            running.database_url,
+            running.schema,
+            runs,
+            [sys.executable, "-m", "treadle.cli"],
+            import_profile=False,
+        )
+    return {"mode": "startup", **report}
 
 
 def format_report(r: dict[str, Any]) -> str:

@@ -214,6 +214,10 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         print(json.dumps(report, indent=2))
     elif against:
         print(bench.format_report(report))
+    elif args.mode == "startup":
+        from treadle.cli import benchstartup
+
+        print(benchstartup.format_report(report))
     else:
         print(benchmodes.format_report(report))
     return 0

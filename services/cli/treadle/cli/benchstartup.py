@@ -29,7 +29,7 @@ bytecode cache of its own (PYTHONPYCACHEPREFIX in a temporary folder, filled
 by one unmeasured warm-up start), which takes compilation out of the
 comparison of two trees.
 
-    .venv/bin/python scripts/startup_bench.py [--url URL] [--runs 5] \\
+    .venv/bin/python -m treadle.cli.benchstartup [--url URL] [--runs 5] \\
         [--ports 50081-50099] [--json] [-- /path/to/treadle]
 
 Speed is measured here, never asserted; see docs/benchmarks.md.
