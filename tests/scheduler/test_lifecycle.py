@@ -107,13 +107,24 @@ async def test_notify_wakes_the_dispatcher_not_polling(database_url: str, schema
 
 
 async def _until_a_claim_waits_on_a_lock(conn: asyncpg.Connection, timeout: float = 20) -> None:
-    """Until a claim statement (it sets `claims = t.claims + 1`) waits on a lock."""
+    """Until a claim waits on a lock: its claim statement (it sets `claims =
+    t.claims + 1`) or the look for limited queues that a claim makes first
+    every few seconds (`limited_queues_ready`)."""
     deadline = time.monotonic() + timeout
     while not await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND query LIKE '%claims = t.claims + 1%' AND pid <> pg_backend_pid()"
+        "AND (query LIKE '%claims = t.claims + 1%' OR query LIKE '%max_concurrent IS NOT NULL"
+        " AND NOT paused%') AND pid <> pg_backend_pid()"
     ):
-        assert time.monotonic() < deadline, "no claim came to wait on the lock"
+        if time.monotonic() > deadline:  # say what every other session was doing
+            rows = await conn.fetch(
+                "SELECT pid, state, wait_event_type, wait_event, left(query, 120) AS query"
+                " FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                " AND datname = current_database()"
+            )
+            raise AssertionError(
+                "no claim came to wait on the lock:\n" + "\n".join(str(dict(r)) for r in rows)
+            )
         await asyncio.sleep(0.02)
 
 
@@ -135,7 +146,9 @@ async def test_a_claim_in_flight_at_stop_is_drained_and_handed_back(
     locker = await asyncpg.connect(database_url)
     try:
         async with Client(replica.address) as client:
-            await client.submit("echo", 0, queue="blocked")
+            # (The queue exists once a task was submitted to it; that task must
+            # be over before the pause, or the resumed claim brings it too.)
+            await client.wait((await client.submit("echo", 0, queue="blocked")).id)
             await client.pause_queue("blocked")
             task = await client.submit("cancellable", {"seconds": 30, "key": "x"}, queue="blocked")
             lock = locker.transaction()
