@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -261,3 +263,29 @@ async def test_a_repeated_operation_is_parsed_and_validated_once(gql: GraphQL) -
     assert validations.cache_info().hits == validated.hits + 3
     assert validations.cache_info().misses == validated.misses
     assert parses.cache_info().hits == parsed.hits + 3
+
+
+def test_a_task_shown_is_not_kept() -> None:
+    """The gateway holds on to no task it has shown (a cache of every task
+    read, and of its decoded payload and result, grew without bound)."""
+    now = datetime.now(UTC)
+    task = tasks.Task(
+        id=str(uuid.uuid4()),
+        name="echo",
+        queue="default",
+        state=tasks.TaskState.SUCCEEDED,
+        payload_json='{"a": [1, 2]}',
+        result_json='{"b": true}',
+        error=None,
+        attempts=1,
+        max_attempts=1,
+        priority=0,
+        run_at=now,
+        created_at=now,
+    )
+    shown = types.Task.from_task(task)
+    assert (types._payload(shown), types._result(shown)) == ({"a": [1, 2]}, {"b": True})
+    gone = weakref.ref(task)
+    del task, shown
+    gc.collect()
+    assert gone() is None
