@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 #: Seconds the Python workers get to start (import, connect) before the load begins.
-STARTUP_SECONDS = 1.5
+STARTUP_SECONDS = 1.0
 #: Seconds a run may overrun `seconds` + start-up before it is stopped.
 GRACE_SECONDS = 15.0
 #: Seconds one request may take; a slower one is an error (wrk: a time-out).
