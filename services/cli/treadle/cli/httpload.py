@@ -299,16 +299,22 @@ def _run_python(
         "start_at": start_at,
         "seconds": seconds,
     }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "treadle.cli.httpload", "--worker", json.dumps(job | {"n": n})],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for n in shares
-    ]
+    procs: list[subprocess.Popen[bytes]] = []
     reports = []
     try:
+        for n in shares:
+            # The job (with the request, whatever its size) goes in on standard
+            # input, as one line: the worker starts without waiting for the end.
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "treadle.cli.httpload", "--worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            procs.append(proc)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(job | {"n": n}).encode() + b"\n")
+            proc.stdin.flush()
         for proc in procs:
             remaining = start_at + seconds + GRACE_SECONDS - time.time()
             out, err = proc.communicate(timeout=max(remaining, 1.0))
@@ -474,10 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tool", choices=("wrk", "python"), help="default: wrk if on PATH")
     parser.add_argument("--workers", type=int, help="processes (wrk: threads)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        _run_worker(json.loads(args.worker))
+        _run_worker(json.loads(sys.stdin.readline()))
         return 0
     if not args.url:
         parser.error("a URL is needed")
