@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from strawberry.extensions import ParserCache, QueryDepthLimiter, ValidationCache
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions.parser_cache import _get_parse_cache
+from strawberry.extensions.validation_cache import DEFAULT_MAXSIZE, _get_validate_cache
 
 from treadle.common import tasks
 from treadle.gateway import types
 from treadle.gateway.errors import CodedErrors
-from treadle.gateway.schema import create_schema
+from treadle.gateway.schema import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS, create_schema
 
 from .helpers import GraphQL, poll
 
@@ -216,9 +220,72 @@ async def test_malformed_operations_are_reported_not_masked(gql: GraphQL) -> Non
     assert error["message"] != "Internal error."
 
 
-async def test_schema_runs_with_caches_depth_limit_and_masking(gql: GraphQL) -> None:
+async def test_schema_runs_with_caches_limits_and_masking(gql: GraphQL) -> None:
     extensions = {type(e) for e in create_schema().get_extensions()}
-    assert {ParserCache, ValidationCache, QueryDepthLimiter, CodedErrors} <= extensions
+    assert {ParserCache, ValidationCache, CodedErrors} <= {
+        base for kind in extensions for base in kind.__mro__
+    }
     # The deepest path the schema has today stays well inside the limit of 10.
     deepest = "{ tasks { edges { node { error { type } } } } }"
     assert await gql(deepest) == {"data": {"tasks": {"edges": []}}}
+
+
+def messages(body: dict[str, Any]) -> list[str]:
+    return [error["message"] for error in body["errors"]]
+
+
+async def test_operations_past_the_limits_are_refused(gql: GraphQL) -> None:
+    nested = "type " + "{ x " * (MAX_DEPTH + 1) + "}" * (MAX_DEPTH + 1)
+    deep = await gql(f"query Deep {{ tasks {{ edges {{ node {{ error {{ {nested} }} }} }} }} }}")
+    assert f"'Deep' exceeds maximum operation depth of {MAX_DEPTH}" in messages(deep)
+    aliases = " ".join(f"q{i}: queues {{ name }}" for i in range(MAX_ALIASES + 1))
+    assert messages(await gql(f"{{ {aliases} }}")) == [
+        f"{MAX_ALIASES + 1} aliases found. Allowed: {MAX_ALIASES}"
+    ]
+    tokens = await gql("{ " + "queues { name } " * (MAX_TOKENS // 4) + "}")
+    assert messages(tokens) == [
+        f"Syntax Error: Document contains more than {MAX_TOKENS} tokens. Parsing aborted."
+    ]
+    # Within the limits, the same operations run.
+    assert "errors" not in await gql("{ " + aliases.partition(" q20:")[0] + " }")
+
+
+async def test_a_repeated_operation_is_parsed_and_validated_once(gql: GraphQL) -> None:
+    """The caches hit: the limits' rules are the same classes every time
+    (Strawberry's limiters made per operation made a new cache key each time)."""
+    query = f'{{ task(id: "{uuid.uuid4()}") {{ id state }} }}'
+    validations = _get_validate_cache(DEFAULT_MAXSIZE)
+    parses = _get_parse_cache(DEFAULT_MAXSIZE)
+    assert await gql(query) == {"data": {"task": None}}
+    validated, parsed = validations.cache_info(), parses.cache_info()
+    for _ in range(3):
+        assert await gql(query) == {"data": {"task": None}}
+    assert validations.cache_info().hits == validated.hits + 3
+    assert validations.cache_info().misses == validated.misses
+    assert parses.cache_info().hits == parsed.hits + 3
+
+
+def test_a_task_shown_is_not_kept() -> None:
+    """The gateway holds on to no task it has shown (a cache of every task
+    read, and of its decoded payload and result, grew without bound)."""
+    now = datetime.now(UTC)
+    task = tasks.Task(
+        id=str(uuid.uuid4()),
+        name="echo",
+        queue="default",
+        state=tasks.TaskState.SUCCEEDED,
+        payload_json='{"a": [1, 2]}',
+        result_json='{"b": true}',
+        error=None,
+        attempts=1,
+        max_attempts=1,
+        priority=0,
+        run_at=now,
+        created_at=now,
+    )
+    shown = types.Task.from_task(task)
+    assert (types._payload(shown), types._result(shown)) == ({"a": [1, 2]}, {"b": True})
+    gone = weakref.ref(task)
+    del task, shown
+    gc.collect()
+    assert gone() is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -65,6 +66,15 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)
+
+
+def settle() -> None:
+    """Call once a service has started, before it serves: every object made so
+    far (modules, the GraphQL schema, pools) moves to the garbage collector's
+    permanent generation (`gc.freeze`), so that a full collection no longer
+    walks them. Under load such a walk stopped the process for tens of
+    milliseconds at a time."""
+    gc.freeze()
 
 
 def observe(args: argparse.Namespace, env: Mapping[str, str], service: str) -> None:

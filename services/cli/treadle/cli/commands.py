@@ -69,6 +69,7 @@ def cmd_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         async with scheduler.replica(sched, sched.app or EXAMPLE_APP, url) as replica:
             server = Gateway(dataclasses.replace(gateway, scheduler_address=replica.address))
             await server.start()
+            process.settle()
             try:
                 label = scheduler.database_label(sched)
                 figures = scheduler.figures(replica)

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         stop = asyncio.Event()
         process.on_signals(stop.set)
         await server.start()
+        process.settle()
         print(
             f"Treadle gateway on {server.url}/graphql, scheduler at "
             f"{settings.scheduler_address}. Press Ctrl-C to stop.",

@@ -6,7 +6,6 @@ field and by name; what does not mirror a field is given to it by hand.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TypeVar
@@ -33,12 +32,11 @@ def from_domain(cls: type[T], source: object, **given: object) -> T:
     scalars (`ID`, `Long`, enums) are the values themselves."""
     values = {
         name: given[name] if name in given else _converted(kind, getattr(source, name))
-        for name, kind in _fields(get_object_definition(cls, strict=True))
+        for name, kind in _fields(cls)
     }
     return cls(**values)
 
 
-@functools.cache
 def _shown(task: tasks.Task, field: str) -> JSON | None:
     """A task's payload or result as a JSON value; null when there is none, or
     when the stored text cannot be decoded (a row written by hand, nested too
@@ -50,8 +48,17 @@ def _shown(task: tasks.Task, field: str) -> JSON | None:
     return None if value is None else JSON(value)
 
 
-def _fields(definition: StrawberryObjectDefinition) -> tuple[tuple[str, object], ...]:
-    return tuple((f.python_name, f.type) for f in definition.fields)
+#: Each output type's fields, by class (a handful of classes).
+_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, object], ...]:
+    """The fields of an output type, read once per class."""
+    found = _FIELDS.get(cls)
+    if found is None:
+        definition: StrawberryObjectDefinition = get_object_definition(cls, strict=True)
+        found = _FIELDS[cls] = tuple((f.python_name, f.type) for f in definition.fields)
+    return found
 
 
 def _converted(kind: object, value: object) -> object:
@@ -140,14 +147,22 @@ class UpdateQueueInput:
     retry: RetryPolicyInput | None = None
 
 
+def _payload(root: Task) -> JSON | None:
+    return _shown(root.source, "payload")
+
+
+def _result(root: Task) -> JSON | None:
+    return _shown(root.source, "result")
+
+
 @strawberry.type(description="A stored task.")
 class Task:
     id: strawberry.ID
     name: str
     queue: str
     state: TaskState
-    payload: JSON | None
-    result: JSON | None
+    payload: JSON | None = strawberry.field(resolver=_payload)
+    result: JSON | None = strawberry.field(resolver=_result)
     error: TaskError | None
     attempts: int
     max_attempts: int
@@ -173,6 +188,8 @@ class Task:
             "the task is new; null everywhere else."
         ),
     )
+    #: The task shown: its payload and result are decoded only when asked for.
+    source: strawberry.Private[tasks.Task]
 
     @classmethod
     def from_task(cls, task: tasks.Task, existing: bool | None = None) -> Task:
@@ -181,8 +198,6 @@ class Task:
             name=task.name,
             queue=task.queue,
             state=task.state,
-            payload=_shown(task, "payload"),
-            result=_shown(task, "result"),
             error=None if task.error is None else TaskError.from_error(task.error),
             attempts=task.attempts,
             max_attempts=task.max_attempts,
@@ -197,6 +212,7 @@ class Task:
             timeout_seconds=task.timeout_seconds,
             retry=RetryPolicy.from_policy(task.retry),
             existing=existing,
+            source=task,
         )
 
 
