@@ -107,3 +107,25 @@ async def test_a_mode_that_starts_its_own_treadle_refuses_an_address() -> None:
     )
     assert done.returncode != 0
     assert "starts its own Treadle" in done.stderr
+
+
+@pytest.mark.parametrize("query", ["task", "submit"])
+async def test_graphql_mode_loads_a_gateway_of_its_own(database_url: str, query: str) -> None:
+    report = await asyncio.to_thread(
+        bench,
+        database_url,
+        "--mode",
+        "graphql",
+        "--query",
+        query,
+        "--connections",
+        "4",
+        "--seconds",
+        "0.5",
+    )
+    rates_positive(report, "health_rate", "graphql_rate")
+    assert report["generator"] in ("wrk", "python")
+    assert report["ratio_to_health"] == pytest.approx(
+        report["graphql_rate"] / report["health_rate"], rel=0.01
+    )
+    assert set(report["peak_rss_mb"]) == {"replica-0", "gateway-1"}

@@ -31,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from treadle.cli.bench import percentiles
 from treadle.cli.benchsys import System, system, wait_for
 from treadle.client import Client
+from treadle.common.errors import Internal
 from treadle.common.tasks import TaskSpec
 
 #: The table the baseline inserts into: the columns a submit sets, with a
@@ -317,7 +318,7 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 TASK_QUERY = "query Q($id: ID!) { task(id: $id) { id state result } }"
-SUBMIT_MUTATION = 'mutation { submitTask(input: {name: "noop"}) { task { id state } } }'
+SUBMIT_MUTATION = 'mutation { submitTask(input: {name: "noop"}) { id state } }'
 
 
 async def graphql(connections: int, query: str, seconds: float, rounds: int = 3) -> dict[str, Any]:
@@ -363,6 +364,13 @@ async def graphql(connections: int, query: str, seconds: float, rounds: int = 3)
                 )
             )
             running.sample()
+        failed = sum(r.errors for r in graph) + sum(r.errors for r in health)
+        if failed:
+            raise Internal(
+                f"{failed} of {sum(r.requests for r in graph + health)} requests failed "
+                f"(non-2xx or GraphQL errors): the rates would measure failures; "
+                f"the gateway's log: {gateway.log}"
+            )
         health_rate = statistics.median(r.rate for r in health)
         graph_rate = statistics.median(r.rate for r in graph)
         return {
@@ -371,14 +379,13 @@ async def graphql(connections: int, query: str, seconds: float, rounds: int = 3)
             "connections": connections,
             "seconds": seconds,
             "rounds": rounds,
-            "generator": graph[0].generator,
+            "generator": graph[0].tool,
             "health_rate": round(health_rate, 1),
             "graphql_rate": round(graph_rate, 1),
             "ratio_to_health": round(graph_rate / health_rate, 3),
             "graphql_p50_ms": round(statistics.median(r.p50_ms for r in graph), 2),
             "graphql_p99_ms": round(statistics.median(r.p99_ms for r in graph), 2),
             "health_p99_ms": round(statistics.median(r.p99_ms for r in health), 2),
-            "errors": sum(r.errors for r in graph) + sum(r.errors for r in health),
             "all": {
                 "health": [round(r.rate) for r in health],
                 "graphql": [round(r.rate) for r in graph],
