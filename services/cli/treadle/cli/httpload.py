@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -247,7 +248,7 @@ def _run_wrk(
             wrk,
             f"--threads={threads}",
             f"--connections={connections}",
-            f"--duration={seconds:g}s",
+            f"--duration={max(1, math.ceil(seconds))}s",  # wrk takes whole seconds
             f"--timeout={REQUEST_TIMEOUT:g}s",
             f"--script={script}",
             target.url,
@@ -256,7 +257,7 @@ def _run_wrk(
             command,
             capture_output=True,
             text=True,
-            timeout=seconds + GRACE_SECONDS,
+            timeout=math.ceil(seconds) + GRACE_SECONDS,
             check=False,
         )
     found = [line for line in done.stdout.splitlines() if line.startswith(_MARK)]
