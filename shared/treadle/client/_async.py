@@ -15,8 +15,8 @@ import grpc
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
-from treadle.client._group import Submitter
-from treadle.common import errors, stats, stats_wire, status, tasks, wire
+from treadle.client._group import Grouper, refusal
+from treadle.common import errors, stats, stats_wire, status, tasks, telemetry, wire
 from treadle.common.health import SchedulerHealth, scheduler_health_from_proto
 from treadle.common.stats import Granularity
 from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
@@ -32,6 +32,7 @@ _SERVICE_CONFIG = json.dumps(
             {
                 "name": [
                     {"service": "treadle.api.v1.SchedulerService", "method": "GetTask"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "GetTasks"},
                     {"service": "treadle.api.v1.SchedulerService", "method": "ListTasks"},
                     {"service": "treadle.api.v1.SchedulerService", "method": "WatchTask"},
                     {"service": "treadle.api.v1.SchedulerService", "method": "GetQueueStats"},
@@ -89,7 +90,11 @@ class Client:
             ],
         )
         self._stub = pb_grpc.SchedulerServiceStub(self._channel)
-        self._submitter = Submitter(self._submit_single, self._submit_group)
+        # Calls made together share calls (`_group`): submits, and task reads.
+        self._submits: Grouper[pb.TaskSpec, pb.GroupedSubmission, tasks.Submitted] = Grouper(
+            self._submit_single, self._submit_group
+        )
+        self._gets: Grouper[str, str, Task] = Grouper(self._get_single, self._get_group)
 
     async def __aenter__(self) -> Client:
         return self
@@ -142,14 +147,30 @@ class Client:
         Submits made at the same time on this client (more than two in
         flight) travel together in one call and one commit; each still gets
         its own task or error (`treadle.client._group`)."""
-        return await self._submitter.submit(wire.spec_to_proto(spec))
+        message = wire.spec_to_proto(spec)
+        return await self._submits.call(
+            message,
+            lambda: pb.GroupedSubmission(
+                task=message, trace_context=telemetry.current_carrier() or {}
+            ),
+        )
 
     async def _submit_single(self, spec: pb.TaskSpec) -> tasks.Submitted:
         reply = await self._call(self._stub.SubmitTask, pb.SubmitTaskRequest(task=spec))
         return tasks.Submitted(wire.task_from_proto(reply.task), existing=reply.existing)
 
-    async def _submit_group(self, request: pb.SubmitTaskGroupRequest) -> pb.SubmitTaskGroupResponse:
-        return await self._stub.SubmitTaskGroup(request, timeout=self.timeout)
+    async def _submit_group(
+        self, submissions: builtins.list[pb.GroupedSubmission]
+    ) -> builtins.list[tasks.Submitted | Exception]:
+        reply = await self._stub.SubmitTaskGroup(
+            pb.SubmitTaskGroupRequest(submissions=submissions), timeout=self.timeout
+        )
+        return [
+            tasks.Submitted(wire.task_from_proto(r.submitted.task), existing=r.submitted.existing)
+            if r.HasField("submitted")
+            else refusal(r.code, r.message)
+            for r in reply.results
+        ]
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
         """Submit many tasks in one call (all or none); returns their ids in order."""
@@ -158,8 +179,20 @@ class Client:
         return list(reply.task_ids)
 
     async def get(self, task_id: str) -> Task:
+        """One task. Reads made at the same time on this client share calls,
+        as submits do."""
+        return await self._gets.call(task_id, lambda: task_id)
+
+    async def _get_single(self, task_id: str) -> Task:
         reply = await self._call(self._stub.GetTask, pb.GetTaskRequest(id=task_id))
         return wire.task_from_proto(reply.task)
+
+    async def _get_group(self, task_ids: builtins.list[str]) -> builtins.list[Task | Exception]:
+        reply = await self._stub.GetTasks(pb.GetTasksRequest(ids=task_ids), timeout=self.timeout)
+        return [
+            wire.task_from_proto(r.task) if r.HasField("task") else refusal(r.code, r.message)
+            for r in reply.results
+        ]
 
     async def list(
         self,

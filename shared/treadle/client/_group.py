@@ -1,16 +1,16 @@
-"""Single submits that a client's callers make at the same time travel together.
+"""Calls that a client's callers make at the same time travel together.
 
-A submit that finds fewer than `MAX_CALLS` submit calls in flight (and none
-waiting) goes out at once as its own `SubmitTask`: a lone caller waits for
-nothing. Submits that arrive while `MAX_CALLS` calls are in flight wait for
-the first of them to end, then go out together in one `SubmitTaskGroup` call
-(at most `MAX_GROUP`), which the scheduler stores in one statement and one
-commit while still checking each on its own: every caller gets its own task,
-or its own error, as if it had called `SubmitTask` itself. Each submission
-carries its caller's trace context, so a grouped task joins its caller's
-trace as a single one joins the call's.
+A call that finds fewer than `MAX_CALLS` calls of its kind in flight (and none
+waiting) goes out at once, on its own (`SubmitTask`, `GetTask`): a lone
+caller waits for nothing. Calls that arrive while `MAX_CALLS` are in flight
+wait for the first of them to end, then go out together in one group call
+(`SubmitTaskGroup`, `GetTasks`; at most `MAX_GROUP`) that the scheduler
+answers item by item: every caller gets its own result, or its own error, as
+if it had made its own call. A grouped submission carries its caller's trace
+context, so its task joins its caller's trace as a single one joins the call's.
 
-A scheduler too old for `SubmitTaskGroup` (UNIMPLEMENTED) gets single calls.
+A scheduler too old for a group call (UNIMPLEMENTED) gets single calls, each
+in its caller's context.
 """
 
 from __future__ import annotations
@@ -19,49 +19,53 @@ import asyncio
 import contextlib
 import contextvars
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 
-from treadle.api.v1 import scheduler_pb2 as pb
-from treadle.common import status, tasks, telemetry, wire
+from treadle.common import status
 
-#: Submit calls in flight before further submits wait to go together.
+#: Calls of one kind in flight before further calls wait to go together.
 MAX_CALLS = 2
-#: Submissions in one group call.
+#: Items in one group call.
 MAX_GROUP = 1000
 
-Single = Callable[[pb.TaskSpec], Coroutine[Any, Any, tasks.Submitted]]
-Group = Callable[[pb.SubmitTaskGroupRequest], Awaitable[pb.SubmitTaskGroupResponse]]
-#: A waiting submission, its caller's future, and its caller's context.
-_Waiting = tuple[pb.GroupedSubmission, "asyncio.Future[tasks.Submitted]", contextvars.Context]
+S = TypeVar("S")  # what a single call takes
+G = TypeVar("G")  # what a group call takes, per item
+R = TypeVar("R")  # what each caller gets
 
 
-class Submitter:
-    """Sends single submits, grouping those that wait (see the module's doc)."""
+class Grouper(Generic[S, G, R]):
+    """Makes `single` calls, grouping those that wait into `group` calls;
+    `group` returns one result or exception per item, in order."""
 
-    def __init__(self, single: Single, group: Group) -> None:
+    def __init__(
+        self,
+        single: Callable[[S], Coroutine[Any, Any, R]],
+        group: Callable[[list[G]], Awaitable[list[R | Exception]]],
+    ) -> None:
         self._single = single
         self._group = group
         self._calls = 0
-        self._waiting: list[_Waiting] = []
+        self._waiting: list[_Waiting[S, G, R]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._grouping = True
 
-    async def submit(self, spec: pb.TaskSpec) -> tasks.Submitted:
-        if (self._calls < MAX_CALLS and not self._waiting) or not self._grouping:
+    async def call(self, item: S, grouped: Callable[[], G]) -> R:
+        """The result of `item`: by a single call, or, when it has to wait,
+        as `grouped()` (made now, in the caller's context) in a group call."""
+        if not self._grouping or (self._calls < MAX_CALLS and not self._waiting):
             self._calls += 1
             try:
-                return await self._single(spec)
+                return await self._single(item)
             finally:
                 self._calls -= 1
                 self._send_waiting()
-        item = pb.GroupedSubmission(task=spec, trace_context=telemetry.current_carrier() or {})
-        future: asyncio.Future[tasks.Submitted] = asyncio.get_running_loop().create_future()
-        entry = (item, future, contextvars.copy_context())
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        entry = _Waiting(item, grouped(), future, contextvars.copy_context())
         self._waiting.append(entry)
         try:
-            return await future
+            return await entry.future
         except asyncio.CancelledError:
             with contextlib.suppress(ValueError):  # not sent yet: it never will be
                 self._waiting.remove(entry)
@@ -72,19 +76,17 @@ class Submitter:
             group = self._waiting[:MAX_GROUP]
             del self._waiting[:MAX_GROUP]
             self._calls += 1
-            sending = asyncio.create_task(self._send(group), name="treadle-submit-group")
+            sending = asyncio.create_task(self._send(group), name="treadle-call-group")
             self._sending.add(sending)
             sending.add_done_callback(self._sending.discard)
 
-    async def _send(self, group: list[_Waiting]) -> None:
+    async def _send(self, group: list[_Waiting[S, G, R]]) -> None:
         try:
             if not self._grouping:
                 await self._send_each(group)
                 return
             try:
-                reply = await self._group(
-                    pb.SubmitTaskGroupRequest(submissions=[item for item, _, _ in group])
-                )
+                results = await self._group([entry.grouped for entry in group])
             except grpc.aio.AioRpcError as exc:
                 if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
                     self._grouping = False
@@ -95,44 +97,64 @@ class Submitter:
             except Exception as exc:
                 _fail(group, exc)
                 return
-            for (_, future, _), result in zip(group, reply.results, strict=True):
-                if future.done():
-                    continue
-                if result.HasField("submitted"):
-                    future.set_result(
-                        tasks.Submitted(
-                            wire.task_from_proto(result.submitted.task),
-                            existing=result.submitted.existing,
-                        )
-                    )
-                else:
-                    code = _CODES.get(result.code, grpc.StatusCode.UNKNOWN)
-                    future.set_exception(status.from_grpc(code, result.message))
+            _settle(group, results)
         finally:
             self._calls -= 1
             self._send_waiting()
 
-    async def _send_each(self, group: list[_Waiting]) -> None:
-        """Each as its own SubmitTask, in its caller's context (its trace)."""
-        calls: list[asyncio.Task[tasks.Submitted]] = [
-            asyncio.create_task(self._single(item.task), context=context)
-            for item, _, context in group
+    async def _send_each(self, group: list[_Waiting[S, G, R]]) -> None:
+        """Each as its own single call, in its caller's context (its trace)."""
+        calls: list[asyncio.Task[R]] = [
+            asyncio.create_task(self._single(e.item), context=e.context) for e in group
         ]
-        for (_, future, _), call in zip(group, calls, strict=True):
+        outcomes: list[R | Exception] = []
+        for call in calls:
             try:
-                submitted = await call
+                outcomes.append(await call)
             except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-                continue
-            if not future.done():
-                future.set_result(submitted)
+                outcomes.append(exc)
+        _settle(group, outcomes)
 
 
-def _fail(group: list[_Waiting], exc: Exception) -> None:
-    for _, future, _ in group:
-        if not future.done():
-            future.set_exception(exc)
+class _Waiting(Generic[S, G, R]):
+    """A call waiting to go out in a group: its single and grouped forms, its
+    caller's future and context."""
+
+    __slots__ = ("context", "future", "grouped", "item")
+
+    def __init__(
+        self,
+        item: S,
+        grouped: G,
+        future: asyncio.Future[R],
+        context: contextvars.Context,
+    ) -> None:
+        self.item = item
+        self.grouped = grouped
+        self.future = future
+        self.context = context
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
+def _settle(group: list[_Waiting[S, G, R]], outcomes: list[R | Exception]) -> None:
+    """Each waiting caller gets its outcome (unless it went away)."""
+    for entry, outcome in zip(group, outcomes, strict=True):
+        if entry.future.done():
+            continue
+        if isinstance(outcome, Exception):
+            entry.future.set_exception(outcome)
+        else:
+            entry.future.set_result(outcome)
+
+
+def _fail(group: list[_Waiting[S, G, R]], exc: Exception) -> None:
+    failed: list[R | Exception] = [exc] * len(group)
+    _settle(group, failed)
+
+
+#: gRPC's status codes by number (a group call's per-item `code`).
+CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def refusal(code: int, message: str) -> Exception:
+    """Our error for an item a group call refused with `code`."""
+    return status.from_grpc(CODES.get(code, grpc.StatusCode.UNKNOWN), message)

@@ -12,12 +12,13 @@ import binascii
 import builtins
 import dataclasses
 import functools
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 
 from opentelemetry import trace
 
 from treadle.common import wire
-from treadle.common.errors import InvalidArgument, InvalidState
+from treadle.common.errors import InvalidArgument, InvalidState, NotFound
 from treadle.common.tasks import (
     Queue,
     QueueUpdate,
@@ -184,6 +185,29 @@ class Scheduler(Collaborators):
 
     async def get(self, task_id: str) -> Task:
         return found(await self.store.get(parse_task_id(task_id)), f"task {task_id}")
+
+    async def get_each(self, task_ids: Sequence[str]) -> builtins.list[Task | Exception]:
+        """Each task of `task_ids`, in order, or why it cannot be read (as
+        `get` would raise it); one statement for all."""
+        if len(task_ids) > MAX_PAGE_SIZE:
+            raise InvalidArgument(f"at most {MAX_PAGE_SIZE} ids per call, got {len(task_ids)}")
+        parsed: builtins.list[uuid.UUID | Exception] = []
+        for task_id in task_ids:
+            try:
+                parsed.append(parse_task_id(task_id))
+            except InvalidArgument as exc:
+                parsed.append(exc)
+        found_ = await self.store.get_many([p for p in parsed if isinstance(p, uuid.UUID)])
+        out: builtins.list[Task | Exception] = []
+        for task_id, p in zip(task_ids, parsed, strict=True):
+            if isinstance(p, Exception):
+                out.append(p)
+            else:
+                try:
+                    out.append(found(found_.get(p), f"task {task_id}"))
+                except NotFound as exc:
+                    out.append(exc)
+        return out
 
     async def list(
         self,

@@ -29,7 +29,7 @@ from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.common import errors, stats_wire, status, telemetry, wire
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
-from treadle.common.tasks import QueueUpdate, Submitted, TaskSpec
+from treadle.common.tasks import QueueUpdate, Submitted, Task, TaskSpec
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.schedules import Schedules
 from treadle.scheduler.stats import Stats
@@ -129,6 +129,15 @@ def _result(outcome: Submitted | Exception) -> pb.SubmissionResult:
     )
 
 
+def _task_result(outcome: Task | Exception) -> pb.TaskResult:
+    """One id's result in GetTasks: its task, or the status GetTask would have
+    ended with."""
+    if isinstance(outcome, Exception):
+        code, message = _status_of("GetTasks", outcome)
+        return pb.TaskResult(code=code.value[0], message=message)
+    return pb.TaskResult(task=wire.task_to_proto(outcome))
+
+
 class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     def __init__(
         self,
@@ -191,6 +200,11 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     @_edge
     async def GetTask(self, request: pb.GetTaskRequest, context: Context) -> pb.GetTaskResponse:
         return pb.GetTaskResponse(task=wire.task_to_proto(await self.scheduler.get(request.id)))
+
+    @_edge
+    async def GetTasks(self, request: pb.GetTasksRequest, context: Context) -> pb.GetTasksResponse:
+        outcomes = await self.scheduler.get_each(list(request.ids))
+        return pb.GetTasksResponse(results=[_task_result(o) for o in outcomes])
 
     @_edge
     async def ListTasks(

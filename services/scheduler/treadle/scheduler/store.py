@@ -281,6 +281,11 @@ class Store(postgres.PoolStore):
         rows = await self._fetch("get_task", id=task_id)
         return _task(rows[0]) if rows else None
 
+    async def get_many(self, task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Task]:
+        """The tasks of `task_ids` that exist, by id."""
+        rows = await self._fetch("get_tasks", ids=list(task_ids))
+        return {row["id"]: _task(row) for row in rows}
+
     async def page(
         self, queue: str | None, state: TaskState | None, before_seq: int | None, limit: int
     ) -> tuple[list[Task], int | None]:

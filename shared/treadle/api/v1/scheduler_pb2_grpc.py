@@ -56,6 +56,11 @@ class SchedulerServiceStub:
                 request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTaskRequest.SerializeToString,
                 response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTaskResponse.FromString,
                 _registered_method=True)
+        self.GetTasks = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/GetTasks',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTasksRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTasksResponse.FromString,
+                _registered_method=True)
         self.ListTasks = channel.unary_unary(
                 '/treadle.api.v1.SchedulerService/ListTasks',
                 request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListTasksRequest.SerializeToString,
@@ -202,6 +207,14 @@ class SchedulerServiceServicer:
 
     def GetTask(self, request, context):
         """GetTask returns one task by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTasks(self, request, context):
+        """GetTasks returns several tasks by id in one call, each on its own: what a
+        client sends when several of its callers read tasks at the same time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -391,6 +404,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.GetTask,
                     request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTaskRequest.FromString,
                     response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTaskResponse.SerializeToString,
+            ),
+            'GetTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTasks,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTasksRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTasksResponse.SerializeToString,
             ),
             'ListTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTasks,
@@ -613,6 +631,33 @@ class SchedulerService:
             '/treadle.api.v1.SchedulerService/GetTask',
             treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTaskRequest.SerializeToString,
             treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/GetTasks',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTasksRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.GetTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,10 @@ class SchedulerServiceStub:
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskRequest, _scheduler_pb2.GetTaskResponse]
     """GetTask returns one task by id."""
+    GetTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetTasksRequest, _scheduler_pb2.GetTasksResponse]
+    """GetTasks returns several tasks by id in one call, each on its own: what a
+    client sends when several of its callers read tasks at the same time.
+    """
     ListTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListTasksRequest, _scheduler_pb2.ListTasksResponse]
     """ListTasks pages through tasks, newest first, optionally filtered."""
     CancelTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTaskRequest, _scheduler_pb2.CancelTaskResponse]
@@ -136,6 +140,10 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetTaskRequest, _scheduler_pb2.GetTaskResponse]  # type: ignore[assignment]
     """GetTask returns one task by id."""
+    GetTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetTasksRequest, _scheduler_pb2.GetTasksResponse]  # type: ignore[assignment]
+    """GetTasks returns several tasks by id in one call, each on its own: what a
+    client sends when several of its callers read tasks at the same time.
+    """
     ListTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListTasksRequest, _scheduler_pb2.ListTasksResponse]  # type: ignore[assignment]
     """ListTasks pages through tasks, newest first, optionally filtered."""
     CancelTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTaskRequest, _scheduler_pb2.CancelTaskResponse]  # type: ignore[assignment]
@@ -239,6 +247,16 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.GetTaskResponse, _abc.Awaitable[_scheduler_pb2.GetTaskResponse]]:
         """GetTask returns one task by id."""
+
+    @_abc_1.abstractmethod
+    def GetTasks(
+        self,
+        request: _scheduler_pb2.GetTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.GetTasksResponse, _abc.Awaitable[_scheduler_pb2.GetTasksResponse]]:
+        """GetTasks returns several tasks by id in one call, each on its own: what a
+        client sends when several of its callers read tasks at the same time.
+        """
 
     @_abc_1.abstractmethod
     def ListTasks(

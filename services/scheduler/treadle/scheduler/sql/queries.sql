@@ -56,6 +56,10 @@ JOIN unnest($1::text[], $2::text[]) AS k(queue, idempotency_key)
 -- params: id
 SELECT * FROM tasks WHERE id = $1;
 
+-- name: get_tasks
+-- params: ids
+SELECT * FROM tasks WHERE id = ANY($1::uuid[]);
+
 -- Listing: newest first; the cursor is the seq of the last row of the
 -- previous page. One statement per filter combination, so each has its index.
 

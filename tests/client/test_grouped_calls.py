@@ -1,6 +1,7 @@
-"""Single submits made together on one client travel in `SubmitTaskGroup`
-calls (treadle.client._group), yet each caller gets its own task or its own
-error, and each task keeps its own caller's trace context."""
+"""Single submits and task reads made together on one client travel in group
+calls (`SubmitTaskGroup`, `GetTasks`; treadle.client._group), yet each caller
+gets its own result or its own error, and each task keeps its own caller's
+trace context. A scheduler without the group calls gets single ones."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from support import make_settings
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
-from treadle.client import Client
+from treadle.client import Client, TaskSpec
 from treadle.common import telemetry
-from treadle.common.errors import InvalidArgument
+from treadle.common.errors import InvalidArgument, NotFound
 from treadle.scheduler.registry import load_app
+from treadle.scheduler.rpc import SchedulerServicer
 from treadle.scheduler.supervisor import Replica
 
 HANDLED = "treadle_grpc_server_handled_total"
@@ -150,3 +152,64 @@ async def test_every_caller_returns_whatever_the_concurrency(
 ) -> None:
     submitted = await asyncio.gather(*(client.submit("echo", i) for i in range(in_flight)))
     assert [t.payload for t in submitted] == list(range(in_flight))
+
+
+async def test_reads_made_together_are_grouped_and_each_gets_its_own_answer(
+    replica: Replica, client: Client
+) -> None:
+    tasks = await client.submit_many(
+        [TaskSpec(name="echo", payload_json=str(i)) for i in range(40)]
+    )
+    unknown = "00000000-0000-4000-8000-000000000000"
+    asked = [*tasks, unknown, "not-a-task-id"]
+    answers = await asyncio.gather(*(client.get(i) for i in asked), return_exceptions=True)
+    for task_id, answer in zip(tasks, answers, strict=False):
+        assert not isinstance(answer, BaseException)
+        assert answer.id == task_id
+    assert isinstance(answers[-2], NotFound) and unknown in str(answers[-2])
+    assert isinstance(answers[-1], InvalidArgument)
+    assert await handled(replica, "GetTasks") >= 1
+    assert await handled(replica, "GetTask") < len(asked)
+
+
+async def test_get_tasks_answers_each_id(replica: Replica, client: Client) -> None:
+    task = await client.submit("echo", 1)
+    async with grpc.aio.insecure_channel(replica.address) as channel:
+        stub = pb_grpc.SchedulerServiceStub(channel)
+        reply = await stub.GetTasks(
+            pb.GetTasksRequest(ids=[task.id, "00000000-0000-4000-8000-000000000000", "x"])
+        )
+        found, missing, malformed = reply.results
+        assert found.task.id == task.id
+        assert missing.code == grpc.StatusCode.NOT_FOUND.value[0] and not missing.HasField("task")
+        assert malformed.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        with pytest.raises(grpc.aio.AioRpcError) as too_many:
+            await stub.GetTasks(pb.GetTasksRequest(ids=[task.id] * 1001))
+        assert too_many.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+class WithoutGroupCalls(SchedulerServicer):
+    """A scheduler from before the group calls: they answer UNIMPLEMENTED."""
+
+    SubmitTaskGroup = pb_grpc.SchedulerServiceServicer.SubmitTaskGroup  # type: ignore[assignment]
+    GetTasks = pb_grpc.SchedulerServiceServicer.GetTasks  # type: ignore[assignment]
+
+
+async def test_a_scheduler_without_group_calls_gets_single_calls(replica: Replica) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_SchedulerServiceServicer_to_server(
+        WithoutGroupCalls(replica.parts.scheduler), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with Client(f"127.0.0.1:{port}") as old:
+            for _ in range(2):  # the second time, it knows
+                submitted = await asyncio.gather(*(old.submit("echo", i) for i in range(20)))
+                assert [t.payload for t in submitted] == list(range(20))
+                read = await asyncio.gather(*(old.get(t.id) for t in submitted))
+                assert [t.id for t in read] == [t.id for t in submitted]
+            with pytest.raises(InvalidArgument):
+                await asyncio.gather(*(old.submit("no-such-task") for _ in range(5)))
+    finally:
+        await server.stop(None)
