@@ -29,6 +29,7 @@ VARIANTS = {
     "no-ready-by-queue-index": ["DROP INDEX tasks_ready_by_queue"],
     "no-lease-index": ["DROP INDEX tasks_leases"],
     "no-list-index": ["DROP INDEX tasks_queue_state_seq"],
+    "no-finished-index": ["DROP INDEX tasks_finished"],
 }
 
 

@@ -275,11 +275,12 @@ SELECT pg_notify($1, 'ready');
 
 -- name: prune_finished
 -- params: before, batch
--- Delete up to $2 finished tasks that finished before $1, oldest first.
+-- Delete up to $2 finished tasks that finished before $1, oldest first, read
+-- from tasks_finished (only finished tasks, by finish time: see 0007).
 DELETE FROM tasks WHERE id IN (
     SELECT id FROM tasks
     WHERE state IN ('SUCCEEDED', 'DEAD', 'CANCELLED') AND finished_at < $1
-    ORDER BY seq
+    ORDER BY finished_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 );
