@@ -3,7 +3,7 @@
 Inserts N no-op tasks in batches of 500 through `Store.insert`, then drains
 them with `Store.claim` (100) and `Store.complete` (100) in a loop, in a fresh
 schema that is dropped afterwards. A variant first drops one trigger or index
-to measure what it costs.
+to measure what it costs, or (history) adds a million finished tasks.
 
     .venv/bin/python scripts/store_bench.py [--url URL] [-n 20000] [--variant base]
 
@@ -30,6 +30,14 @@ VARIANTS = {
     "no-lease-index": ["DROP INDEX tasks_leases"],
     "no-list-index": ["DROP INDEX tasks_queue_state_seq"],
     "no-finished-index": ["DROP INDEX tasks_finished"],
+    # A million finished tasks of another queue beside the backlog, vacuumed.
+    "history": [
+        "INSERT INTO tasks (id, name, queue, state, payload, run_at, created_at, started_at,"
+        " finished_at, attempts, max_attempts) SELECT gen_random_uuid(), 'noop', 'history',"
+        " 'SUCCEEDED', 'null', now(), now(), now(), now(), 1, 1 FROM generate_series(1, 1000000)",
+        "VACUUM (ANALYZE) tasks",
+        "CHECKPOINT",
+    ],
 }
 
 
