@@ -34,7 +34,9 @@ from treadle.common.errors import InvalidArgument
 
 PREFIX = "TREADLE_"
 #: Variables read by other parts (tests, tooling), never by a settings class.
-_ALSO_KNOWN = frozenset({"TREADLE_TEST_DATABASE_URL", "TREADLE_TEST_REQUIRE_PROMTOOL"})
+_ALSO_KNOWN = frozenset(
+    {"TREADLE_TEST_DATABASE_URL", "TREADLE_TEST_REQUIRE_PROMTOOL", "TREADLE_TEST_REQUIRE_WRK"}
+)
 
 T = TypeVar("T")
 #: A check on one setting: (variable name, value); raises `InvalidArgument`.
