@@ -19,7 +19,7 @@ from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.client import Client, TaskSpec
 from treadle.common import telemetry
-from treadle.common.errors import InvalidArgument, NotFound
+from treadle.common.errors import DeadlineExceeded, InvalidArgument, NotFound
 from treadle.scheduler.registry import load_app
 from treadle.scheduler.rpc import SchedulerServicer
 from treadle.scheduler.supervisor import Replica
@@ -213,3 +213,29 @@ async def test_a_scheduler_without_group_calls_gets_single_calls(replica: Replic
                 await asyncio.gather(*(old.submit("no-such-task") for _ in range(5)))
     finally:
         await server.stop(None)
+
+
+async def test_a_waiting_caller_keeps_its_own_deadline(
+    replica: Replica, database_url: str, schema: str
+) -> None:
+    """A submit that waits to go with others fails by its own deadline, not
+    after the wait plus a whole group call. (The database is held by a lock,
+    so no submit can finish.)"""
+    locker = await asyncpg.connect(database_url)
+    lock = locker.transaction()
+    await lock.start()
+    await locker.execute(f'LOCK TABLE "{schema}".tasks IN ACCESS EXCLUSIVE MODE')
+    try:
+        async with Client(replica.address, timeout=2.0) as client:
+            began = asyncio.get_running_loop().time()
+            outcomes = await asyncio.gather(
+                *(client.submit("echo", i) for i in range(6)), return_exceptions=True
+            )
+            elapsed = asyncio.get_running_loop().time() - began
+    finally:
+        await lock.rollback()
+        await locker.close()
+    assert all(isinstance(o, DeadlineExceeded) for o in outcomes), outcomes
+    # Two single calls time out at 2 s; the four that waited behind them end
+    # then too, rather than at 4 s after a group call of their own.
+    assert elapsed < 3.5, elapsed

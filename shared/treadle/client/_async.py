@@ -92,9 +92,9 @@ class Client:
         self._stub = pb_grpc.SchedulerServiceStub(self._channel)
         # Calls made together share calls (`_group`): submits, and task reads.
         self._submits: Grouper[pb.TaskSpec, pb.GroupedSubmission, tasks.Submitted] = Grouper(
-            self._submit_single, self._submit_group
+            self._submit_single, self._submit_group, timeout
         )
-        self._gets: Grouper[str, str, Task] = Grouper(self._get_single, self._get_group)
+        self._gets: Grouper[str, str, Task] = Grouper(self._get_single, self._get_group, timeout)
 
     async def __aenter__(self) -> Client:
         return self

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from treadle.common import status
+from treadle.common import errors, status
 
 #: Calls of one kind in flight before further calls wait to go together.
 MAX_CALLS = 2
@@ -43,9 +43,13 @@ class Grouper(Generic[S, G, R]):
         self,
         single: Callable[[S], Coroutine[Any, Any, R]],
         group: Callable[[list[G]], Awaitable[list[R | Exception]]],
+        timeout: float | None = None,
     ) -> None:
         self._single = single
         self._group = group
+        #: A waiting caller's deadline, counted from its call as a single
+        #: call's is: waiting, then its group call, end by then.
+        self._timeout = timeout
         self._calls = 0
         self._waiting: list[_Waiting[S, G, R]] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -65,10 +69,15 @@ class Grouper(Generic[S, G, R]):
         entry = _Waiting(item, grouped(), future, contextvars.copy_context())
         self._waiting.append(entry)
         try:
-            return await entry.future
-        except asyncio.CancelledError:
+            async with asyncio.timeout(self._timeout):
+                return await entry.future
+        except (asyncio.CancelledError, TimeoutError) as exc:
             with contextlib.suppress(ValueError):  # not sent yet: it never will be
                 self._waiting.remove(entry)
+            if isinstance(exc, TimeoutError):
+                raise errors.DeadlineExceeded(
+                    f"no answer within {self._timeout:g} s (waiting to go with other calls)"
+                ) from None
             raise
 
     def _send_waiting(self) -> None:
