@@ -76,18 +76,15 @@ async def _timed(n: int, in_flight: int, call: Any) -> tuple[float, list[float]]
 
 async def baseline_rate(running: System, n: int) -> float:
     """INSERT + commit of one task-shaped row at a time on one connection."""
-    conn = await running.connect()
-    try:
-        await conn.execute(BASELINE_TABLE)
+    conn = running.db
+    await conn.execute(BASELINE_TABLE)
 
-        async def insert() -> None:
-            await conn.execute(BASELINE_INSERT, uuid.uuid4(), "noop", "default", "null")
+    async def insert() -> None:
+        await conn.execute(BASELINE_INSERT, uuid.uuid4(), "noop", "default", "null")
 
-        await _timed(min(n, 200), 1, insert)  # warm: statement prepared, pages cached
-        rate, _ = await _timed(n, 1, insert)
-        return rate
-    finally:
-        await conn.close()
+    await _timed(min(n, 200), 1, insert)  # warm: statement prepared, pages cached
+    rate, _ = await _timed(n, 1, insert)
+    return rate
 
 
 async def grpc_floor(address: str, n: int, in_flight: int) -> float:
@@ -138,29 +135,21 @@ async def submit(n: int, in_flight: int, rounds: int = 3) -> dict[str, Any]:
 
 
 async def _queue_tasks(running: System, queue: str) -> list[Any]:
-    conn = await running.connect()
-    try:
-        return list(
-            await conn.fetch(
-                "SELECT state, created_at, started_at, finished_at FROM tasks WHERE queue = $1",
-                queue,
-            )
+    return list(
+        await running.db.fetch(
+            "SELECT state, created_at, started_at, finished_at FROM tasks WHERE queue = $1",
+            queue,
         )
-    finally:
-        await conn.close()
+    )
 
 
 async def _unfinished(running: System, queue: str) -> int:
-    conn = await running.connect()
-    try:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM tasks WHERE queue = $1 AND state <> ALL($2::text[])",
-            queue,
-            list(FINISHED),
-        )
-        return count
-    finally:
-        await conn.close()
+    count: int = await running.db.fetchval(
+        "SELECT count(*) FROM tasks WHERE queue = $1 AND state <> ALL($2::text[])",
+        queue,
+        list(FINISHED),
+    )
+    return count
 
 
 async def latency(rate: float, seconds: float) -> dict[str, Any]:
@@ -236,21 +225,18 @@ async def _store_tasks(running: System, queue: str, count: int, batch: int = 500
 async def _store_finished(running: System, count: int) -> None:
     """`count` SUCCEEDED rows in another queue: history a claim must not walk.
     (CHECKPOINT needs a superuser, as the bench's databases have.)"""
-    conn = await running.connect()
-    try:
-        await conn.execute(
-            "INSERT INTO tasks (id, name, queue, state, payload, run_at, created_at,"
-            " started_at, finished_at, attempts, max_attempts)"
-            " SELECT gen_random_uuid(), 'noop', 'history', 'SUCCEEDED', 'null'::jsonb,"
-            " now(), now(), now(), now(), 1, 1 FROM generate_series(1, $1)",
-            count,
-        )
-        # As a table that grew over time would be: vacuumed and analysed, its
-        # pages written out, so that the drain does not pay for this insert.
-        await conn.execute("VACUUM (ANALYZE) tasks")
-        await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
+    conn = running.db
+    await conn.execute(
+        "INSERT INTO tasks (id, name, queue, state, payload, run_at, created_at,"
+        " started_at, finished_at, attempts, max_attempts)"
+        " SELECT gen_random_uuid(), 'noop', 'history', 'SUCCEEDED', 'null'::jsonb,"
+        " now(), now(), now(), now(), 1, 1 FROM generate_series(1, $1)",
+        count,
+    )
+    # As a table that grew over time would be: vacuumed and analysed, its
+    # pages written out, so that the drain does not pay for this insert.
+    await conn.execute("VACUUM (ANALYZE) tasks")
+    await conn.execute("CHECKPOINT")
 
 
 async def drain(count: int, replicas: int, finished_rows: int) -> dict[str, Any]:

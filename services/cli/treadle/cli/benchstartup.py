@@ -53,15 +53,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from treadle.cli.benchsys import free_port, replica_env, serving
 from treadle.scheduler import postgres
 from treadle.scheduler.model import NewTask
 from treadle.scheduler.store import Store
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
-APP = "treadle.scheduler.example"
 #: Seconds a replica may take to be ready, or to exit after SIGINT.
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -87,29 +84,11 @@ def _free(port: int) -> bool:
 def _ports(candidates: Sequence[int] | None, count: int) -> list[int]:
     """`count` free loopback ports, from `candidates` when given, else any."""
     if candidates is None:
-        found = []
-        for _ in range(count):
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                found.append(s.getsockname()[1])
-        return found
+        return [free_port() for _ in range(count)]
     found = [p for p in candidates if _free(p)][:count]
     if len(found) < count:
         raise RuntimeError(f"fewer than {count} free ports in {list(candidates)}")
     return found
-
-
-def _env(url: str, schema: str, grpc_port: int, metrics_port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TREADLE_")}
-    env.update(
-        TREADLE_DATABASE_URL=url,
-        TREADLE_DATABASE_SCHEMA=schema,
-        TREADLE_APP=APP,
-        TREADLE_GRPC_HOST="127.0.0.1",
-        TREADLE_GRPC_PORT=str(grpc_port),
-        TREADLE_METRICS_PORT=str(metrics_port),
-    )
-    return env
 
 
 async def _prepare(url: str, schema: str) -> uuid.UUID:
@@ -142,42 +121,6 @@ async def _drop(url: str, schema: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
-
-
-async def _listening(port: int, proc: asyncio.subprocess.Process) -> None:
-    """Return once `port` accepts connections (polled every ~2 ms)."""
-    while True:
-        if proc.returncode is not None:
-            raise RuntimeError(f"the replica exited with status {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(POLL)
-            continue
-        writer.close()
-        return
-
-
-async def _serving(port: int, proc: asyncio.subprocess.Process) -> float:
-    """Wall time of the first SERVING answer of the replica's health service.
-
-    The port is polled first, and each health check then uses a new channel:
-    a channel that found the port closed retries only after its reconnect
-    back-off (1 s at first), which would hide the moment the server answers."""
-    request = health_pb2.HealthCheckRequest(service="")
-    await _listening(port, proc)
-    while True:
-        if proc.returncode is not None:
-            raise RuntimeError(f"the replica exited with status {proc.returncode}")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            try:
-                reply = await stub.Check(request, timeout=CHECK_TIMEOUT, wait_for_ready=True)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return time.time()
-            except grpc.aio.AioRpcError:
-                pass
-        await asyncio.sleep(POLL)
 
 
 async def _started_at(url: str, schema: str, task_id: uuid.UUID) -> float:
@@ -244,7 +187,7 @@ async def _one_run(
     """One start: the figures in ms, and the replica's stderr."""
     task_id = await _prepare(url, schema)
     grpc_port, metrics_port = _ports(ports, 2)
-    env = {**_env(url, schema, grpc_port, metrics_port), **(extra_env or {})}
+    env = {**replica_env(url, schema, grpc_port, metrics_port), **(extra_env or {})}
     if "PYTHONPYCACHEPREFIX" in env:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
     try:
@@ -253,7 +196,9 @@ async def _one_run(
             proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=out, stderr=err)
             try:
                 async with asyncio.timeout(READY_TIMEOUT):
-                    serving_at = await _serving(grpc_port, proc)
+                    serving_at = await serving(
+                        grpc_port, lambda: proc.returncode, POLL, CHECK_TIMEOUT
+                    )
                     started_at = await _started_at(url, schema, task_id)
                 connect_at = await _first_connect(url, proc.pid)
             except BaseException:

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,55 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def replica_env(url: str, schema: str, grpc_port: int, metrics_port: int = 0) -> dict[str, str]:
+    """The environment of a replica process running the example app on
+    loopback ports: this one's, without its TREADLE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREADLE_")}
+    env.update(
+        TREADLE_DATABASE_URL=url,
+        TREADLE_DATABASE_SCHEMA=schema,
+        TREADLE_APP=EXAMPLE_APP,
+        TREADLE_GRPC_HOST="127.0.0.1",
+        TREADLE_GRPC_PORT=str(grpc_port),
+        TREADLE_METRICS_PORT=str(metrics_port),
+    )
+    return env
+
+
+async def serving(
+    port: int, exited: Callable[[], int | None], poll: float = 0.002, check_timeout: float = 1.0
+) -> float:
+    """Wall time of the first SERVING answer of the replica's health service
+    on `port`; `exited()` is the replica's exit status once it has one.
+
+    The port is polled first, and each health check then uses a new channel:
+    a channel that found the port closed retries only after its reconnect
+    back-off (1 s at first), which would hide the moment the server answers."""
+    request = health_pb2.HealthCheckRequest(service="")
+    listening = False
+    while True:
+        status = exited()
+        if status is not None:
+            raise Unavailable(f"the replica exited with status {status}")
+        if not listening:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                listening = True
+            except OSError:
+                await asyncio.sleep(poll)
+            continue
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = await stub.Check(request, timeout=check_timeout, wait_for_ready=True)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.time()
+            except grpc.aio.AioRpcError:
+                pass
+        await asyncio.sleep(poll)
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -93,10 +142,15 @@ class Proc:
 class System:
     """A database schema and the Treadle processes running on it."""
 
-    def __init__(self, database_url: str, schema: str, folder: Path) -> None:
+    def __init__(
+        self, database_url: str, schema: str, folder: Path, db: asyncpg.Connection
+    ) -> None:
         self.database_url = database_url
         self.schema = schema
         self.folder = folder
+        #: The bench's own connection to the schema (its search_path), open
+        #: while the system runs: for baselines, stored rows and polls.
+        self.db = db
         self.procs: list[Proc] = []
 
     def _env(self, extra: Mapping[str, str]) -> dict[str, str]:
@@ -127,15 +181,7 @@ class System:
         """Start a replica; `ready` waits for it."""
         port = free_port()
         proc = self._spawn(
-            "replica",
-            "scheduler",
-            {
-                "TREADLE_APP": EXAMPLE_APP,
-                "TREADLE_GRPC_HOST": "127.0.0.1",
-                "TREADLE_GRPC_PORT": str(port),
-                "TREADLE_METRICS_PORT": "0",
-                **env,
-            },
+            "replica", "scheduler", {**replica_env(self.database_url, self.schema, port), **env}
         )
         proc.address = f"127.0.0.1:{port}"
         return proc
@@ -168,24 +214,17 @@ class System:
             await asyncio.sleep(0.01)
         return proc
 
-    async def ready(self, proc: Proc, poll: float = 0.002) -> float:
+    async def ready(self, proc: Proc) -> float:
         """Wait until the replica's gRPC health says SERVING; returns the wall
         clock time when it first did."""
-        deadline = time.monotonic() + READY_TIMEOUT
-        async with grpc.aio.insecure_channel(proc.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if proc.popen.poll() is not None:
-                    raise proc.failed(f"exited with status {proc.popen.returncode}")
-                try:
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return time.time()
-                except grpc.aio.AioRpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise proc.failed("was not SERVING in time")
-                await asyncio.sleep(poll)
+        port = int(proc.address.rsplit(":", 1)[1])
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                return await serving(port, proc.popen.poll)
+        except TimeoutError:
+            raise proc.failed("was not SERVING in time") from None
+        except Unavailable:
+            raise proc.failed(f"exited with status {proc.popen.returncode}") from None
 
     def sample(self) -> None:
         for proc in self.procs:
@@ -195,11 +234,6 @@ class System:
         """Peak RSS (MiB) of each process, by role and number."""
         self.sample()
         return {f"{p.role}-{i}": p.peak_rss_mb for i, p in enumerate(self.procs)}
-
-    async def connect(self) -> asyncpg.Connection:
-        from treadle.scheduler import postgres
-
-        return await postgres.connect(self.database_url, self.schema, "treadle-bench")
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -231,18 +265,14 @@ async def system() -> AsyncIterator[System]:
             conn = await postgres.connect(url, schema, "treadle-bench")
             try:
                 await postgres.migrate(conn, schema)
+                running = System(url, schema, folder, conn)
+                try:
+                    yield running
+                finally:
+                    await asyncio.to_thread(running.stop)
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             finally:
                 await conn.close()
-            running = System(url, schema, folder)
-            try:
-                yield running
-            finally:
-                await asyncio.to_thread(running.stop)
-                conn = await asyncpg.connect(url)
-                try:
-                    await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-                finally:
-                    await conn.close()
 
 
 async def _http_ok(host: str, port: int, path: str) -> bool:
