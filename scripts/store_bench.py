@@ -63,6 +63,7 @@ async def run(url: str, count: int, variant: str) -> str:
                         run_at=None,
                         max_attempts=1,
                         idempotency_key=None,
+                        tenant="default",
                     )
                     for _ in range(500)
                 ]

@@ -32,7 +32,7 @@ async def store(db: asyncpg.Connection, database_url: str, schema: str) -> Async
 def new_task(**spec: object) -> NewTask:
     values: dict[str, object] = {"name": "noop", "queue": "q", "payload_json": "null"}
     values.update(spec)
-    return check_spec(TaskSpec(**values), "", 1 << 20, utcnow(), None, 64)  # type: ignore[arg-type]
+    return check_spec(TaskSpec(**values), "", 1 << 20, utcnow(), None, 64, tenant="default")  # type: ignore[arg-type]
 
 
 async def stored(db: asyncpg.Connection) -> int:

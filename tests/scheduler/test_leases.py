@@ -33,7 +33,10 @@ async def store(database_url: str, schema: str) -> AsyncIterator[Store]:
 
 async def submit(store: Store, count: int = 1) -> list[str]:
     now = datetime.now(UTC)
-    specs = [check_spec(TaskSpec(name="echo"), "default", 1 << 20, now) for _ in range(count)]
+    specs = [
+        check_spec(TaskSpec(name="echo"), "default", 1 << 20, now, tenant="default")
+        for _ in range(count)
+    ]
     return [s.task.id for s in await store.insert(specs)]
 
 

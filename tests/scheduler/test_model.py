@@ -179,7 +179,7 @@ def test_a_negative_stored_backoff_retries_at_once() -> None:
 )
 def test_check_spec_refuses_hostile_fields_naming_them(spec: TaskSpec, message: str) -> None:
     with pytest.raises(InvalidArgument, match=re.escape(message)):
-        check_spec(spec, "default", 1024 * 1024, NOW)
+        check_spec(spec, "default", 1024 * 1024, NOW, tenant="default")
 
 
 @pytest.mark.parametrize(
@@ -194,25 +194,25 @@ def test_check_spec_refuses_hostile_fields_naming_them(spec: TaskSpec, message: 
     ],
 )
 def test_check_spec_accepts_the_edges(spec: TaskSpec) -> None:
-    checked = check_spec(spec, "default", 1024 * 1024, NOW)
+    checked = check_spec(spec, "default", 1024 * 1024, NOW, tenant="default")
     assert checked.payload_json == spec.payload_json
 
 
 def test_the_depth_limit_is_a_parameter() -> None:
     deep = TaskSpec("echo", payload_json="[" * 100 + "]" * 100)
-    assert check_spec(deep, "default", 1024 * 1024, NOW, max_payload_depth=100)
+    assert check_spec(deep, "default", 1024 * 1024, NOW, max_payload_depth=100, tenant="default")
     with pytest.raises(InvalidArgument, match="payload nests 100 deep, over the limit of 99"):
-        check_spec(deep, "default", 1024 * 1024, NOW, max_payload_depth=99)
+        check_spec(deep, "default", 1024 * 1024, NOW, max_payload_depth=99, tenant="default")
 
 
 def test_payload_size_counts_utf8_bytes() -> None:
     text = '"' + "é" * 10 + '"'  # 12 characters, 22 bytes
-    assert check_spec(TaskSpec("echo", payload_json=text), "default", 22, NOW)
+    assert check_spec(TaskSpec("echo", payload_json=text), "default", 22, NOW, tenant="default")
     with pytest.raises(InvalidArgument, match="payload is 22 bytes, over the limit of 21"):
-        check_spec(TaskSpec("echo", payload_json=text), "default", 21, NOW)
+        check_spec(TaskSpec("echo", payload_json=text), "default", 21, NOW, tenant="default")
 
 
 def test_delay_past_max_time_is_refused() -> None:
     late = MAX_TIME - timedelta(days=1)
     with pytest.raises(InvalidArgument, match="delay_seconds 172800 puts run_at past"):
-        check_spec(TaskSpec("echo", delay_seconds=172800), "default", 1024, late)
+        check_spec(TaskSpec("echo", delay_seconds=172800), "default", 1024, late, tenant="default")

@@ -43,6 +43,7 @@ def new(queue: str, run_at: datetime | None = None) -> NewTask:
         run_at=run_at,
         max_attempts=None,
         idempotency_key=None,
+        tenant="default",
     )
 
 

@@ -105,7 +105,7 @@ def test_loaded_queries_carry_their_parameters_in_order() -> None:
     assert claim.params == ("limit", "owner", "lease_seconds")
     assert claim.args(owner="r1", lease_seconds=30.0, limit=5) == [5, "r1", 30.0]
     assert postgres.QUERIES["ping"].params == ()
-    assert len(postgres.QUERIES["stats_flush"].params) == 29  # over several '-- params:' lines
+    assert len(postgres.QUERIES["stats_flush"].params) == 32  # over several '-- params:' lines
     assert postgres.load_queries()["ping"] == postgres.QUERIES["ping"].sql
 
 
@@ -159,3 +159,50 @@ def test_the_loader_refuses_placeholders_without_a_params_line() -> None:
 def test_the_loader_refuses_a_name_defined_twice() -> None:
     with pytest.raises(ValueError, match="defined twice"):
         postgres.parse_queries("-- name: q\nSELECT 1;\n-- name: q\nSELECT 2;\n")
+
+
+#: The tables whose rows belong to a tenant (migrations/0008_tenants.sql and after).
+TENANT_TABLES = (
+    "tasks",
+    "queues",
+    "schedules",
+    "task_stats_totals",
+    "task_stats_hourly",
+    "task_stats_recent",
+    "task_error_stats",
+    "api_keys",
+    "audit_events",
+)
+_READS = re.compile(r"\b(?:FROM|JOIN|UPDATE)\s+(" + "|".join(TENANT_TABLES) + r")\b", re.I)
+_TENANT_CONDITION = re.compile(r"\btenant\s*=\s*\S", re.I)
+_ACROSS = re.compile(r"^--\s*tenant:\s*(\S.*)$", re.M)
+
+
+def _code(sql: str) -> str:
+    return "\n".join(line.split("--")[0] for line in sql.splitlines())
+
+
+@pytest.mark.parametrize("name", sorted(postgres.QUERIES))
+def test_every_query_names_the_tenant_or_says_why_not(name: str) -> None:
+    """Each statement that reads or changes a tenant's rows names the tenant
+    (a `tenant`/`tenants` parameter, and a tenant condition for every table it
+    reads or updates); a statement that works across tenants (claims, leases,
+    upkeep, the operator's metrics) says why on a `-- tenant:` line."""
+    query = postgres.QUERIES[name]
+    across = _ACROSS.search(query.sql)
+    if across:
+        assert len(across.group(1)) > 10, f"{name}: say why it works across tenants"
+        return
+    code = _code(query.sql)
+    tables = _READS.findall(code)
+    written = re.search(r"\bINSERT\s+INTO\s+(" + "|".join(TENANT_TABLES) + r")\b", code, re.I)
+    assert tables or written, f"{name} touches no tenant's table: mark it `-- tenant: <why>`"
+    tenant_params = [p for p in query.params if p == "tenant" or p.endswith("tenants")]
+    assert tenant_params, f"{name} takes no tenant parameter"
+    for param in tenant_params:
+        assert f"${query.params.index(param) + 1}" in code, f"{name}: ${param} is not used"
+    conditions = len(_TENANT_CONDITION.findall(code))
+    assert conditions >= len(tables), (
+        f"{name} reads or updates {len(tables)} tenant table(s) ({', '.join(tables)}) "
+        f"but has {conditions} tenant condition(s)"
+    )

@@ -206,6 +206,7 @@ async def _store_tasks(running: System, queue: str, count: int, batch: int = 500
     from treadle.scheduler import postgres
     from treadle.scheduler.loops import utcnow
     from treadle.scheduler.model import check_spec
+    from treadle.scheduler.principal import DEFAULT_TENANT
     from treadle.scheduler.store import Store
 
     pool = await postgres.create_pool(running.database_url, running.schema, 2)
@@ -216,7 +217,12 @@ async def _store_tasks(running: System, queue: str, count: int, batch: int = 500
         while done < count:
             size = min(batch, count - done)
             now = utcnow()
-            await store.insert([check_spec(spec, "", 1 << 20, now, None, 64) for _ in range(size)])
+            await store.insert(
+                [
+                    check_spec(spec, "", 1 << 20, now, None, 64, tenant=DEFAULT_TENANT)
+                    for _ in range(size)
+                ]
+            )
             done += size
     finally:
         await postgres.close_pool(pool)

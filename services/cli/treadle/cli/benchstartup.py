@@ -56,6 +56,7 @@ from typing import Any
 from treadle.cli.benchsys import free_port, replica_env, serving
 from treadle.scheduler import postgres
 from treadle.scheduler.model import NewTask
+from treadle.scheduler.principal import DEFAULT_TENANT
 from treadle.scheduler.store import Store
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -101,6 +102,7 @@ async def _prepare(url: str, schema: str) -> uuid.UUID:
         task_id = uuid.uuid4()
         new = NewTask(
             id=task_id,
+            tenant=DEFAULT_TENANT,
             name="noop",
             queue="default",
             payload_json="null",

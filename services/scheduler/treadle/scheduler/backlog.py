@@ -20,6 +20,7 @@ from treadle.common.errors import TreadleError
 from treadle.common.health import QueueBacklog
 from treadle.scheduler.loops import Clock, Loop, utcnow
 from treadle.scheduler.metrics_store import MetricsStore
+from treadle.scheduler.principal import DEFAULT_TENANT
 from treadle.scheduler.store import Store
 
 log = logging.getLogger("treadle.scheduler.backlog")
@@ -94,7 +95,8 @@ class Backlog:
         began = time.perf_counter()
         queues = await probe.queues()
         size = await probe.database_size()
-        replicas = await self.store.replicas(self.lease_seconds)
+        # Whether each is alive is what counts here (the running count is any tenant's).
+        replicas = await self.store.replicas(DEFAULT_TENANT, self.lease_seconds)
         self.latest = Round(
             queues=tuple(queues),
             as_of=self.clock(),

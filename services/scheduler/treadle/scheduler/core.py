@@ -1,6 +1,8 @@
 """The scheduler's use cases: submit, read, list and cancel tasks.
 
-Speaks only domain types; knows nothing of gRPC or asyncpg. Validation lives
+Speaks only domain types; knows nothing of gRPC or asyncpg. Each use case acts
+for the current caller (`principal.current()`, set per call by the gRPC edge):
+in its tenant, and, for a key that may only submit, on its own submissions. Validation lives
 here (and in `model`), so every entry point refuses bad input the same way
 and nothing is stored when a submission is refused.
 """
@@ -30,7 +32,7 @@ from treadle.common.tasks import (
     TaskState,
 )
 from treadle.common.telemetry import Carrier
-from treadle.scheduler import tracing
+from treadle.scheduler import principal, tracing
 from treadle.scheduler.events import NOTHING, Events
 from treadle.scheduler.group import GroupInsert, store_each
 from treadle.scheduler.loops import Clock, utcnow
@@ -97,8 +99,10 @@ class Scheduler(Collaborators):
         index: int | None = None,
         trace_context: Mapping[str, str] | None = None,
     ) -> NewTask:
-        """`spec` checked against the registry and the rules, ready to insert;
-        or `InvalidArgument` (saying `task <index>` within a batch)."""
+        """`spec` checked against the registry and the rules, ready to insert
+        in the caller's tenant; or `InvalidArgument` (saying `task <index>`
+        within a batch)."""
+        caller = principal.current()
         try:
             if spec.name:
                 check_name(spec.name, "task name")
@@ -116,6 +120,8 @@ class Scheduler(Collaborators):
                 self.clock(),
                 trace_context,
                 self.settings.max_payload_depth,
+                tenant=caller.tenant,
+                submitted_by=caller.key_id,
             )
         except InvalidArgument as exc:
             if index is None:
@@ -133,7 +139,7 @@ class Scheduler(Collaborators):
         with tracing.inserting(self.tracer, self.store.schema, 1) as span:
             submitted, together = await self._grouped(checked)
             tracing.stored_together(span, together)
-        self.events.submitted([submitted])
+        self.events.submitted(checked.tenant, [submitted])
         return submitted
 
     async def submit_each(
@@ -164,7 +170,9 @@ class Scheduler(Collaborators):
             with tracing.inserting(self.tracer, self.store.schema, len(checked)):
                 stored = iter(await store_each(self.store.insert, checked))
         outcomes = [next(stored) if r is None else r for r in refused]
-        self.events.submitted([o for o in outcomes if isinstance(o, Submitted)])
+        self.events.submitted(
+            principal.current().tenant, [o for o in outcomes if isinstance(o, Submitted)]
+        )
         return outcomes
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> list[Submitted]:
@@ -180,11 +188,15 @@ class Scheduler(Collaborators):
             raise InvalidArgument("the same idempotency key appears twice in one batch")
         with tracing.inserting(self.tracer, self.store.schema, len(checked)):
             submitted = await self.store.insert(checked)
-        self.events.submitted(submitted)
+        self.events.submitted(checked[0].tenant, submitted)
         return submitted
 
     async def get(self, task_id: str) -> Task:
-        return found(await self.store.get(parse_task_id(task_id)), f"task {task_id}")
+        """The task, if the caller may see it: another tenant's (or, for a key
+        that may only submit, another key's) is `NotFound`, like a missing one."""
+        caller = principal.current()
+        task = await self.store.get(caller.tenant, parse_task_id(task_id), caller.submitted_by)
+        return found(task, f"task {task_id}")
 
     async def get_each(self, task_ids: Sequence[str]) -> builtins.list[Task | Exception]:
         """Each task of `task_ids`, in order, or why it cannot be read (as
@@ -197,7 +209,10 @@ class Scheduler(Collaborators):
                 parsed.append(parse_task_id(task_id))
             except InvalidArgument as exc:
                 parsed.append(exc)
-        found_ = await self.store.get_many([p for p in parsed if isinstance(p, uuid.UUID)])
+        caller = principal.current()
+        found_ = await self.store.get_many(
+            caller.tenant, [p for p in parsed if isinstance(p, uuid.UUID)], caller.submitted_by
+        )
         out: builtins.list[Task | Exception] = []
         for task_id, p in zip(task_ids, parsed, strict=True):
             if isinstance(p, Exception):
@@ -222,44 +237,50 @@ class Scheduler(Collaborators):
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
         before = decode_cursor(cursor) if cursor else None
-        tasks, last_seq = await self.store.page(queue or None, state, before, size)
+        caller = principal.current()
+        tasks, last_seq = await self.store.page(
+            caller.tenant, queue or None, state, before, size, caller.submitted_by
+        )
         return TaskPage(tasks, encode_cursor(last_seq) if last_seq is not None else None)
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a waiting task at once. A running one is marked cancel-requested
         and its replica is told; it ends CANCELLED once its handler stops."""
         parsed = parse_task_id(task_id)
-        cancelled = await self.store.cancel(parsed)
+        tenant = principal.current().tenant
+        cancelled = await self.store.cancel(tenant, parsed)
         if cancelled is not None:
             if cancelled.state is TaskState.CANCELLED:
-                self.events.cancelled(cancelled.queue)
+                self.events.cancelled(tenant, cancelled.queue)
             return cancelled
-        task = found(await self.store.get(parsed), f"task {task_id}")
+        task = found(await self.store.get(tenant, parsed), f"task {task_id}")
         raise InvalidState(f"task {task_id} has already finished ({task.state.value})")
 
     async def retry(self, task_id: str) -> Task:
         """Requeue a DEAD or CANCELLED task with fresh attempts."""
         parsed = parse_task_id(task_id)
-        retried = await self.store.retry(parsed)
+        tenant = principal.current().tenant
+        retried = await self.store.retry(tenant, parsed)
         if retried is not None:
             return retried
-        task = found(await self.store.get(parsed), f"task {task_id}")
+        task = found(await self.store.get(tenant, parsed), f"task {task_id}")
         raise InvalidState(
             f"task {task_id} is {task.state.value}; only DEAD or CANCELLED tasks can be retried"
         )
 
     async def replicas(self) -> builtins.list[ReplicaInfo]:
-        """Replicas that registered recently; silent longer than a lease means gone."""
-        return await self.store.replicas(self.settings.lease_seconds)
+        """Replicas that registered recently; silent longer than a lease means
+        gone. Each counts the caller's tenant's tasks it runs."""
+        return await self.store.replicas(principal.current().tenant, self.settings.lease_seconds)
 
     # -- queues ---------------------------------------------------------------
 
     async def queues(self) -> builtins.list[Queue]:
-        return await self.store.queues()
+        return await self.store.queues(principal.current().tenant)
 
     async def queue(self, name: str) -> Queue:
         check_name(name, "queue name")
-        return found(await self.store.queue(name), f"queue {name!r}")
+        return found(await self.store.queue(principal.current().tenant, name), f"queue {name!r}")
 
     async def update_queue(
         self, name: str, update: QueueUpdate, paused: bool | None = None
@@ -267,7 +288,8 @@ class Scheduler(Collaborators):
         """Change a queue's settings (None leaves one as it is)."""
         check_name(name, "queue name")
         check_queue_update(update)
-        return found(await self.store.update_queue(name, update, paused), f"queue {name!r}")
+        updated = await self.store.update_queue(principal.current().tenant, name, update, paused)
+        return found(updated, f"queue {name!r}")
 
     async def pause_queue(self, name: str) -> Queue:
         return await self.update_queue(name, QueueUpdate(), paused=True)

@@ -28,12 +28,12 @@ class Events:
     """What happened, each event a method; this base does nothing with any of
     them, so an observer overrides only what it counts."""
 
-    def submitted(self, results: Sequence[Submitted]) -> None:
+    def submitted(self, tenant: str, results: Sequence[Submitted]) -> None:
         """A submission (through the API, or a cron schedule firing) stored
-        these tasks, or found them by idempotency key (`existing`)."""
+        these tasks of `tenant`, or found them by idempotency key (`existing`)."""
 
-    def cancelled(self, queue: str) -> None:
-        """A waiting task of `queue` was cancelled at once."""
+    def cancelled(self, tenant: str, queue: str) -> None:
+        """A waiting task of `tenant`'s `queue` was cancelled at once."""
 
     def claimed(self, count: int, seconds: float) -> None:
         """A claim round took `seconds` and claimed `count` tasks."""
@@ -73,13 +73,13 @@ class Fanout(Events):
     def __init__(self, *observers: Events) -> None:
         self.observers = observers
 
-    def submitted(self, results: Sequence[Submitted]) -> None:
+    def submitted(self, tenant: str, results: Sequence[Submitted]) -> None:
         for o in self.observers:
-            o.submitted(results)
+            o.submitted(tenant, results)
 
-    def cancelled(self, queue: str) -> None:
+    def cancelled(self, tenant: str, queue: str) -> None:
         for o in self.observers:
-            o.cancelled(queue)
+            o.cancelled(tenant, queue)
 
     def claimed(self, count: int, seconds: float) -> None:
         for o in self.observers:

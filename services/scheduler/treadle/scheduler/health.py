@@ -19,6 +19,7 @@ from treadle.common.exposition import VERSION
 from treadle.common.health import DatabaseHealth, SchedulerHealth
 from treadle.scheduler import postgres
 from treadle.scheduler.metrics_store import MetricsStore
+from treadle.scheduler.principal import DEFAULT_TENANT
 from treadle.scheduler.state import ReplicaState
 from treadle.scheduler.store import Store
 
@@ -62,7 +63,8 @@ class HealthReporter:
         latency = time.perf_counter() - began
         try:
             async with asyncio.timeout(self.timeout):
-                replicas = await self.store.replicas(self.lease_seconds)
+                # Whether each is alive is what counts here.
+                replicas = await self.store.replicas(DEFAULT_TENANT, self.lease_seconds)
             alive: int | None = sum(1 for r in replicas if r.alive)
         except (TimeoutError, TreadleError):
             alive = None

@@ -261,7 +261,7 @@ class SchedulerMetrics(Events):
 
     # -- events (events.Events) -------------------------------------------------
 
-    def submitted(self, results: Iterable[Submitted]) -> None:
+    def submitted(self, tenant: str, results: Iterable[Submitted]) -> None:
         new: collections.Counter[tuple[str, str]] = collections.Counter()
         existing: collections.Counter[str] = collections.Counter()
         for s in results:

@@ -39,6 +39,8 @@ class NewTask:
     """A checked submission, ready to insert."""
 
     id: uuid.UUID
+    #: The tenant the task belongs to (`principal.DEFAULT_TENANT` without tenants).
+    tenant: str
     name: str
     queue: str
     #: The payload as standard JSON text (checked, never decoded again here).
@@ -54,6 +56,8 @@ class NewTask:
     retry: RetryPolicy | None = None
     #: The submitter's W3C trace context, which the execution span continues.
     trace_context: Mapping[str, str] | None = None
+    #: The API key that submitted it (None: none, or authentication off).
+    submitted_by: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ class ClaimedTask:
     Scheduler-internal: it never leaves the replica (`Task` is the public form)."""
 
     lease: Lease
+    tenant: str
     name: str
     queue: str
     #: The payload as JSON text; the executor decodes it for the handler.
@@ -119,9 +124,11 @@ class Outcome:
 
 @dataclasses.dataclass(frozen=True)
 class Applied:
-    """An outcome as the store recorded it: the task's queue, the state it
-    ended in (a cancel asked for meanwhile wins) and when its attempt started."""
+    """An outcome as the store recorded it: the task's tenant and queue, the
+    state it ended in (a cancel asked for meanwhile wins) and when its attempt
+    started."""
 
+    tenant: str
     queue: str
     state: TaskState
     started_at: datetime | None
@@ -220,6 +227,9 @@ def check_spec(
     now: datetime,
     trace_context: Mapping[str, str] | None = None,
     max_payload_depth: int = wire.MAX_JSON_DEPTH,
+    *,
+    tenant: str,
+    submitted_by: str | None = None,
 ) -> NewTask:
     """Turn a submission into a `NewTask`, or raise `InvalidArgument` naming the
     field that is wrong. Every field is checked here, before anything is stored."""
@@ -261,6 +271,7 @@ def check_spec(
             )
     return NewTask(
         id=uuid.uuid4(),
+        tenant=tenant,
         name=spec.name,
         queue=queue,
         payload_json=spec.payload_json,
@@ -271,6 +282,7 @@ def check_spec(
         timeout_seconds=spec.timeout_seconds,
         retry=spec.retry,
         trace_context=trace_context,
+        submitted_by=submitted_by,
     )
 
 

@@ -33,6 +33,8 @@ FIRE_BATCH = 100
 class Fire:
     """One tick of one schedule, about to be fired."""
 
+    #: The schedule's tenant: its task's too.
+    tenant: str
     schedule: Schedule
     #: The tick fired: the schedule's stored next_fire_at.
     tick: datetime
@@ -46,6 +48,7 @@ class Fire:
         spec = self.schedule.task
         return NewTask(
             id=self.task_id,
+            tenant=self.tenant,
             name=spec.name,
             queue=spec.queue or "",
             payload_json=spec.payload_json,
@@ -105,18 +108,26 @@ def _schedule(row: asyncpg.Record, firing: bool = False) -> Schedule:
 
 
 class ScheduleStore(postgres.PoolStore):
-    """Schedule rows in one schema of one PostgreSQL database."""
+    """Schedule rows in one schema of one PostgreSQL database. Each method made
+    for a caller takes the caller's tenant first; firing works across tenants."""
 
     async def _one(self, name: str, /, **params: Any) -> Schedule | None:
         rows = await self._fetch(name, **params)
         return _schedule(rows[0]) if rows else None
 
     async def insert(
-        self, name: str, cron: str, timezone: str, task: TaskSpec, next_fire_at: datetime
+        self,
+        tenant: str,
+        name: str,
+        cron: str,
+        timezone: str,
+        task: TaskSpec,
+        next_fire_at: datetime,
     ) -> Schedule | None:
         """Store a new schedule; None when the name is taken."""
         return await self._one(
             "schedule_insert",
+            tenant=tenant,
             name=name,
             cron=cron,
             timezone=timezone,
@@ -124,25 +135,27 @@ class ScheduleStore(postgres.PoolStore):
             next_fire_at=next_fire_at,
         )
 
-    async def list(self) -> builtins.list[Schedule]:
-        return [_schedule(r) for r in await self._fetch("schedule_list")]
+    async def list(self, tenant: str) -> builtins.list[Schedule]:
+        return [_schedule(r) for r in await self._fetch("schedule_list", tenant=tenant)]
 
-    async def get(self, name: str) -> Schedule | None:
-        return await self._one("schedule_get", name=name)
+    async def get(self, tenant: str, name: str) -> Schedule | None:
+        return await self._one("schedule_get", tenant=tenant, name=name)
 
-    async def pause(self, name: str) -> Schedule | None:
-        return await self._one("schedule_pause", name=name)
+    async def pause(self, tenant: str, name: str) -> Schedule | None:
+        return await self._one("schedule_pause", tenant=tenant, name=name)
 
-    async def resume(self, name: str, next_fire_at: datetime) -> Schedule | None:
+    async def resume(self, tenant: str, name: str, next_fire_at: datetime) -> Schedule | None:
         """Resume a paused schedule; None when it is missing or not paused."""
-        return await self._one("schedule_resume", name=name, next_fire_at=next_fire_at)
+        return await self._one(
+            "schedule_resume", tenant=tenant, name=name, next_fire_at=next_fire_at
+        )
 
-    async def delete(self, name: str) -> bool:
-        return bool(await self._fetch("schedule_delete", name=name))
+    async def delete(self, tenant: str, name: str) -> bool:
+        return bool(await self._fetch("schedule_delete", tenant=tenant, name=name))
 
     async def fire_due(
-        self, plan: Callable[[Schedule, datetime], Fire], tasks: Store
-    ) -> tuple[builtins.list[Fire], builtins.list[Submitted], dict[str, str]]:
+        self, plan: Callable[[str, Schedule, datetime], Fire], tasks: Store
+    ) -> tuple[builtins.list[Fire], builtins.list[Submitted], dict[tuple[str, str], str]]:
         """Fire up to FIRE_BATCH due schedules in one transaction: lock them
         (skipping those another replica holds), insert one task per tick
         through `tasks` and move each to the tick `plan` gives. Returns the
@@ -150,7 +163,8 @@ class ScheduleStore(postgres.PoolStore):
         (`existing` when that tick had fired already); and the schedules whose
         stored row cannot be fired (written by hand or by older code: a
         template without a task name, a cron expression that does not parse),
-        each with the reason: those are paused, so they never stop the loop."""
+        each (tenant, name) with the reason: those are paused, so they never
+        stop the loop."""
         async with postgres.acquired(self.pool) as conn, conn.transaction():
             rows = await postgres.fetch(conn, "schedule_lock_due")
             if not rows:
@@ -158,20 +172,26 @@ class ScheduleStore(postgres.PoolStore):
             now: datetime = rows[0]["now"]
             fires: builtins.list[Fire] = []
             new_tasks: builtins.list[NewTask] = []
-            poisoned: dict[str, str] = {}
+            poisoned: dict[tuple[str, str], str] = {}
             for row in rows:
                 try:
-                    fire = plan(_schedule(row, firing=True), now)
+                    fire = plan(row["tenant"], _schedule(row, firing=True), now)
                     new_tasks.append(fire.task())
                     fires.append(fire)
                 except Exception as exc:  # any row at all must not stop the loop
-                    poisoned[row["name"]] = f"{type(exc).__name__}: {exc}"[:500]
+                    poisoned[row["tenant"], row["name"]] = f"{type(exc).__name__}: {exc}"[:500]
             if poisoned:
-                await postgres.execute(conn, "schedule_pause_poisoned", names=list(poisoned))
+                await postgres.execute(
+                    conn,
+                    "schedule_pause_poisoned",
+                    tenants=[t for t, _ in poisoned],
+                    names=[n for _, n in poisoned],
+                )
             submitted = await tasks.insert(new_tasks, conn) if new_tasks else []
             await postgres.execute(
                 conn,
                 "schedule_advance",
+                tenants=[f.tenant for f in fires],
                 names=[f.schedule.name for f in fires],
                 fired_ats=[f.tick for f in fires],
                 next_fire_ats=[f.next_fire_at for f in fires],

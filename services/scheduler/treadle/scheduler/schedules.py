@@ -31,8 +31,9 @@ from cronsim import CronSim, CronSimError
 
 from treadle.common import wire
 from treadle.common.errors import AlreadyExists, InvalidArgument, NotFound, TreadleError
-from treadle.common.tasks import Schedule, TaskSpec
+from treadle.common.tasks import Schedule, Submitted, TaskSpec
 from treadle.common.wakeup import wait_event
+from treadle.scheduler import principal
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.loops import Backoff, Loop
 from treadle.scheduler.model import found
@@ -150,8 +151,8 @@ def idempotency_key(name: str, tick: datetime) -> str:
     return f"cron:{name}:{tick.astimezone(UTC).isoformat()}"
 
 
-def plan(schedule: Schedule, now: datetime) -> Fire:
-    """What firing a due `schedule` at `now` does: submit its task for the
+def plan(tenant: str, schedule: Schedule, now: datetime) -> Fire:
+    """What firing a due `schedule` of `tenant` at `now` does: submit its task for the
     stored tick, then wait for the first tick strictly after now (so ticks
     missed while nothing ran fire once, not once each)."""
     tick = schedule.next_fire_at
@@ -164,6 +165,7 @@ def plan(schedule: Schedule, now: datetime) -> Fire:
     if following is None:
         log.error("schedule %s has no further tick; pausing it", schedule.name)
     return Fire(
+        tenant=tenant,
         schedule=schedule,
         tick=tick,
         next_fire_at=following,
@@ -197,7 +199,12 @@ class Schedules:
         first = check_cron(schedule.cron, tz, self.scheduler.clock())
         checked = self.scheduler.check(template(schedule.task, schedule.task.queue))
         created = await self.store.insert(
-            schedule.name, schedule.cron, tz.key, template(schedule.task, checked.queue), first
+            checked.tenant,
+            schedule.name,
+            schedule.cron,
+            tz.key,
+            template(schedule.task, checked.queue),
+            first,
         )
         if created is None:
             raise AlreadyExists(f"schedule {schedule.name!r} already exists")
@@ -205,10 +212,11 @@ class Schedules:
         return created
 
     async def list(self) -> builtins.list[Schedule]:
-        return await self.store.list()
+        return await self.store.list(principal.current().tenant)
 
     async def pause(self, name: str) -> Schedule:
-        return found(await self.store.pause(_named(name)), f"schedule {name!r}")
+        paused = await self.store.pause(principal.current().tenant, _named(name))
+        return found(paused, f"schedule {name!r}")
 
     async def resume(self, name: str) -> Schedule:
         """Fire again from the first tick after now; a running schedule is left as it is."""
@@ -216,18 +224,18 @@ class Schedules:
         if not current.paused:
             return current
         following = check_cron(current.cron, zone(current.timezone), self.scheduler.clock())
-        resumed = await self.store.resume(name, following)
+        resumed = await self.store.resume(principal.current().tenant, name, following)
         if resumed is None:  # resumed or deleted meanwhile
             return await self._get(name)
         self.wake()
         return resumed
 
     async def delete(self, name: str) -> None:
-        if not await self.store.delete(_named(name)):
+        if not await self.store.delete(principal.current().tenant, _named(name)):
             raise NotFound(f"schedule {name!r} not found")
 
     async def _get(self, name: str) -> Schedule:
-        return found(await self.store.get(name), f"schedule {name!r}")
+        return found(await self.store.get(principal.current().tenant, name), f"schedule {name!r}")
 
     # -- firing ---------------------------------------------------------------
 
@@ -235,14 +243,20 @@ class Schedules:
         """Fire every due schedule no other replica is firing (up to a batch);
         returns how many fired."""
         fires, submitted, poisoned = await self.store.fire_due(plan, self.scheduler.store)
-        for name, reason in poisoned.items():
-            log.warning("schedule %r cannot be fired (%s); paused it", name, reason)
+        for (tenant, name), reason in poisoned.items():
+            log.warning(
+                "schedule %r of tenant %r cannot be fired (%s); paused it", name, tenant, reason
+            )
             self.scheduler.events.schedule_poisoned(name, reason)
-        new = [s for s in submitted if not s.existing]
-        inserted = len(new)
+        by_tenant: dict[str, builtins.list[Submitted]] = {}
+        for fire, s in zip(fires, submitted, strict=True):
+            if not s.existing:
+                by_tenant.setdefault(fire.tenant, []).append(s)
+        inserted = sum(len(new) for new in by_tenant.values())
         # Counted like any submission; a tick that had fired already is
         # not a deduplicated submission, so it is left out.
-        self.scheduler.events.submitted(new)
+        for tenant, new in by_tenant.items():
+            self.scheduler.events.submitted(tenant, new)
         if fires:
             self.fired_total += len(fires)
             self.duplicates_total += len(fires) - inserted

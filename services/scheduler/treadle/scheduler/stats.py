@@ -2,7 +2,7 @@
 
 Counting never touches a shared row per task. Each replica's
 `StatsRecorder` observes its events (`events.Events`) and adds what it sees to
-tallies in memory, keyed by queue and hour and by queue and second:
+tallies in memory, keyed by tenant, queue and second:
 
 - a submission, once its insert returned a new task (`submitted`, `fired`);
 - an outcome, once the store says it applied, with the state the task really
@@ -50,6 +50,7 @@ from treadle.common.stats import (
     Trends,
 )
 from treadle.common.tasks import Submitted, TaskError, TaskState
+from treadle.scheduler import principal
 from treadle.scheduler.events import AppliedByLease, Events
 from treadle.scheduler.loops import Backoff, Clock, Loop, utcnow
 from treadle.scheduler.model import Outcome, check_name, check_time
@@ -89,40 +90,41 @@ class StatsRecorder(Events):
     """One replica's counters, added to the aggregates by `flush()`.
 
     Counting is synchronous and cheap (a dict lookup and a few additions per
-    task): everything is tallied per queue and second (epoch seconds, UTC);
+    task): everything is tallied per tenant's queue and second (epoch seconds, UTC);
     `flush()` rolls the seconds up into the hour, minute and second rows."""
 
     def __init__(self, store: StatsStore, settings: Settings, clock: Clock = utcnow) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self._seconds: dict[tuple[str, int], Tally] = {}
-        #: (queue, hour in epoch seconds, type, message) -> failed attempts.
-        self._errors: dict[tuple[str, int, str, str], ErrorTally] = {}
+        #: (tenant, queue, epoch second) -> counts.
+        self._seconds: dict[tuple[str, str, int], Tally] = {}
+        #: (tenant, queue, hour in epoch seconds, type, message) -> failed attempts.
+        self._errors: dict[tuple[str, str, int, str, str], ErrorTally] = {}
         #: Distinct errors counted per queue and hour (MAX_PATTERNS bounds it).
-        self._patterns: dict[tuple[str, int], set[tuple[str, str]]] = {}
+        self._patterns: dict[tuple[str, str, int], set[tuple[str, str]]] = {}
         self._lock = asyncio.Lock()
         self.flushes_total = 0
 
     # -- counting (synchronous: never waits, never fails) ----------------------
 
-    def _tally(self, queue: str, at: datetime) -> Tally:
-        key = (queue, int(at.timestamp()))
+    def _tally(self, tenant: str, queue: str, at: datetime) -> Tally:
+        key = (tenant, queue, int(at.timestamp()))
         tally = self._seconds.get(key)
         if tally is None:
             tally = self._seconds[key] = Tally()
         return tally
 
-    def submitted(self, results: Sequence[Submitted]) -> None:
+    def submitted(self, tenant: str, results: Sequence[Submitted]) -> None:
         """Count the tasks a submission stored (not those an idempotency key returned)."""
         now = self.clock()
         for s in results:
             if not s.existing:
-                self._tally(s.task.queue, now).submitted += 1
+                self._tally(tenant, s.task.queue, now).submitted += 1
 
-    def cancelled(self, queue: str) -> None:
+    def cancelled(self, tenant: str, queue: str) -> None:
         """Count a waiting task cancelled at once."""
-        self._tally(queue, self.clock()).cancelled += 1
+        self._tally(tenant, queue, self.clock()).cancelled += 1
 
     def flushed(self, batch: Sequence[Outcome], applied: AppliedByLease, seconds: float) -> None:
         """Count the outcomes of `batch` that the store applied, as it applied them."""
@@ -132,7 +134,7 @@ class StatsRecorder(Events):
                 continue  # stale: its lease had moved on
             at = outcome.finished_at
             state = done.state
-            tally = self._tally(done.queue, at)
+            tally = self._tally(done.tenant, done.queue, at)
             if state is TaskState.SUCCEEDED:
                 tally.succeeded += 1
             elif state is TaskState.RETRYING or state is TaskState.DEAD:
@@ -140,7 +142,7 @@ class StatsRecorder(Events):
                 if state is TaskState.DEAD:
                     tally.dead += 1
                 if outcome.error is not None:
-                    self._error(done.queue, at, outcome.task_id, outcome.error)
+                    self._error(done.tenant, done.queue, at, outcome.task_id, outcome.error)
             else:
                 if state is TaskState.CANCELLED:
                     tally.cancelled += 1
@@ -155,22 +157,22 @@ class StatsRecorder(Events):
             if row.state is not TaskState.DEAD:
                 continue
             now = self.clock()
-            tally = self._tally(row.queue, now)
+            tally = self._tally(row.tenant, row.queue, now)
             tally.failed += 1
             tally.dead += 1
-            self._error(row.queue, now, row.task_id, row.error)
+            self._error(row.tenant, row.queue, now, row.task_id, row.error)
 
-    def _error(self, queue: str, at: datetime, task_id: str, error: TaskError) -> None:
+    def _error(self, tenant: str, queue: str, at: datetime, task_id: str, error: TaskError) -> None:
         hour = int(at.timestamp()) // 3600 * 3600
         kind = error.type[:MAX_TYPE_LENGTH]
         message = error.message[:MAX_MESSAGE_LENGTH]
-        counted = self._errors.get((queue, hour, kind, message))
+        counted = self._errors.get((tenant, queue, hour, kind, message))
         if counted is None:
-            seen = self._patterns.setdefault((queue, hour), set())
+            seen = self._patterns.setdefault((tenant, queue, hour), set())
             if (kind, message) not in seen and len(seen) >= MAX_PATTERNS:
                 message = OTHER_MESSAGES
             seen.add((kind, message))
-            counted = self._errors.setdefault((queue, hour, kind, message), ErrorTally())
+            counted = self._errors.setdefault((tenant, queue, hour, kind, message), ErrorTally())
         counted.count += 1
         if len(counted.examples) < 3 and task_id not in counted.examples:
             counted.examples.append(task_id)
@@ -185,22 +187,22 @@ class StatsRecorder(Events):
     # -- flushing ---------------------------------------------------------------
 
     def _rows(
-        self, seconds: Mapping[tuple[str, int], Tally]
-    ) -> tuple[dict[tuple[str, datetime], Tally], dict[tuple[int, datetime, str], Tally]]:
+        self, seconds: Mapping[tuple[str, str, int], Tally]
+    ) -> tuple[dict[tuple[str, str, datetime], Tally], dict[tuple[int, datetime, str, str], Tally]]:
         """The hourly rows, and the window rows still within reach, of `seconds`."""
         now = self.clock().timestamp()
-        hourly: dict[tuple[str, datetime], Tally] = {}
-        recent: dict[tuple[int, datetime, str], Tally] = {}
-        for (queue, second), tally in seconds.items():
+        hourly: dict[tuple[str, str, datetime], Tally] = {}
+        recent: dict[tuple[int, datetime, str, str], Tally] = {}
+        for (tenant, queue, second), tally in seconds.items():
             hour = datetime.fromtimestamp(second - second % 3600, UTC)
-            hourly.setdefault((queue, hour), Tally()).add(tally)
+            hourly.setdefault((tenant, queue, hour), Tally()).add(tally)
             if not tally.counts_outcomes:
                 continue
             for width, keep in WIDTHS.items():
                 start = second - second % width
                 if start >= now - keep:
                     at = datetime.fromtimestamp(start, UTC)
-                    recent.setdefault((width, at, queue), Tally()).add(tally)
+                    recent.setdefault((width, at, tenant, queue), Tally()).add(tally)
         return hourly, recent
 
     async def flush(self) -> None:
@@ -213,8 +215,8 @@ class StatsRecorder(Events):
                 return
             hourly, recent = self._rows(seconds)
             by_hour = {
-                (q, datetime.fromtimestamp(h, UTC), kind, message): counted
-                for (q, h, kind, message), counted in errors.items()
+                (t, q, datetime.fromtimestamp(h, UTC), kind, message): counted
+                for (t, q, h, kind, message), counted in errors.items()
             }
             try:
                 await self.store.flush(hourly, recent, by_hour)
@@ -226,7 +228,7 @@ class StatsRecorder(Events):
                 raise
             self.flushes_total += 1
             current = int(self.clock().timestamp()) // 3600 * 3600
-            for key in [k for k in self._patterns if k[1] < current]:
+            for key in [k for k in self._patterns if k[2] < current]:
                 del self._patterns[key]
 
     async def prune(self) -> None:
@@ -370,20 +372,21 @@ class Stats:
 
     async def queue(self, name: str) -> QueueStats:
         check_name(name, "queue")
-        found = await self.store.queues(name)
+        found = await self.store.queues(principal.current().tenant, name)
         if not found:
             raise NotFound(f"queue {name!r} not found")
         return found[0]
 
     async def queues(self) -> builtins.list[QueueStats]:
-        return await self.store.queues()
+        return await self.store.queues(principal.current().tenant)
 
     async def overview(self) -> Overview:
         now = self.clock()
-        by_state = await self.store.state_counts()
-        total_queues = await self.store.queue_count()
-        minute = _total((await self.store.window(*window(now, 60))).values())
-        hour = _total((await self.store.window(*window(now, 3600))).values())
+        tenant = principal.current().tenant
+        by_state = await self.store.state_counts(tenant)
+        total_queues = await self.store.queue_count(tenant)
+        minute = _total((await self.store.window(tenant, *window(now, 60))).values())
+        hour = _total((await self.store.window(tenant, *window(now, 3600))).values())
         alive = [r for r in await self.store.replicas(self.settings.lease_seconds) if r.alive]
         started = min((r.started_at for r in alive), default=self.started_at)
         return Overview(
@@ -432,7 +435,11 @@ class Stats:
         for name in names:
             check_name(name, "queues")
         rows = await self.store.trends(
-            granularity.value.lower(), hour_of(first), end, names or None
+            principal.current().tenant,
+            granularity.value.lower(),
+            hour_of(first),
+            end,
+            names or None,
         )
         buckets = []
         for i in range(count):
@@ -467,14 +474,17 @@ class Stats:
         size = limit or DEFAULT_PATTERNS
         if not 1 <= size <= MAX_PATTERNS_LIMIT:
             raise InvalidArgument(f"limit must be between 1 and {MAX_PATTERNS_LIMIT}, got {size}")
-        return await self.store.error_patterns(hour_of(start), end, queue or None, size)
+        return await self.store.error_patterns(
+            principal.current().tenant, hour_of(start), end, queue or None, size
+        )
 
     async def health(self) -> SystemHealth:
         """Check every threshold now."""
         now = self.clock()
         s = self.settings
-        queues = await self.store.queues()
-        recent = await self.store.window(*window(now, math.ceil(s.alert_window_seconds)))
+        tenant = principal.current().tenant
+        queues = await self.store.queues(tenant)
+        recent = await self.store.window(tenant, *window(now, math.ceil(s.alert_window_seconds)))
         replicas = await self.store.replicas(s.lease_seconds)
         raised = alerts(s, queues, recent, replicas, now)
         status = SystemStatus.HEALTHY

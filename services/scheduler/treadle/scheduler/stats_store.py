@@ -40,12 +40,12 @@ class ErrorTally:
             self.last_seen_at = other.last_seen_at
 
 
-#: (queue, hour) -> tally
-Hourly = Mapping[tuple[str, datetime], Tally]
-#: (width: 1 or 60 seconds, start, queue) -> tally
-Recent = Mapping[tuple[int, datetime, str], Tally]
-#: (queue, hour, type, message) -> error tally
-Errors = Mapping[tuple[str, datetime, str, str], ErrorTally]
+#: (tenant, queue, hour) -> tally
+Hourly = Mapping[tuple[str, str, datetime], Tally]
+#: (width: 1 or 60 seconds, start, tenant, queue) -> tally
+Recent = Mapping[tuple[int, datetime, str, str], Tally]
+#: (tenant, queue, hour, type, message) -> error tally
+Errors = Mapping[tuple[str, str, datetime, str, str], ErrorTally]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +115,9 @@ class StatsStore(postgres.PoolStore):
         e = [errors[k] for k in e_keys]
         await self._execute(
             "stats_flush",
-            hourly_queues=[k[0] for k in h_keys],
-            hourly_hours=[k[1] for k in h_keys],
+            hourly_tenants=[k[0] for k in h_keys],
+            hourly_queues=[k[1] for k in h_keys],
+            hourly_hours=[k[2] for k in h_keys],
             hourly_submitted=[hourly[k].submitted for k in h_keys],
             hourly_succeeded=h.succeeded,
             hourly_failed=h.failed,
@@ -128,7 +129,8 @@ class StatsStore(postgres.PoolStore):
             hourly_buckets=h.buckets,
             recent_widths=[k[0] for k in r_keys],
             recent_ats=[k[1] for k in r_keys],
-            recent_queues=[k[2] for k in r_keys],
+            recent_tenants=[k[2] for k in r_keys],
+            recent_queues=[k[3] for k in r_keys],
             recent_succeeded=r.succeeded,
             recent_failed=r.failed,
             recent_dead=r.dead,
@@ -137,10 +139,11 @@ class StatsStore(postgres.PoolStore):
             recent_duration_counts=r.duration_counts,
             recent_duration_maxes=r.duration_maxes,
             recent_buckets=r.buckets,
-            error_queues=[k[0] for k in e_keys],
-            error_hours=[k[1] for k in e_keys],
-            error_types=[k[2] for k in e_keys],
-            error_messages=[k[3] for k in e_keys],
+            error_tenants=[k[0] for k in e_keys],
+            error_queues=[k[1] for k in e_keys],
+            error_hours=[k[2] for k in e_keys],
+            error_types=[k[3] for k in e_keys],
+            error_messages=[k[4] for k in e_keys],
             error_counts=[t.count for t in e],
             error_examples=["{" + ",".join(t.examples) + "}" for t in e],
             error_last_seen_ats=[t.last_seen_at for t in e],
@@ -157,36 +160,42 @@ class StatsStore(postgres.PoolStore):
             lock=f"treadle-stats:{self.schema}",
         )
 
-    async def queues(self, name: str | None = None) -> list[QueueStats]:
+    async def queues(self, tenant: str, name: str | None = None) -> list[QueueStats]:
         return [
             postgres.from_row(QueueStats, r, queue=r["name"])
-            for r in await self._fetch("stats_queues", queue=name)
+            for r in await self._fetch("stats_queues", tenant=tenant, queue=name)
         ]
 
-    async def state_counts(self) -> dict[TaskState, int]:
-        rows = await self._fetch("stats_state_counts")
+    async def state_counts(self, tenant: str) -> dict[TaskState, int]:
+        rows = await self._fetch("stats_state_counts", tenant=tenant)
         found = {TaskState(r["state"]): r["count"] for r in rows}
         return {state: found.get(state, 0) for state in TaskState}
 
-    async def queue_count(self) -> int:
-        rows = await self._fetch("stats_queue_count")
+    async def queue_count(self, tenant: str) -> int:
+        rows = await self._fetch("stats_queue_count", tenant=tenant)
         count: int = rows[0][0]
         return count
 
-    async def window(self, width: int, since: datetime) -> dict[str, Tally]:
-        """Per queue, what finished in the buckets `width` seconds wide (1 or 60)
-        from `since` on."""
+    async def window(self, tenant: str, width: int, since: datetime) -> dict[str, Tally]:
+        """Per queue of `tenant`, what finished in the buckets `width` seconds
+        wide (1 or 60) from `since` on."""
         return {
             r["queue"]: _tally(r)
-            for r in await self._fetch("stats_window", width=width, since=since)
+            for r in await self._fetch("stats_window", tenant=tenant, width=width, since=since)
         }
 
     async def trends(
-        self, unit: str, since: datetime, until: datetime, queues: Sequence[str] | None
+        self,
+        tenant: str,
+        unit: str,
+        since: datetime,
+        until: datetime,
+        queues: Sequence[str] | None,
     ) -> dict[datetime, Tally]:
         """Per bucket start (`unit` 'hour' or 'day'), the hourly aggregate summed."""
         rows = await self._fetch(
             "stats_trends",
+            tenant=tenant,
             unit=unit,
             since=since,
             until=until,
@@ -195,10 +204,15 @@ class StatsStore(postgres.PoolStore):
         return {r["start"]: _tally(r) for r in rows}
 
     async def error_patterns(
-        self, since: datetime, until: datetime, queue: str | None, limit: int
+        self, tenant: str, since: datetime, until: datetime, queue: str | None, limit: int
     ) -> list[ErrorPattern]:
         rows = await self._fetch(
-            "stats_error_patterns", since=since, until=until, queue=queue, limit=limit
+            "stats_error_patterns",
+            tenant=tenant,
+            since=since,
+            until=until,
+            queue=queue,
+            limit=limit,
         )
         return [
             postgres.from_row(

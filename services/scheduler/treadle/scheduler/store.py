@@ -155,6 +155,7 @@ def _poisoned(row: asyncpg.Record, lease: Lease, reason: str) -> ClaimedTask:
     """The least of a claimed row a DEAD outcome needs."""
     return ClaimedTask(
         lease=lease,
+        tenant=str(row["tenant"]),
         name=str(row["name"]),
         queue=str(row["queue"]),
         payload_json="null",
@@ -203,6 +204,7 @@ class Reclaimed:
 
     task_id: str
     state: TaskState
+    tenant: str
     queue: str
     owner: str
     error: TaskError
@@ -210,24 +212,30 @@ class Reclaimed:
 
 @dataclasses.dataclass(frozen=True)
 class Poisoned:
-    """A task whose stored row a loop could not handle, ended DEAD: its queue
-    and why."""
+    """A task whose stored row a loop could not handle, ended DEAD: its tenant,
+    queue and why."""
 
     task_id: str
+    tenant: str
     queue: str
     reason: str
 
 
 class Store(postgres.PoolStore):
-    """Task rows in one schema of one PostgreSQL database."""
+    """Task rows in one schema of one PostgreSQL database.
+
+    Every method made for a caller takes the caller's tenant first, and the
+    reads `submitted_by`: None reads every task of the tenant, a key id only
+    those that key submitted (`principal.Principal.submitted_by`)."""
 
     def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
         super().__init__(pool)
         self.schema = schema
         self.channel = ready_channel(schema)
         self.cancel_channel = cancel_channel(schema)
-        #: Queues with a max_concurrent limit and ready tasks, as of the last claim.
-        self.limited: set[str] = set()
+        #: Queues (tenant, name) with a max_concurrent limit and ready tasks, as
+        #: of the last claim.
+        self.limited: set[tuple[str, str]] = set()
         self._limited_checked_at = float("-inf")
 
     async def insert(self, tasks: Sequence[NewTask], conn: Any | None = None) -> list[Submitted]:
@@ -256,43 +264,61 @@ class Store(postgres.PoolStore):
             trace_contexts=[
                 json.dumps(t.trace_context) if t.trace_context else None for t in tasks
             ],
+            tenants=[t.tenant for t in tasks],
+            submitters=[t.submitted_by for t in tasks],
         )
         inserted = {row["id"]: row for row in rows}
         skipped = [t for t in tasks if t.id not in inserted]
-        existing: dict[tuple[str, str | None], Task] = {}
+        existing: dict[tuple[str, str, str | None], Task] = {}
         if skipped:
             found = await postgres.fetch(
                 conn,
                 "select_by_idempotency",
+                tenants=[t.tenant for t in skipped],
                 queues=[t.queue for t in skipped],
                 keys=[t.idempotency_key for t in skipped],
             )
-            existing = {(r["queue"], r["idempotency_key"]): _task(r) for r in found}
+            existing = {(r["tenant"], r["queue"], r["idempotency_key"]): _task(r) for r in found}
         out = []
         for t in tasks:
             row = inserted.get(t.id)
             if row is not None:
                 out.append(Submitted(_inserted(t, row)))
             else:
-                out.append(Submitted(existing[(t.queue, t.idempotency_key)], existing=True))
+                key = (t.tenant, t.queue, t.idempotency_key)
+                out.append(Submitted(existing[key], existing=True))
         return out
 
-    async def get(self, task_id: uuid.UUID) -> Task | None:
-        rows = await self._fetch("get_task", id=task_id)
+    async def get(
+        self, tenant: str, task_id: uuid.UUID, submitted_by: str | None = None
+    ) -> Task | None:
+        rows = await self._fetch("get_task", tenant=tenant, submitted_by=submitted_by, id=task_id)
         return _task(rows[0]) if rows else None
 
-    async def get_many(self, task_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Task]:
+    async def get_many(
+        self, tenant: str, task_ids: Sequence[uuid.UUID], submitted_by: str | None = None
+    ) -> dict[uuid.UUID, Task]:
         """The tasks of `task_ids` that exist, by id."""
-        rows = await self._fetch("get_tasks", ids=list(task_ids))
+        rows = await self._fetch(
+            "get_tasks", tenant=tenant, submitted_by=submitted_by, ids=list(task_ids)
+        )
         return {row["id"]: _task(row) for row in rows}
 
     async def page(
-        self, queue: str | None, state: TaskState | None, before_seq: int | None, limit: int
+        self,
+        tenant: str,
+        queue: str | None,
+        state: TaskState | None,
+        before_seq: int | None,
+        limit: int,
+        submitted_by: str | None = None,
     ) -> tuple[list[Task], int | None]:
         """A page of tasks, newest first, and the cursor for the next page (or None)."""
         if queue is not None and state is not None:
             rows = await self._fetch(
                 "list_tasks_by_queue_state",
+                tenant=tenant,
+                submitted_by=submitted_by,
                 queue=queue,
                 state=state.value,
                 before_seq=before_seq,
@@ -300,32 +326,50 @@ class Store(postgres.PoolStore):
             )
         elif queue is not None:
             rows = await self._fetch(
-                "list_tasks_by_queue", queue=queue, before_seq=before_seq, limit=limit + 1
+                "list_tasks_by_queue",
+                tenant=tenant,
+                submitted_by=submitted_by,
+                queue=queue,
+                before_seq=before_seq,
+                limit=limit + 1,
             )
         elif state is not None:
             rows = await self._fetch(
-                "list_tasks_by_state", state=state.value, before_seq=before_seq, limit=limit + 1
+                "list_tasks_by_state",
+                tenant=tenant,
+                submitted_by=submitted_by,
+                state=state.value,
+                before_seq=before_seq,
+                limit=limit + 1,
             )
         else:
-            rows = await self._fetch("list_tasks", before_seq=before_seq, limit=limit + 1)
+            rows = await self._fetch(
+                "list_tasks",
+                tenant=tenant,
+                submitted_by=submitted_by,
+                before_seq=before_seq,
+                limit=limit + 1,
+            )
         more = len(rows) > limit
         rows = rows[:limit]
         return [_task(r) for r in rows], (rows[-1]["seq"] if more else None)
 
-    async def cancel(self, task_id: uuid.UUID) -> Task | None:
+    async def cancel(self, tenant: str, task_id: uuid.UUID) -> Task | None:
         """Cancel a waiting task, or ask the replica running it to cancel it.
         None when the task is missing or already finished."""
-        rows = await self._fetch("cancel_task", id=task_id, channel=self.cancel_channel)
+        rows = await self._fetch(
+            "cancel_task", tenant=tenant, id=task_id, channel=self.cancel_channel
+        )
         return _task(rows[0]) if rows else None
 
     async def _notify_ready(self, conn: Any) -> None:
         """Wake every replica's dispatcher: tasks are ready."""
         await postgres.execute(conn, "notify_ready", channel=self.channel)
 
-    async def retry(self, task_id: uuid.UUID) -> Task | None:
+    async def retry(self, tenant: str, task_id: uuid.UUID) -> Task | None:
         """Requeue a DEAD or CANCELLED task; None when it is missing or in another state."""
         async with postgres.acquired(self.pool) as conn:
-            rows = await postgres.fetch(conn, "retry_task", id=task_id)
+            rows = await postgres.fetch(conn, "retry_task", tenant=tenant, id=task_id)
             if rows:
                 await self._notify_ready(conn)
         return _task(rows[0]) if rows else None
@@ -349,7 +393,7 @@ class Store(postgres.PoolStore):
     async def bury_unschedulable(self) -> list[Poisoned]:
         """End DEAD the waiting tasks whose run time is not finite; returns them."""
         rows = await self._fetch("bury_unschedulable")
-        return [Poisoned(str(r["id"]), r["queue"], r["reason"]) for r in rows]
+        return [Poisoned(str(r["id"]), r["tenant"], r["queue"], r["reason"]) for r in rows]
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[ClaimedTask]:
         """Claim up to `limit` ready tasks: first from queues with a
@@ -365,15 +409,18 @@ class Store(postgres.PoolStore):
                 # newly limited queue just waits that long for its next claim.
                 self._limited_checked_at = now
                 ready = await postgres.fetch(conn, "limited_queues_ready")
-                self.limited = {q for (q,) in ready}
-            for queue in sorted(self.limited):
+                self.limited = {(tenant, queue) for (tenant, queue) in ready}
+            for tenant, queue in sorted(self.limited):
                 if len(rows) >= limit:
                     break
                 async with conn.transaction():
-                    await postgres.execute(conn, "lock_queue", key=f"treadle:{self.schema}:{queue}")
+                    await postgres.execute(
+                        conn, "lock_queue", key=f"treadle:{self.schema}:{tenant}:{queue}"
+                    )
                     rows += await postgres.fetch(
                         conn,
                         "claim_limited",
+                        tenant=tenant,
                         queue=queue,
                         limit=limit - len(rows),
                         owner=owner,
@@ -404,11 +451,11 @@ class Store(postgres.PoolStore):
                 finished_ats=[o.finished_at for o in outcomes],
                 run_ats=[o.run_at for o in outcomes],
             )
-            if self.limited and any(r["queue"] in self.limited for r in rows):
+            if self.limited and any((r["tenant"], r["queue"]) in self.limited for r in rows):
                 await self._notify_ready(conn)
         return {
             Lease(str(r["id"]), r["lease_owner"], r["claims"]): Applied(
-                r["queue"], TaskState(r["state"]), r["started_at"]
+                r["tenant"], r["queue"], TaskState(r["state"]), r["started_at"]
             )
             for r in rows
         }
@@ -453,18 +500,18 @@ class Store(postgres.PoolStore):
 
     # -- queues ---------------------------------------------------------------
 
-    async def ensure_queues(self, names: Sequence[str]) -> None:
-        await self._execute("ensure_queues", names=list(names))
+    async def ensure_queues(self, tenant: str, names: Sequence[str]) -> None:
+        await self._execute("ensure_queues", tenant=tenant, names=list(names))
 
-    async def queues(self) -> list[Queue]:
-        return [_queue(r) for r in await self._fetch("list_queues")]
+    async def queues(self, tenant: str) -> list[Queue]:
+        return [_queue(r) for r in await self._fetch("list_queues", tenant=tenant)]
 
-    async def queue(self, name: str) -> Queue | None:
-        rows = await self._fetch("get_queue", name=name)
+    async def queue(self, tenant: str, name: str) -> Queue | None:
+        rows = await self._fetch("get_queue", tenant=tenant, name=name)
         return _queue(rows[0]) if rows else None
 
     async def update_queue(
-        self, name: str, update: QueueUpdate, paused: bool | None = None
+        self, tenant: str, name: str, update: QueueUpdate, paused: bool | None = None
     ) -> Queue | None:
         """Change a queue's settings; None when there is no such queue. Pausing
         also marks its unfinished tasks (`queue_paused`: out of the claim's
@@ -474,6 +521,7 @@ class Store(postgres.PoolStore):
             rows = await postgres.fetch(
                 conn,
                 "update_queue",
+                tenant=tenant,
                 name=name,
                 max_concurrent=update.max_concurrent,
                 max_attempts=update.max_attempts,
@@ -484,7 +532,7 @@ class Store(postgres.PoolStore):
                 paused=paused,
             )
             if rows and paused:
-                await postgres.execute(conn, "mark_paused_tasks", queue=name)
+                await postgres.execute(conn, "mark_paused_tasks", tenant=tenant, queue=name)
             elif rows:
                 # resumed or widened: its ready tasks may run now
                 await self._notify_ready(conn)
@@ -530,6 +578,7 @@ class Store(postgres.PoolStore):
             Reclaimed(
                 str(r["id"]),
                 TaskState(r["state"]),
+                r["tenant"],
                 r["queue"],
                 r["lease_owner"],
                 _error(json.loads(r["error"])),
@@ -537,8 +586,9 @@ class Store(postgres.PoolStore):
             for r in rows
         ]
 
-    async def replicas(self, lease_seconds: float) -> list[ReplicaInfo]:
-        rows = await self._fetch("list_replicas", lease_seconds=lease_seconds)
+    async def replicas(self, tenant: str, lease_seconds: float) -> list[ReplicaInfo]:
+        """Every replica, with the count of `tenant`'s tasks it runs."""
+        rows = await self._fetch("list_replicas", tenant=tenant, lease_seconds=lease_seconds)
         return [postgres.from_row(ReplicaInfo, r) for r in rows]
 
     async def prune_replicas(self, older_than_seconds: float) -> None:

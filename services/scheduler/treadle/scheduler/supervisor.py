@@ -34,6 +34,7 @@ from treadle.scheduler.health import HealthReporter
 from treadle.scheduler.listener import Listener
 from treadle.scheduler.loops import Loop, Loops
 from treadle.scheduler.metrics import SchedulerMetrics
+from treadle.scheduler.principal import DEFAULT_TENANT
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.rpc import Server
 from treadle.scheduler.schedule_store import ScheduleStore
@@ -229,7 +230,9 @@ class Replica:
         parts = self._parts = self._build(pool)
         await parts.listener.connect()
         self._opened.push_async_callback(parts.listener.close)
-        await parts.store.ensure_queues(sorted({h.queue for h in self.registry.handlers}))
+        await parts.store.ensure_queues(
+            DEFAULT_TENANT, sorted({h.queue for h in self.registry.handlers})
+        )
         await parts.store.register_replica(s.replica_id, socket.gethostname(), os.getpid(), VERSION)
         self._opened.push_async_callback(self._mark_stopped, parts.store)
         self._opened.push_async_callback(self.background.cancel)

@@ -4,6 +4,7 @@
 -- updated per task.
 
 -- name: metrics_queues
+-- tenant: the operator's view of every tenant's queues (a name two tenants use is summed)
 -- Per queue: its tasks by state and its oldest ready task's wait. Ready tasks
 -- are counted in one pass over a ready index (tasks_ready_by_queue or
 -- tasks_ready); the other states over tasks_queue_state_seq (queue, state,
@@ -11,15 +12,16 @@
 -- planner cannot pick a partial index and filter by queue). The cost grows
 -- with the tasks waiting, not with the finished ones kept for retention.
 WITH ready AS (
-    SELECT queue, count(*) AS n, min(run_at) AS oldest
+    SELECT tenant, queue, count(*) AS n, min(run_at) AS oldest
     FROM tasks WHERE state = 'QUEUED'
-    GROUP BY queue
+    GROUP BY tenant, queue
 ), other AS (
-    SELECT q.name, s.state, c.n
+    SELECT q.tenant, q.name, s.state, c.n
     FROM queues q
     CROSS JOIN (VALUES ('SCHEDULED'), ('RETRYING'), ('RUNNING'), ('DEAD')) AS s(state)
     CROSS JOIN LATERAL (
-        SELECT count(*) AS n FROM tasks t WHERE t.queue = q.name AND t.state = s.state
+        SELECT count(*) AS n FROM tasks t
+        WHERE t.tenant = q.tenant AND t.queue = q.name AND t.state = s.state
     ) c
 )
 SELECT q.name, q.paused, q.max_concurrent,
@@ -30,11 +32,12 @@ SELECT q.name, q.paused, q.max_concurrent,
        coalesce(sum(o.n) FILTER (WHERE o.state = 'RUNNING'), 0)::bigint AS running,
        coalesce(sum(o.n) FILTER (WHERE o.state = 'DEAD'), 0)::bigint AS dead
 FROM queues q
-LEFT JOIN ready r ON r.queue = q.name
-LEFT JOIN other o ON o.name = q.name
-GROUP BY q.name, r.n, r.oldest
-ORDER BY q.name;
+LEFT JOIN ready r ON r.tenant = q.tenant AND r.queue = q.name
+LEFT JOIN other o ON o.tenant = q.tenant AND o.name = q.name
+GROUP BY q.tenant, q.name, r.n, r.oldest
+ORDER BY q.name, q.tenant;
 
 -- name: metrics_database
+-- tenant: touches no row
 -- A trivial statement for health (its latency) that also says how big the database is.
 SELECT pg_database_size(current_database()) AS size_bytes;

@@ -2,12 +2,17 @@
 -- Tables are unqualified: each connection's search_path is the installation's schema.
 -- Each block declares its parameters, in $1..$n order, on `-- params:` lines;
 -- callers bind them by name (postgres.Query).
+-- Every statement made for a caller names the caller's tenant (0008_tenants.sql);
+-- a statement that works across tenants (claims, leases, upkeep) says why on a
+-- `-- tenant:` line. Reads take `submitted_by`: null reads every task of the
+-- tenant, a key id only the tasks that key submitted.
 
 -- name: insert_tasks
 -- params: ids, names, queues, payloads, max_attempts, priorities, run_ats, idempotency_keys
--- params: timeouts, backoff_bases, backoff_factors, backoff_maxes, trace_contexts
+-- params: timeouts, backoff_bases, backoff_factors, backoff_maxes, trace_contexts, tenants
+-- params: submitters
 -- One statement for a whole batch (API submissions, and cron firings inside
--- their transaction). Unset max_attempts, timeout and backoff come from the
+-- their transaction), each row in its own tenant ($14) and with its submitter ($15). Unset max_attempts, timeout and backoff come from the
 -- queue's settings; queues are created on first use, sorted, so two replicas
 -- creating the same queues take their locks in the same order. Rows whose
 -- idempotency key is taken are skipped here and read back by select_by_idempotency.
@@ -17,16 +22,18 @@
 WITH s AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
                          $7::timestamptz[], $8::text[], $9::float8[], $10::float8[],
-                         $11::float8[], $12::float8[], $13::text[]) WITH ORDINALITY
+                         $11::float8[], $12::float8[], $13::text[], $14::text[],
+                         $15::text[]) WITH ORDINALITY
         AS s(id, name, queue, payload, max_attempts, priority, run_at, idempotency_key,
-             timeout_seconds, backoff_base, backoff_factor, backoff_max, trace_context, ord)
+             timeout_seconds, backoff_base, backoff_factor, backoff_max, trace_context,
+             tenant, submitted_by, ord)
 ), new_queues AS (
-    INSERT INTO queues (name) SELECT DISTINCT queue FROM s ORDER BY queue
+    INSERT INTO queues (tenant, name) SELECT DISTINCT tenant, queue FROM s ORDER BY tenant, queue
     ON CONFLICT DO NOTHING
 )
 INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at,
                    idempotency_key, timeout_seconds, backoff_base, backoff_factor, backoff_max,
-                   trace_context, queue_paused)
+                   trace_context, queue_paused, tenant, submitted_by)
 SELECT s.id, s.name, s.queue,
        CASE WHEN s.run_at > now() THEN 'SCHEDULED' ELSE 'QUEUED' END,
        s.payload::jsonb,
@@ -39,72 +46,82 @@ SELECT s.id, s.name, s.queue,
        coalesce(s.backoff_factor, q.backoff_factor, 2),
        coalesce(s.backoff_max, q.backoff_max, 300),
        s.trace_context::jsonb,
-       coalesce(q.paused, false)
-FROM s LEFT JOIN queues q ON q.name = s.queue
+       coalesce(q.paused, false),
+       s.tenant,
+       s.submitted_by
+FROM s LEFT JOIN queues q ON q.tenant = s.tenant AND q.name = s.queue
 ORDER BY s.ord
-ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+ON CONFLICT (tenant, queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, state, max_attempts, run_at, created_at, timeout_seconds,
           backoff_base, backoff_factor, backoff_max;
 
 -- name: select_by_idempotency
--- params: queues, keys
+-- params: tenants, queues, keys
 SELECT t.* FROM tasks t
-JOIN unnest($1::text[], $2::text[]) AS k(queue, idempotency_key)
-  ON t.queue = k.queue AND t.idempotency_key = k.idempotency_key;
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, queue, idempotency_key)
+  ON t.tenant = k.tenant AND t.queue = k.queue AND t.idempotency_key = k.idempotency_key;
 
 -- name: get_task
--- params: id
-SELECT * FROM tasks WHERE id = $1;
+-- params: tenant, submitted_by, id
+SELECT * FROM tasks WHERE tenant = $1 AND ($2::text IS NULL OR submitted_by = $2) AND id = $3;
 
 -- name: get_tasks
--- params: ids
-SELECT * FROM tasks WHERE id = ANY($1::uuid[]);
+-- params: tenant, submitted_by, ids
+SELECT * FROM tasks
+WHERE tenant = $1 AND ($2::text IS NULL OR submitted_by = $2) AND id = ANY($3::uuid[]);
 
 -- Listing: newest first; the cursor is the seq of the last row of the
 -- previous page. One statement per filter combination, so each has its index.
 
 -- name: list_tasks
--- params: before_seq, limit
-SELECT * FROM tasks WHERE ($1::bigint IS NULL OR seq < $1)
-ORDER BY seq DESC LIMIT $2;
+-- params: tenant, submitted_by, before_seq, limit
+SELECT * FROM tasks
+WHERE tenant = $1 AND ($2::text IS NULL OR submitted_by = $2) AND ($3::bigint IS NULL OR seq < $3)
+ORDER BY tenant, seq DESC LIMIT $4;
 
 -- name: list_tasks_by_queue
--- params: queue, before_seq, limit
--- Walks (queue, state, seq): a merge over the states of the queue.
-SELECT * FROM tasks WHERE queue = $1 AND ($2::bigint IS NULL OR seq < $2)
-ORDER BY seq DESC LIMIT $3;
+-- params: tenant, submitted_by, queue, before_seq, limit
+-- Walks (tenant, queue, state, seq): a merge over the states of the queue.
+SELECT * FROM tasks
+WHERE tenant = $1 AND ($2::text IS NULL OR submitted_by = $2) AND queue = $3
+  AND ($4::bigint IS NULL OR seq < $4)
+ORDER BY seq DESC LIMIT $5;
 
 -- name: list_tasks_by_state
--- params: state, before_seq, limit
-SELECT * FROM tasks WHERE state = $1 AND ($2::bigint IS NULL OR seq < $2)
-ORDER BY seq DESC LIMIT $3;
+-- params: tenant, submitted_by, state, before_seq, limit
+SELECT * FROM tasks
+WHERE tenant = $1 AND ($2::text IS NULL OR submitted_by = $2) AND state = $3
+  AND ($4::bigint IS NULL OR seq < $4)
+ORDER BY tenant, seq DESC LIMIT $5;
 
 -- name: list_tasks_by_queue_state
--- params: queue, state, before_seq, limit
-SELECT * FROM tasks WHERE queue = $1 AND state = $2 AND ($3::bigint IS NULL OR seq < $3)
-ORDER BY queue, state, seq DESC LIMIT $4;
+-- params: tenant, submitted_by, queue, state, before_seq, limit
+SELECT * FROM tasks
+WHERE tenant = $1 AND ($2::text IS NULL OR submitted_by = $2) AND queue = $3 AND state = $4
+  AND ($5::bigint IS NULL OR seq < $5)
+ORDER BY tenant, queue, state, seq DESC LIMIT $6;
 
 -- name: cancel_task
--- params: id, channel
+-- params: tenant, id, channel
 -- Waiting tasks are cancelled at once; a running one is marked, and the
 -- replica holding it is told on treadle_cancel_<schema>.
 WITH cancelled AS (
     UPDATE tasks SET state = 'CANCELLED', finished_at = now()
-    WHERE id = $1 AND state IN ('QUEUED', 'SCHEDULED', 'RETRYING')
+    WHERE tenant = $1 AND id = $2 AND state IN ('QUEUED', 'SCHEDULED', 'RETRYING')
     RETURNING *
 ), requested AS (
     UPDATE tasks SET cancel_requested = true
-    WHERE id = $1 AND state = 'RUNNING'
+    WHERE tenant = $1 AND id = $2 AND state = 'RUNNING'
     RETURNING *
 ), told AS (
-    SELECT pg_notify($2, id::text) FROM requested
+    SELECT pg_notify($3, id::text) FROM requested
 )
 SELECT * FROM cancelled
 UNION ALL
 SELECT requested.* FROM requested LEFT JOIN told ON true;
 
 -- name: retry_task
--- params: id
+-- params: tenant, id
 -- A dead or cancelled task goes back to the queue with fresh attempts (and a
 -- fresh count of lost replicas); its error history is kept. It is marked
 -- queue_paused when its queue is paused.
@@ -112,11 +129,13 @@ UPDATE tasks
 SET state = 'QUEUED', attempts = 0, reclaims = 0, run_at = now(), result = NULL, error = NULL,
     started_at = NULL, finished_at = NULL, cancel_requested = false,
     lease_owner = NULL, lease_expires_at = NULL,
-    queue_paused = coalesce((SELECT paused FROM queues WHERE name = tasks.queue), false)
-WHERE id = $1 AND state IN ('DEAD', 'CANCELLED')
+    queue_paused = coalesce(
+        (SELECT paused FROM queues WHERE tenant = tasks.tenant AND name = tasks.queue), false)
+WHERE tenant = $1 AND id = $2 AND state IN ('DEAD', 'CANCELLED')
 RETURNING *;
 
 -- name: promote_due
+-- tenant: upkeep of every tenant's waiting tasks
 -- Scheduled and retrying tasks whose time has come become ready.
 WITH due AS (
     SELECT id FROM tasks
@@ -128,6 +147,7 @@ WITH due AS (
 UPDATE tasks t SET state = 'QUEUED' FROM due WHERE t.id = due.id;
 
 -- name: next_due
+-- tenant: upkeep of every tenant's waiting tasks
 -- The earliest and the latest run time of the waiting tasks (both ends of
 -- the tasks_due index); either may be 'infinity' or '-infinity' in a row
 -- written by hand, which bury_unschedulable then ends.
@@ -135,6 +155,7 @@ SELECT min(run_at) AS first, max(run_at) AS last
 FROM tasks WHERE state IN ('SCHEDULED', 'RETRYING');
 
 -- name: bury_unschedulable
+-- tenant: upkeep of every tenant's waiting tasks
 -- Scheduled or retrying tasks whose run time is not finite (a row written by
 -- hand, or by older code) can never be due as they are: each ends DEAD, with
 -- an error saying why. Returns each, its queue, and that reason.
@@ -152,10 +173,11 @@ UPDATE tasks t
 SET state = 'DEAD', error = bad.error, finished_at = now(),
     errors = CASE WHEN jsonb_typeof(t.errors) = 'array' THEN t.errors ELSE '[]' END || bad.error
 FROM bad WHERE t.id = bad.id
-RETURNING t.id, t.queue, bad.error->>'message' AS reason;
+RETURNING t.id, t.tenant, t.queue, bad.error->>'message' AS reason;
 
 -- name: claim
 -- params: limit, owner, lease_seconds
+-- tenant: a replica runs every tenant's tasks
 -- Claim up to $1 ready tasks of queues neither paused nor limited, highest
 -- priority first, then by run time, then submission order; skip rows other
 -- replicas locked. Two ordered index scans, each stopping after $1 rows: the
@@ -171,7 +193,8 @@ FROM (
         SELECT id, priority, run_at, seq FROM (
             SELECT id, priority, run_at, seq FROM tasks
             WHERE state = 'QUEUED' AND NOT queue_paused
-              AND queue NOT IN (SELECT name FROM queues WHERE paused OR max_concurrent IS NOT NULL)
+              AND (tenant, queue) NOT IN (
+                  SELECT tenant, name FROM queues WHERE paused OR max_concurrent IS NOT NULL)
             ORDER BY priority DESC, run_at, seq
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -180,8 +203,8 @@ FROM (
         SELECT c.id, c.priority, c.run_at, c.seq FROM queues q
         CROSS JOIN LATERAL (
             SELECT id, priority, run_at, seq FROM tasks
-            WHERE state = 'QUEUED' AND queue_paused AND queue = q.name
-            ORDER BY queue, priority DESC, run_at, seq
+            WHERE state = 'QUEUED' AND queue_paused AND tenant = q.tenant AND queue = q.name
+            ORDER BY tenant, queue, priority DESC, run_at, seq
             LIMIT $1
             FOR UPDATE SKIP LOCKED
         ) c
@@ -191,48 +214,53 @@ FROM (
     LIMIT $1
 ) ready
 WHERE t.id = ready.id
-RETURNING t.id, t.claims, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
+RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
           t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
           t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: limited_queues_ready
+-- tenant: a replica runs every tenant's tasks
 -- Queues with a max_concurrent limit, not paused, with ready tasks. The
 -- scalar subquery probes each (few) limited queue; an EXISTS here let the
 -- planner scan the whole backlog instead.
-SELECT name FROM queues q
+SELECT tenant, name FROM queues q
 WHERE max_concurrent IS NOT NULL AND NOT paused
-  AND (SELECT true FROM tasks t WHERE t.state = 'QUEUED' AND t.queue = q.name LIMIT 1);
+  AND (SELECT true FROM tasks t
+       WHERE t.state = 'QUEUED' AND t.tenant = q.tenant AND t.queue = q.name LIMIT 1);
 
 -- name: lock_queue
 -- params: key
+-- tenant: the key names the tenant's queue
 -- Held until commit: claims in a limited queue are serialised across replicas.
 SELECT pg_advisory_xact_lock(hashtext($1));
 
 -- name: claim_limited
--- params: queue, limit, owner, lease_seconds
--- Claim from one limited queue no more than its free slots (max_concurrent
--- minus tasks RUNNING anywhere) and $2. Run under lock_queue.
+-- params: tenant, queue, limit, owner, lease_seconds
+-- Claim from one limited queue of tenant $1 no more than its free slots
+-- (max_concurrent minus tasks RUNNING anywhere) and $3. Run under lock_queue.
 WITH q AS (
     SELECT greatest(0, max_concurrent - (
-        SELECT count(*) FROM tasks WHERE state = 'RUNNING' AND queue = $1)) AS free
-    FROM queues WHERE name = $1 AND NOT paused AND max_concurrent IS NOT NULL
+        SELECT count(*) FROM tasks
+        WHERE state = 'RUNNING' AND tenant = $1 AND queue = $2)) AS free
+    FROM queues WHERE tenant = $1 AND name = $2 AND NOT paused AND max_concurrent IS NOT NULL
 ), ready AS (
     SELECT id FROM tasks
-    WHERE state = 'QUEUED' AND queue = $1
-    ORDER BY queue, priority DESC, run_at, seq
-    LIMIT least($2, coalesce((SELECT free FROM q), 0))
+    WHERE state = 'QUEUED' AND tenant = $1 AND queue = $2
+    ORDER BY tenant, queue, priority DESC, run_at, seq
+    LIMIT least($3, coalesce((SELECT free FROM q), 0))
     FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
-    lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4)
-FROM ready WHERE t.id = ready.id
-RETURNING t.id, t.claims, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
+    lease_owner = $4, lease_expires_at = now() + make_interval(secs => $5)
+FROM ready WHERE t.id = ready.id AND t.tenant = $1
+RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
           t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
           t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: complete
 -- params: ids, owners, claims, states, results, errors, finished_ats, run_ats
+-- tenant: a lease names its task, whichever tenant's
 -- Record many outcomes in one statement. An outcome applies only while its
 -- lease (id, owner, claim) still holds; the leases returned are the ones applied.
 -- (lease_owner is set only while a task runs, so owner and claim say it all;
@@ -252,10 +280,11 @@ FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[
      AS o(id, owner, claim, state, result, error, finished_at, run_at)
 WHERE t.id = o.id AND t.claims = o.claim
   AND t.lease_owner = o.owner
-RETURNING t.id, o.owner AS lease_owner, t.claims, t.queue, t.state, t.started_at;
+RETURNING t.id, o.owner AS lease_owner, t.claims, t.tenant, t.queue, t.state, t.started_at;
 
 -- name: release
 -- params: ids, owners, claims, delay
+-- tenant: a lease names its task, whichever tenant's
 -- Hand running tasks back, each while its lease (id, owner, claim) holds,
 -- without charging the attempt: ready again at once ($4 = 0, graceful
 -- shutdown) or after $4 seconds (no handler on this replica).
@@ -271,10 +300,12 @@ RETURNING t.id;
 
 -- name: notify_ready
 -- params: channel
+-- tenant: touches no row
 SELECT pg_notify($1, 'ready');
 
 -- name: prune_finished
 -- params: before, batch
+-- tenant: retention is the installation's, for every tenant
 -- Delete up to $2 finished tasks that finished before $1, oldest first, read
 -- from tasks_finished (only finished tasks, by finish time: see 0007).
 DELETE FROM tasks WHERE id IN (
@@ -287,6 +318,7 @@ DELETE FROM tasks WHERE id IN (
 
 -- name: expire_idempotency_keys
 -- params: before, batch
+-- tenant: retention is the installation's, for every tenant
 -- Free up to $2 idempotency keys of tasks created before $1.
 UPDATE tasks SET idempotency_key = NULL WHERE id IN (
     SELECT id FROM tasks
@@ -297,50 +329,53 @@ UPDATE tasks SET idempotency_key = NULL WHERE id IN (
 );
 
 -- name: ensure_queues
--- params: names
-INSERT INTO queues (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING;
+-- params: tenant, names
+INSERT INTO queues (tenant, name) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING;
 
 -- name: list_queues
-SELECT * FROM queues ORDER BY name;
+-- params: tenant
+SELECT * FROM queues WHERE tenant = $1 ORDER BY name;
 
 -- name: get_queue
--- params: name
-SELECT * FROM queues WHERE name = $1;
+-- params: tenant, name
+SELECT * FROM queues WHERE tenant = $1 AND name = $2;
 
 -- name: update_queue
--- params: name, max_concurrent, max_attempts, timeout_seconds, backoff_base, backoff_factor
--- params: backoff_max, paused
+-- params: tenant, name, max_concurrent, max_attempts, timeout_seconds, backoff_base
+-- params: backoff_factor, backoff_max, paused
 -- Null leaves a setting as it is; 0 removes max_concurrent or timeout_seconds.
 UPDATE queues SET
-    max_concurrent = CASE WHEN $2::int IS NULL THEN max_concurrent
-                          ELSE nullif($2::int, 0) END,
-    max_attempts = coalesce($3::int, max_attempts),
-    timeout_seconds = CASE WHEN $4::float8 IS NULL THEN timeout_seconds
-                           ELSE nullif($4::float8, 0) END,
-    backoff_base = coalesce($5::float8, backoff_base),
-    backoff_factor = coalesce($6::float8, backoff_factor),
-    backoff_max = coalesce($7::float8, backoff_max),
-    paused = coalesce($8::bool, paused),
+    max_concurrent = CASE WHEN $3::int IS NULL THEN max_concurrent
+                          ELSE nullif($3::int, 0) END,
+    max_attempts = coalesce($4::int, max_attempts),
+    timeout_seconds = CASE WHEN $5::float8 IS NULL THEN timeout_seconds
+                           ELSE nullif($5::float8, 0) END,
+    backoff_base = coalesce($6::float8, backoff_base),
+    backoff_factor = coalesce($7::float8, backoff_factor),
+    backoff_max = coalesce($8::float8, backoff_max),
+    paused = coalesce($9::bool, paused),
     updated_at = now()
-WHERE name = $1
+WHERE tenant = $1 AND name = $2
 RETURNING *;
 
 -- name: mark_paused_tasks
--- params: queue
+-- params: tenant, queue
 -- After pausing a queue: its unfinished tasks leave the claim's main index.
 -- (Resuming touches no task: the claim reads what is still marked.)
 UPDATE tasks SET queue_paused = true
-WHERE queue = $1 AND state IN ('QUEUED', 'SCHEDULED', 'RETRYING', 'RUNNING')
+WHERE tenant = $1 AND queue = $2 AND state IN ('QUEUED', 'SCHEDULED', 'RETRYING', 'RUNNING')
   AND NOT queue_paused;
 
 -- name: register_replica
 -- params: id, host, pid, version
+-- tenant: replicas are shared by every tenant
 INSERT INTO replicas (id, host, pid, version) VALUES ($1, $2, $3, $4)
 ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, version = $4, started_at = now(),
     last_heartbeat_at = now(), stopped_at = NULL;
 
 -- name: heartbeat
 -- params: replica, ids, owners, claims, lease_seconds
+-- tenant: replicas are shared by every tenant
 -- One statement per interval: the replica is alive, and every lease that still
 -- holds ($2 ids, owners $3, claims $4) runs for another $5 seconds. Returns the ids
 -- whose lease it still holds, and whether someone asked to cancel each (the
@@ -355,10 +390,12 @@ RETURNING t.id, t.cancel_requested;
 
 -- name: stop_replica
 -- params: id
+-- tenant: replicas are shared by every tenant
 UPDATE replicas SET stopped_at = now(), last_heartbeat_at = now() WHERE id = $1;
 
 -- name: reap_expired
 -- params: lock, batch, max_reclaims
+-- tenant: a lease names its task, whichever tenant's
 -- Take back up to $2 tasks whose lease expired (their replica died or lost the
 -- database for longer than a lease). One replica at a time reaps ($1 names the
 -- advisory lock). The lost attempt is not charged; after more than $3 losses
@@ -387,28 +424,31 @@ WITH lock AS (
         lease_owner = NULL, lease_expires_at = NULL
     FROM expired
     WHERE t.id = expired.id
-    RETURNING t.id, t.state, t.queue
+    RETURNING t.id, t.state, t.tenant, t.queue
 )
-SELECT reclaimed.id, reclaimed.state, reclaimed.queue, expired.lease_owner,
+SELECT reclaimed.id, reclaimed.state, reclaimed.tenant, reclaimed.queue, expired.lease_owner,
        expired.error::text AS error
 FROM reclaimed JOIN expired USING (id);
 
 -- name: list_replicas
--- params: lease_seconds
+-- params: tenant, lease_seconds
+-- Replicas are shared; each with the count of tenant $1's tasks it runs.
 SELECT r.*, coalesce(n.running, 0) AS running,
-       r.stopped_at IS NULL AND r.last_heartbeat_at > now() - make_interval(secs => $1) AS alive
+       r.stopped_at IS NULL AND r.last_heartbeat_at > now() - make_interval(secs => $2) AS alive
 FROM replicas r
 LEFT JOIN (
     SELECT lease_owner, count(*) AS running FROM tasks
-    WHERE state = 'RUNNING' GROUP BY lease_owner
+    WHERE state = 'RUNNING' AND tenant = $1 GROUP BY lease_owner
 ) n ON n.lease_owner = r.id
 ORDER BY r.started_at DESC
 LIMIT 200;
 
 -- name: prune_replicas
 -- params: older_than_seconds
+-- tenant: replicas are shared by every tenant
 DELETE FROM replicas
 WHERE coalesce(stopped_at, last_heartbeat_at) < now() - make_interval(secs => $1);
 
 -- name: ping
+-- tenant: touches no row
 SELECT 1;

@@ -5,42 +5,46 @@
 -- A schedule row comes back with its task template split in two: `template`
 -- (the template without its payload) and `template_payload` (the payload's
 -- JSON text, which the scheduler passes on as it is, never decoding it).
+-- Schedule names are a tenant's own: every statement made for a caller names
+-- the tenant; firing works across tenants (each row carries its own).
 
 -- name: schedule_insert
--- params: name, cron, timezone, task, next_fire_at
+-- params: tenant, name, cron, timezone, task, next_fire_at
 -- A taken name inserts nothing and returns no row.
-INSERT INTO schedules (name, cron, timezone, task, next_fire_at)
-VALUES ($1, $2, $3, $4::jsonb, $5)
-ON CONFLICT (name) DO NOTHING
+INSERT INTO schedules (tenant, name, cron, timezone, task, next_fire_at)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+ON CONFLICT (tenant, name) DO NOTHING
 RETURNING *, task - 'payload' AS template, task -> 'payload' AS template_payload;
 
 -- name: schedule_list
+-- params: tenant
 SELECT *, task - 'payload' AS template, task -> 'payload' AS template_payload
-FROM schedules ORDER BY name;
+FROM schedules WHERE tenant = $1 ORDER BY name;
 
 -- name: schedule_get
--- params: name
+-- params: tenant, name
 SELECT *, task - 'payload' AS template, task -> 'payload' AS template_payload
-FROM schedules WHERE name = $1;
+FROM schedules WHERE tenant = $1 AND name = $2;
 
 -- name: schedule_pause
--- params: name
+-- params: tenant, name
 UPDATE schedules SET paused = true, updated_at = now()
-WHERE name = $1
+WHERE tenant = $1 AND name = $2
 RETURNING *, task - 'payload' AS template, task -> 'payload' AS template_payload;
 
 -- name: schedule_resume
--- params: name, next_fire_at
--- $2 is the first tick after now; a schedule that is not paused is left alone.
-UPDATE schedules SET paused = false, next_fire_at = $2, updated_at = now()
-WHERE name = $1 AND paused
+-- params: tenant, name, next_fire_at
+-- $3 is the first tick after now; a schedule that is not paused is left alone.
+UPDATE schedules SET paused = false, next_fire_at = $3, updated_at = now()
+WHERE tenant = $1 AND name = $2 AND paused
 RETURNING *, task - 'payload' AS template, task -> 'payload' AS template_payload;
 
 -- name: schedule_delete
--- params: name
-DELETE FROM schedules WHERE name = $1 RETURNING name;
+-- params: tenant, name
+DELETE FROM schedules WHERE tenant = $1 AND name = $2 RETURNING name;
 
 -- name: schedule_lock_due
+-- tenant: firing works across tenants; each row carries its tenant
 -- The due schedules no other replica is firing, locked until this transaction
 -- ends, with the transaction's clock. The batch size is a literal (a bind
 -- parameter in LIMIT makes PostgreSQL re-plan every call); it is FIRE_BATCH in
@@ -54,25 +58,28 @@ LIMIT 100
 FOR UPDATE SKIP LOCKED;
 
 -- name: schedule_pause_poisoned
--- params: names
+-- params: tenants, names
 -- Pause the schedules whose stored row cannot be fired, so the cron loop goes
 -- on with the others (resuming one only makes sense once its row is fixed).
-UPDATE schedules SET paused = true, updated_at = now() WHERE name = ANY($1::text[]);
+UPDATE schedules s SET paused = true, updated_at = now()
+FROM unnest($1::text[], $2::text[]) AS p(tenant, name)
+WHERE s.tenant = p.tenant AND s.name = p.name;
 
 -- name: schedule_advance
--- params: names, fired_ats, next_fire_ats
+-- params: tenants, names, fired_ats, next_fire_ats
 -- Record the fired ticks and move each schedule to its next tick; a schedule
--- with no next tick ($3 null) is paused where it is.
+-- with no next tick ($4 null) is paused where it is.
 UPDATE schedules s
 SET last_fired_at = f.fired_at,
     next_fire_at = coalesce(f.next_fire_at, s.next_fire_at),
     paused = s.paused OR f.next_fire_at IS NULL,
     updated_at = now()
-FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
-     AS f(name, fired_at, next_fire_at)
-WHERE s.name = f.name;
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+     AS f(tenant, name, fired_at, next_fire_at)
+WHERE s.tenant = f.tenant AND s.name = f.name;
 
 -- name: schedule_next_due
+-- tenant: firing works across tenants
 -- Seconds until the next tick of any running schedule (negative when one is
 -- overdue), by the database's clock; null when none runs.
 SELECT extract(epoch FROM min(next_fire_at) - clock_timestamp())::float8

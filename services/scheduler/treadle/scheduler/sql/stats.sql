@@ -12,21 +12,23 @@
 -- params: recent_succeeded, recent_failed, recent_dead, recent_cancelled
 -- params: recent_duration_sums, recent_duration_counts, recent_duration_maxes, recent_buckets
 -- params: error_queues, error_hours, error_types, error_messages, error_counts
--- params: error_examples, error_last_seen_ats
+-- params: error_examples, error_last_seen_ats, hourly_tenants, recent_tenants, error_tenants
+-- tenant: each row names its tenant ($30, $31, $32): a replica counts every tenant's tasks
 -- Add one replica's counters to the aggregates: one statement per flush
 -- however many tasks it counted. Rows come sorted by key, so replicas
 -- flushing at once take their row locks in the same order.
 WITH h AS (
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[],
                          $5::bigint[], $6::bigint[], $7::bigint[], $8::float8[], $9::bigint[],
-                         $10::float8[], $11::text[])
+                         $10::float8[], $11::text[], $30::text[])
         AS h(queue, hour, submitted, succeeded, failed, dead, cancelled,
-             duration_sum, duration_count, duration_max, buckets)
+             duration_sum, duration_count, duration_max, buckets, tenant)
 ), totals AS (
-    INSERT INTO task_stats_totals AS t (queue, submitted, succeeded, failed, dead, cancelled)
-    SELECT queue, sum(submitted), sum(succeeded), sum(failed), sum(dead), sum(cancelled)
-    FROM h GROUP BY queue ORDER BY queue
-    ON CONFLICT (queue) DO UPDATE SET
+    INSERT INTO task_stats_totals AS t (tenant, queue, submitted, succeeded, failed, dead,
+                                        cancelled)
+    SELECT tenant, queue, sum(submitted), sum(succeeded), sum(failed), sum(dead), sum(cancelled)
+    FROM h GROUP BY tenant, queue ORDER BY tenant, queue
+    ON CONFLICT (tenant, queue) DO UPDATE SET
         submitted = t.submitted + excluded.submitted,
         succeeded = t.succeeded + excluded.succeeded,
         failed = t.failed + excluded.failed,
@@ -34,13 +36,13 @@ WITH h AS (
         cancelled = t.cancelled + excluded.cancelled,
         updated_at = now()
 ), hourly AS (
-    INSERT INTO task_stats_hourly AS t (queue, hour, submitted, succeeded, failed, dead,
+    INSERT INTO task_stats_hourly AS t (tenant, queue, hour, submitted, succeeded, failed, dead,
                                         cancelled, duration_sum, duration_count, duration_max,
                                         duration_buckets)
-    SELECT queue, hour, submitted, succeeded, failed, dead, cancelled,
+    SELECT tenant, queue, hour, submitted, succeeded, failed, dead, cancelled,
            duration_sum, duration_count, duration_max, buckets::bigint[]
     FROM h
-    ON CONFLICT (queue, hour) DO UPDATE SET
+    ON CONFLICT (tenant, queue, hour) DO UPDATE SET
         submitted = t.submitted + excluded.submitted,
         succeeded = t.succeeded + excluded.succeeded,
         failed = t.failed + excluded.failed,
@@ -52,17 +54,17 @@ WITH h AS (
         duration_buckets = stats_add_buckets(t.duration_buckets, excluded.duration_buckets),
         updated_at = now()
 ), recent AS (
-    INSERT INTO task_stats_recent AS t (width, at, queue, succeeded, failed, dead, cancelled,
-                                        duration_sum, duration_count, duration_max,
+    INSERT INTO task_stats_recent AS t (width, at, tenant, queue, succeeded, failed, dead,
+                                        cancelled, duration_sum, duration_count, duration_max,
                                         duration_buckets)
-    SELECT width, at, queue, succeeded, failed, dead, cancelled,
+    SELECT width, at, tenant, queue, succeeded, failed, dead, cancelled,
            duration_sum, duration_count, duration_max, buckets::bigint[]
     FROM unnest($12::smallint[], $13::timestamptz[], $14::text[], $15::bigint[],
                 $16::bigint[], $17::bigint[], $18::bigint[], $19::float8[], $20::bigint[],
-                $21::float8[], $22::text[])
+                $21::float8[], $22::text[], $31::text[])
          AS r(width, at, queue, succeeded, failed, dead, cancelled,
-              duration_sum, duration_count, duration_max, buckets)
-    ON CONFLICT (width, at, queue) DO UPDATE SET
+              duration_sum, duration_count, duration_max, buckets, tenant)
+    ON CONFLICT (width, at, tenant, queue) DO UPDATE SET
         succeeded = t.succeeded + excluded.succeeded,
         failed = t.failed + excluded.failed,
         dead = t.dead + excluded.dead,
@@ -72,12 +74,13 @@ WITH h AS (
         duration_max = greatest(t.duration_max, excluded.duration_max),
         duration_buckets = stats_add_buckets(t.duration_buckets, excluded.duration_buckets)
 )
-INSERT INTO task_error_stats AS t (queue, hour, type, message, count, examples, last_seen_at)
-SELECT queue, hour, type, message, count, examples::uuid[], last_seen_at
+INSERT INTO task_error_stats AS t (tenant, queue, hour, type, message, count, examples,
+                                   last_seen_at)
+SELECT tenant, queue, hour, type, message, count, examples::uuid[], last_seen_at
 FROM unnest($23::text[], $24::timestamptz[], $25::text[], $26::text[], $27::bigint[],
-            $28::text[], $29::timestamptz[])
-     AS e(queue, hour, type, message, count, examples, last_seen_at)
-ON CONFLICT (hour, queue, type, message) DO UPDATE SET
+            $28::text[], $29::timestamptz[], $32::text[])
+     AS e(queue, hour, type, message, count, examples, last_seen_at, tenant)
+ON CONFLICT (hour, tenant, queue, type, message) DO UPDATE SET
     count = t.count + excluded.count,
     examples = ARRAY(
         SELECT x FROM unnest(t.examples || excluded.examples) WITH ORDINALITY AS u(x, o)
@@ -86,6 +89,7 @@ ON CONFLICT (hour, queue, type, message) DO UPDATE SET
 
 -- name: stats_prune
 -- params: seconds_before, minutes_before, errors_before, lock
+-- tenant: retention is the installation's, for every tenant
 -- Drop one-second rows before $1, one-minute rows before $2 and error rows of
 -- hours before $3. One replica at a time ($4 names the advisory lock); the
 -- others skip the round.
@@ -101,40 +105,46 @@ WITH lock AS (
 DELETE FROM task_error_stats WHERE hour < $3 AND (SELECT held FROM lock);
 
 -- name: stats_queues
--- params: queue
--- One queue ($1) or every queue: its settings; its waiting and running tasks,
--- each count a range of the (queue, state, seq) index and the oldest ready
--- task from the ready index, so the cost follows the backlog, not the table;
--- lifetime totals from their one row.
+-- params: tenant, queue
+-- One queue ($2) of tenant $1 or every one: its settings; its waiting and
+-- running tasks, each count a range of the (tenant, queue, state, seq) index
+-- and the oldest ready task from the ready index, so the cost follows the
+-- backlog, not the table; lifetime totals from their one row.
 SELECT q.name, q.max_concurrent, q.paused,
-       (SELECT count(*) FROM tasks t WHERE t.queue = q.name AND t.state = 'QUEUED') AS length,
-       (SELECT count(*) FROM tasks t WHERE t.queue = q.name AND t.state = 'RUNNING') AS running,
        (SELECT count(*) FROM tasks t
-        WHERE t.queue = q.name AND t.state = 'SCHEDULED') AS scheduled,
+        WHERE t.tenant = q.tenant AND t.queue = q.name AND t.state = 'QUEUED') AS length,
        (SELECT count(*) FROM tasks t
-        WHERE t.queue = q.name AND t.state = 'RETRYING') AS retrying,
+        WHERE t.tenant = q.tenant AND t.queue = q.name AND t.state = 'RUNNING') AS running,
+       (SELECT count(*) FROM tasks t
+        WHERE t.tenant = q.tenant AND t.queue = q.name AND t.state = 'SCHEDULED') AS scheduled,
+       (SELECT count(*) FROM tasks t
+        WHERE t.tenant = q.tenant AND t.queue = q.name AND t.state = 'RETRYING') AS retrying,
        (SELECT min(t.run_at) FROM tasks t
-        WHERE t.queue = q.name AND t.state = 'QUEUED') AS oldest_enqueued_at,
+        WHERE t.tenant = q.tenant AND t.queue = q.name AND t.state = 'QUEUED')
+           AS oldest_enqueued_at,
        coalesce(s.submitted, 0) AS total_enqueued,
        coalesce(s.succeeded, 0) AS total_completed,
        coalesce(s.failed, 0) AS total_failed,
        coalesce(s.dead, 0) AS total_dead,
        coalesce(s.cancelled, 0) AS total_cancelled
 FROM queues q
-LEFT JOIN task_stats_totals s ON s.queue = q.name
-WHERE $1::text IS NULL OR q.name = $1
+LEFT JOIN task_stats_totals s ON s.tenant = q.tenant AND s.queue = q.name
+WHERE q.tenant = $1 AND ($2::text IS NULL OR q.name = $2)
 ORDER BY q.name;
 
 -- name: stats_state_counts
--- Tasks stored, by state (a walk of the (queue, state, seq) index).
-SELECT state, count(*) AS count FROM tasks GROUP BY state;
+-- params: tenant
+-- The tenant's tasks stored, by state (a walk of the (tenant, queue, state, seq) index).
+SELECT state, count(*) AS count FROM tasks WHERE tenant = $1 GROUP BY state;
 
 -- name: stats_queue_count
-SELECT count(*) FROM queues;
+-- params: tenant
+SELECT count(*) FROM queues WHERE tenant = $1;
 
 -- name: stats_window
--- params: width, since
--- Per queue, what finished in the buckets of width $1 (1 or 60 seconds) from $2 on.
+-- params: tenant, width, since
+-- Per queue of tenant $1, what finished in the buckets of width $2 (1 or 60
+-- seconds) from $3 on.
 SELECT queue,
        sum(succeeded)::bigint AS succeeded, sum(failed)::bigint AS failed,
        sum(dead)::bigint AS dead, sum(cancelled)::bigint AS cancelled,
@@ -148,14 +158,14 @@ SELECT queue,
              sum(duration_buckets[16]), sum(duration_buckets[17]), sum(duration_buckets[18]),
              sum(duration_buckets[19])]::bigint[] AS duration_buckets
 FROM task_stats_recent
-WHERE width = $1 AND at >= $2
+WHERE tenant = $1 AND width = $2 AND at >= $3
 GROUP BY queue;
 
 -- name: stats_trends
--- params: unit, since, until, queues
--- The hourly aggregate from $2 until before $3, summed per $1 ('hour' or
--- 'day', in UTC) over the queues $4 (null: every queue).
-SELECT date_trunc($1, hour, 'UTC') AS start,
+-- params: tenant, unit, since, until, queues
+-- Tenant $1's hourly aggregate from $3 until before $4, summed per $2 ('hour'
+-- or 'day', in UTC) over the queues $5 (null: every queue).
+SELECT date_trunc($2, hour, 'UTC') AS start,
        sum(submitted)::bigint AS submitted, sum(succeeded)::bigint AS succeeded,
        sum(failed)::bigint AS failed, sum(dead)::bigint AS dead,
        sum(cancelled)::bigint AS cancelled, sum(duration_sum) AS duration_sum,
@@ -168,25 +178,26 @@ SELECT date_trunc($1, hour, 'UTC') AS start,
              sum(duration_buckets[16]), sum(duration_buckets[17]), sum(duration_buckets[18]),
              sum(duration_buckets[19])]::bigint[] AS duration_buckets
 FROM task_stats_hourly
-WHERE hour >= $2 AND hour < $3 AND ($4::text[] IS NULL OR queue = ANY($4::text[]))
+WHERE tenant = $1 AND hour >= $3 AND hour < $4
+  AND ($5::text[] IS NULL OR queue = ANY($5::text[]))
 GROUP BY 1
 ORDER BY 1;
 
 -- name: stats_error_patterns
--- params: since, until, queue, limit
--- The $4 most frequent errors (type, message) of attempts that failed in the
--- hours from $1 until before $2, in queue $3 (null: every queue), with up to
--- three example task ids, the most recent first.
+-- params: tenant, since, until, queue, limit
+-- Tenant $1's $5 most frequent errors (type, message) of attempts that failed
+-- in the hours from $2 until before $3, in queue $4 (null: every queue), with
+-- up to three example task ids, the most recent first.
 WITH e AS (
     SELECT * FROM task_error_stats
-    WHERE hour >= $1 AND hour < $2 AND ($3::text IS NULL OR queue = $3)
+    WHERE tenant = $1 AND hour >= $2 AND hour < $3 AND ($4::text IS NULL OR queue = $4)
 ), p AS (
     SELECT type, message, sum(count)::bigint AS count, array_agg(DISTINCT queue) AS queues,
            min(hour) AS first_hour, max(last_seen_at) AS last_seen_at
     FROM e
     GROUP BY type, message
     ORDER BY count DESC, type, message
-    LIMIT $4
+    LIMIT $5
 )
 SELECT p.*,
        ARRAY(SELECT x::text
@@ -198,6 +209,7 @@ ORDER BY count DESC, type, message;
 
 -- name: stats_replicas
 -- params: lease_seconds
+-- tenant: replicas are shared by every tenant
 -- Replicas not stopped, with their start and last heartbeat; alive when heard
 -- from within $1 seconds, lost otherwise.
 SELECT id, started_at, last_heartbeat_at,
