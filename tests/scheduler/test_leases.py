@@ -86,7 +86,7 @@ async def test_stale_outcome_is_rejected_after_the_lease_moved(
 
     assert not await store.complete([success(first)]), "stale: discarded"
     assert set(await store.complete([success(second)])) == {Lease(task_id, "replica-b", 2)}
-    done = await store.get(uuid.UUID(task_id))
+    done = await store.get("default", uuid.UUID(task_id))
     assert done is not None
     assert done.state is TaskState.SUCCEEDED
     assert [e.type for e in done.errors] == ["LeaseExpired"]
@@ -145,7 +145,7 @@ async def test_a_task_that_keeps_losing_its_replica_ends_dead(
             TaskState.QUEUED,
             TaskState.DEAD,
         )
-    task = await store.get(uuid.UUID(task_id))
+    task = await store.get("default", uuid.UUID(task_id))
     assert task is not None
     assert task.state is TaskState.DEAD
     assert len(task.errors) == 3

@@ -67,6 +67,7 @@ def test_jitter_scales_the_capped_delay_within_half_to_full(attempt: int) -> Non
 def _task(attempts: int, max_attempts: int, retry: RetryPolicy) -> ClaimedTask:
     return ClaimedTask(
         lease=Lease("00000000-0000-4000-8000-000000000001", "replica", attempts),
+        tenant="default",
         name="echo",
         queue="default",
         payload_json="null",

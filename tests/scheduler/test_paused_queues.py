@@ -53,8 +53,8 @@ async def submit(store: Store, queue: str, count: int = 1, conn: object = None) 
 
 
 async def pause(store: Store, queue: str, paused: bool = True) -> None:
-    await store.ensure_queues([queue])
-    assert await store.update_queue(queue, QueueUpdate(), paused=paused) is not None
+    await store.ensure_queues("default", [queue])
+    assert await store.update_queue("default", queue, QueueUpdate(), paused=paused) is not None
 
 
 async def claimed(store: Store, limit: int = 100) -> set[str]:
@@ -113,7 +113,7 @@ async def test_a_retried_task_of_a_paused_queue_waits(
     finally:
         await conn.close()
     await pause(store, "held")
-    assert await store.retry(uuid.UUID(task_id)) is not None
+    assert await store.retry("default", uuid.UUID(task_id)) is not None
     assert await claimed(store) == set()
     await pause(store, "held", paused=False)
     assert await claimed(store) == {task_id}

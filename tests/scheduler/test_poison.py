@@ -305,7 +305,9 @@ async def test_a_schedule_row_that_cannot_be_fired_is_paused_and_cron_goes_on(
     scraped = await scrape(f"http://{replica.metrics_server.address}/metrics")
     assert scraped.value("treadle_poison_schedules_total") == 1
     said = [r.getMessage() for r in caplog.records if "cannot be fired" in r.getMessage()]
-    assert said == ["schedule 'broken' cannot be fired (KeyError: 'name'); paused it"]
+    assert said == [
+        "schedule 'broken' of tenant 'default' cannot be fired (KeyError: 'name'); paused it"
+    ]
     # Listings answer, showing the unreadable template without a task name.
     listed = {s.name: s for s in await client.list_schedules()}
     assert listed["broken"].paused and listed["broken"].task.name == ""

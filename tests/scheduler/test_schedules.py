@@ -98,7 +98,7 @@ def test_missed_ticks_fire_once_then_from_now() -> None:
         task=TaskSpec(name="noop", queue="default"),
         next_fire_at=now - timedelta(hours=1, seconds=30),
     )
-    fire = schedules.plan(due, now)
+    fire = schedules.plan("default", due, now)
     assert fire.tick == at(2025, 1, 1, 11, 0)
     assert fire.next_fire_at == at(2025, 1, 1, 12, 1)
     assert fire.idempotency_key == "cron:minutely:2025-01-01T11:00:00+00:00"
@@ -106,9 +106,9 @@ def test_missed_ticks_fire_once_then_from_now() -> None:
     every_second = Schedule(
         name="s", cron="* * * * * *", task=due.task, next_fire_at=at(2025, 1, 1, 12, 0, 30)
     )
-    assert schedules.plan(every_second, now + timedelta(milliseconds=200)).next_fire_at == at(
-        2025, 1, 1, 12, 0, 31
-    )
+    assert schedules.plan(
+        "default", every_second, now + timedelta(milliseconds=200)
+    ).next_fire_at == at(2025, 1, 1, 12, 0, 31)
 
 
 # -- on real replicas ---------------------------------------------------------------

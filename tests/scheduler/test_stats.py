@@ -328,15 +328,15 @@ async def test_a_failed_flush_keeps_its_counts_for_the_next(
     broken = await postgres.create_pool(database_url, schema, 1)
     await broken.close()
     recorder = StatsRecorder(StatsStore(broken, schema), settings)
-    recorder.submitted([_new_task("s-flush"), _new_task("s-flush")])
-    recorder.cancelled("s-flush")
+    recorder.submitted("default", [_new_task("s-flush"), _new_task("s-flush")])
+    recorder.cancelled("default", "s-flush")
     lost_id = str(uuid.uuid4())
     error = TaskError("LeaseExpired", "replica r1 stopped renewing")
-    recorder.reclaimed([Reclaimed(lost_id, TaskState.DEAD, "s-flush", "r1", error)])
+    recorder.reclaimed([Reclaimed(lost_id, TaskState.DEAD, "default", "s-flush", "r1", error)])
     with pytest.raises(Unavailable):
         await recorder.flush()
     assert recorder.pending
-    recorder.submitted([_new_task("s-flush")])
+    recorder.submitted("default", [_new_task("s-flush")])
 
     pool = await postgres.create_pool(database_url, schema, 1)
     try:

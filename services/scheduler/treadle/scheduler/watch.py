@@ -14,6 +14,11 @@ so no watcher sees an older row after a newer one. When no notification comes
 for a poll interval, the task is read anyway (once for all its watchers): the
 safety net for a lost notification.
 
+Reads are shared only among watchers who may see the same: a topic is one
+task as one caller sees it (`principal.current()`: its tenant, and for a key
+that may only submit, its own submissions), so a watcher of another tenant
+never receives a read made for someone else.
+
 A watcher sees the task as it is when read, never older than the notification
 that woke it; a state that comes and goes between two reads is not seen.
 """
@@ -28,6 +33,7 @@ from typing import Any
 
 from treadle.common.errors import Unavailable
 from treadle.common.tasks import Task
+from treadle.scheduler import principal
 
 #: Reads one task; raises `NotFound` when there is none (`Scheduler.get`).
 Get = Callable[[str], Coroutine[Any, Any, Task]]
@@ -69,28 +75,28 @@ class Watchers:
     def __init__(self, get: Get, poll_interval: float) -> None:
         self._get = get
         self.poll_interval = poll_interval
-        self._topics: dict[str, _Topic] = {}
+        #: By task id, by who watches it (tenant, and whose submissions).
+        self._topics: dict[str, dict[tuple[str, str | None], _Topic]] = {}
         self._reads: set[asyncio.Task[Task]] = set()
         self._closed = False
 
     @property
     def watched(self) -> int:
         """How many tasks are being watched."""
-        return len(self._topics)
+        return sum(len(by_caller) for by_caller in self._topics.values())
 
     def notify(self, payload: str) -> None:
         """Wake the watchers of the tasks named in `payload` (ids separated by commas)."""
         if not self._topics:
             return
         for task_id in payload.split(","):
-            topic = self._topics.get(task_id)
-            if topic is not None:
+            for topic in self._topics.get(task_id, {}).values():
                 topic.changed()
 
     def close(self) -> None:
         """End every watch with `Unavailable` and refuse new ones (the replica is stopping)."""
         self._closed = True
-        for topic in self._topics.values():
+        for topic in [t for by_caller in self._topics.values() for t in by_caller.values()]:
             for wakeup in topic.wakeups:
                 wakeup.set()
 
@@ -103,9 +109,12 @@ class Watchers:
         if self._closed:
             raise Unavailable(_CLOSED)
         key = _key(task_id)
-        topic = self._topics.get(key)
+        caller = principal.current()
+        seen_as = (caller.tenant, caller.submitted_by)
+        by_caller = self._topics.setdefault(key, {})
+        topic = by_caller.get(seen_as)
         if topic is None:
-            topic = self._topics[key] = _Topic()
+            topic = by_caller[seen_as] = _Topic()
         wakeup = asyncio.Event()
         topic.wakeups.add(wakeup)
         try:
@@ -129,8 +138,10 @@ class Watchers:
                     last = task.state
         finally:
             topic.wakeups.discard(wakeup)
-            if not topic.wakeups and self._topics.get(key) is topic:
-                del self._topics[key]
+            if not topic.wakeups and by_caller.get(seen_as) is topic:
+                del by_caller[seen_as]
+                if not by_caller and self._topics.get(key) is by_caller:
+                    del self._topics[key]
 
     async def _read(self, topic: _Topic, task_id: str) -> Task:
         """The task, read after the latest change of `topic` was heard of.

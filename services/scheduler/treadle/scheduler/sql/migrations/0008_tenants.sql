@@ -1,7 +1,8 @@
 -- Tenants: every task, queue, schedule and statistic belongs to one. Queue and
 -- schedule names are a tenant's own (two tenants may each have a queue
 -- "default"); idempotency keys are unique within a tenant's queue. Rows written
--- before tenants belong to the default tenant. Replicas are shared: a tenant
+-- before tenants, and rows written by hand without one, belong to the default
+-- tenant (the statements name the tenant always). Replicas are shared: a tenant
 -- sees them, with the running count of its own tasks only.
 --
 -- Every statement made on a caller's behalf names the tenant
@@ -52,13 +53,3 @@ ALTER TABLE task_stats_recent ADD PRIMARY KEY (width, at, tenant, queue);
 ALTER TABLE task_error_stats ADD COLUMN tenant text NOT NULL DEFAULT 'default';
 ALTER TABLE task_error_stats DROP CONSTRAINT task_error_stats_pkey;
 ALTER TABLE task_error_stats ADD PRIMARY KEY (hour, tenant, queue, type, message);
-
--- The tenant's name is the first thing a reader filters on; new rows name it
--- always (the defaults above only fill the rows already there).
-ALTER TABLE tasks ALTER COLUMN tenant DROP DEFAULT;
-ALTER TABLE queues ALTER COLUMN tenant DROP DEFAULT;
-ALTER TABLE schedules ALTER COLUMN tenant DROP DEFAULT;
-ALTER TABLE task_stats_totals ALTER COLUMN tenant DROP DEFAULT;
-ALTER TABLE task_stats_hourly ALTER COLUMN tenant DROP DEFAULT;
-ALTER TABLE task_stats_recent ALTER COLUMN tenant DROP DEFAULT;
-ALTER TABLE task_error_stats ALTER COLUMN tenant DROP DEFAULT;
