@@ -68,7 +68,7 @@ def certificates(name: str, path: str) -> None:
     if _CERTIFICATE not in data:
         raise InvalidArgument(f"{name}: {path} holds no PEM certificate ({_CERTIFICATE.decode()})")
     try:
-        ssl.create_default_context().load_verify_locations(cadata=data.decode("ascii"))
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=data.decode("ascii"))
     except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
         reason = _ssl_reason(exc) if isinstance(exc, ssl.SSLError) else str(exc)
         raise InvalidArgument(f"{name}: {path} holds an unreadable certificate: {reason}") from None
