@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from support import make_settings
+from tls_files import Pki
 
 from treadle.client import Client
 from treadle.scheduler import postgres
@@ -109,3 +110,10 @@ async def client(replica: Replica) -> AsyncIterator[Client]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """Certificates made for this test (trustme): a CA, the scheduler's, a client's
+    and one from another CA, as PEM files (`tls_files`)."""
+    return Pki.make(tmp_path / "pki")

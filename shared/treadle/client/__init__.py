@@ -4,6 +4,10 @@
         task = await client.submit("echo", {"hello": "world"})
         done = await client.wait(task.id, timeout=10)
 
+Over TLS, pass what to trust (and, for mutual TLS, the client's certificate):
+
+    Client("scheduler.internal:50051", tls=TLSConfig(ca="ca.pem", cert="me.pem", key="me.key"))
+
 Calls return the plain dataclasses of `treadle.common.tasks` and raise
 Treadle's errors (`treadle.common.errors`), never raw gRPC errors.
 `SyncClient` offers the same calls for code without an event loop.
@@ -41,6 +45,7 @@ from treadle.common.tasks import (
     TaskSpec,
     TaskState,
 )
+from treadle.common.tls import TLSConfig
 
 __all__ = [
     "Alert",
@@ -60,6 +65,7 @@ __all__ = [
     "SyncClient",
     "SystemHealth",
     "SystemStatus",
+    "TLSConfig",
     "Task",
     "TaskError",
     "TaskPage",

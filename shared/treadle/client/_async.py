@@ -20,6 +20,7 @@ from treadle.common import errors, stats, stats_wire, status, tasks, telemetry, 
 from treadle.common.health import SchedulerHealth, scheduler_health_from_proto
 from treadle.common.stats import Granularity
 from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
+from treadle.common.tls import TLSConfig
 
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -55,6 +56,27 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
+def _channel(
+    address: str, interceptors: list[grpc.aio.ClientInterceptor], tls: TLSConfig | None
+) -> grpc.aio.Channel:
+    options: list[tuple[str, Any]] = [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ]
+    if tls is None:
+        return grpc.aio.insecure_channel(
+            address, interceptors=interceptors or None, options=options
+        )
+    return grpc.aio.secure_channel(
+        address,
+        tls.credentials(),
+        interceptors=interceptors or None,
+        options=[*options, *tls.options()],
+    )
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Raise Treadle's errors instead of gRPC's."""
@@ -74,21 +96,15 @@ class Client:
         timeout: float = 10.0,
         channel: grpc.aio.Channel | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        tls: TLSConfig | None = None,
     ) -> None:
         """`interceptors` wrap every call on the client's own channel (not on a
-        `channel` passed in), e.g. `treadle.common.telemetry.client_interceptors()`."""
+        `channel` passed in), e.g. `treadle.common.telemetry.client_interceptors()`.
+        `tls`: call over TLS (the CA to trust; a client certificate for mutual
+        TLS); None: plaintext."""
         self.address = address
         self.timeout = timeout
-        self._channel = channel or grpc.aio.insecure_channel(
-            address,
-            interceptors=list(interceptors) or None,
-            options=[
-                ("grpc.service_config", _SERVICE_CONFIG),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
-        )
+        self._channel = channel or _channel(address, list(interceptors), tls)
         self._stub = pb_grpc.SchedulerServiceStub(self._channel)
         # Calls made together share calls (`_group`): submits, and task reads.
         self._submits: Grouper[pb.TaskSpec, pb.GroupedSubmission, tasks.Submitted] = Grouper(

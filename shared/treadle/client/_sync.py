@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from treadle.client._async import DEFAULT_ADDRESS, Client
 from treadle.common.tasks import Task
+from treadle.common.tls import TLSConfig
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -35,13 +36,15 @@ def _blocking(
 class SyncClient:
     """The same calls as `Client`, blocking. Not for use inside a running event loop."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, *, timeout: float = 10.0, tls: TLSConfig | None = None
+    ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._client: Client = self._run(self._make(address, timeout))
+        self._client: Client = self._run(self._make(address, timeout, tls))
 
     @staticmethod
-    async def _make(address: str, timeout: float) -> Client:
-        return Client(address, timeout=timeout)
+    async def _make(address: str, timeout: float, tls: TLSConfig | None) -> Client:
+        return Client(address, timeout=timeout, tls=tls)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coro)

@@ -31,14 +31,16 @@ examples:
 environment: TREADLE_DATABASE_URL (empty: embedded PostgreSQL in TREADLE_DATA_DIR),
 TREADLE_DATABASE_SCHEMA, TREADLE_APP, TREADLE_GRPC_HOST/PORT, TREADLE_HTTP_HOST/PORT,
 TREADLE_SCHEDULER_ADDRESS, TREADLE_CONCURRENCY, TREADLE_EXECUTOR_THREADS,
-TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, ... (see docs/configuration.md)
+TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, TREADLE_TLS_CERT/KEY/CA/CLIENT_CA,
+... (see docs/configuration.md and, for TLS, docs/security.md)
 """
 
 
 def _add_address(p: argparse.ArgumentParser) -> None:
-    from treadle.gateway.settings import Settings as GatewaySettings
+    """--address and the TLS flags of a command that calls the scheduler."""
+    from treadle.gateway import __main__ as gateway
 
-    config.add_flags(p, GatewaySettings, "address")
+    gateway.add_scheduler_flags(p)
 
 
 def _add_scheduler(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,10 +76,17 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         description="Run a scheduler and a GraphQL gateway in one process. "
         "Without a database URL, start an embedded PostgreSQL whose data "
         "lives in --data-dir. Loads the bundled example app (echo, sleep, "
-        "fib, fail, noop) unless --app is given. Ctrl-C stops everything.",
+        "fib, fail, noop) unless --app is given. With --tls-cert and --tls-key the "
+        "scheduler serves gRPC over TLS, and the gateway calls it trusting --tls-ca "
+        "(presenting that same certificate when --tls-client-ca asks for one). "
+        "Ctrl-C stops everything.",
     )
     scheduler.add_flags(up)
     config.add_flags(up.add_argument_group("gateway"), GatewaySettings, "gateway")
+    # The gateway calls the replica with --tls-cert/--tls-key as its own (client)
+    # certificate: only what it trusts is its own flag.
+    trust = up.add_argument_group("TLS from the gateway to the scheduler")
+    config.add_flags(trust, GatewaySettings, "tls-trust")
     config.add_flags(up, LogSettings, "logging")
 
     _add_scheduler(sub)

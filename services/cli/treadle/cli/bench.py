@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from treadle.client import Client
+from treadle.client import Client, TLSConfig
 from treadle.common.errors import DeadlineExceeded
 from treadle.common.tasks import TaskSpec, TaskState
 
@@ -46,11 +46,16 @@ async def _wait_drained(client: Client, queue: str, deadline: float) -> None:
 
 
 async def run(
-    address: str, count: int, batch: int, name: str, delay: float | None = None
+    address: str,
+    count: int,
+    batch: int,
+    name: str,
+    delay: float | None = None,
+    tls: TLSConfig | None = None,
 ) -> dict[str, Any]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     spec = TaskSpec(name=name, queue=queue, delay_seconds=delay)
-    async with Client(address, timeout=120.0) as client:
+    async with Client(address, timeout=120.0, tls=tls) as client:
         started = time.perf_counter()
         submitted = 0
         while submitted < count:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.cli import queues, schedules
 from treadle.client import Client
-from treadle.client._async import DEFAULT_ADDRESS
 from treadle.common import config, process, wire
 from treadle.common.errors import InvalidArgument
 from treadle.common.process import Command
@@ -63,6 +62,11 @@ def cmd_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     sched = config.load(SchedulerSettings, env, vars(args))
     gateway = config.load(GatewaySettings, env, vars(args))
+    if gateway.tls_ca is not None and sched.tls_cert is None:
+        raise InvalidArgument(
+            "TREADLE_TLS_CA makes the gateway call the scheduler over TLS, but the scheduler "
+            "has no certificate to serve: set TREADLE_TLS_CERT and TREADLE_TLS_KEY too"
+        )
     process.observe(args, env, "treadle")
 
     async def serve(url: str) -> Replica:
@@ -116,8 +120,15 @@ def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 # -- client commands ------------------------------------------------------------
 
 
-def _address(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    return str(args.scheduler_address or env.get("TREADLE_SCHEDULER_ADDRESS") or DEFAULT_ADDRESS)
+def _connection(args: argparse.Namespace, env: Mapping[str, str]) -> GatewaySettings:
+    """How to reach the scheduler: --address and the TLS flags (or their variables)."""
+    return config.load(GatewaySettings, env, vars(args))
+
+
+def _client(args: argparse.Namespace, env: Mapping[str, str]) -> Client:
+    """A client of the scheduler the command's flags and variables name."""
+    settings = _connection(args, env)
+    return Client(settings.scheduler_address, tls=settings.scheduler_tls)
 
 
 def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -142,7 +153,7 @@ def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     )
 
     async def submit() -> Task:
-        async with Client(_address(args, env)) as client:
+        async with _client(args, env) as client:
             submitted = await client.submit_spec(spec)
             task = submitted.task
             if submitted.existing:
@@ -165,7 +176,7 @@ def _with_client(act: Callable[[Client, argparse.Namespace], Awaitable[str]]) ->
 
     def command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         async def call() -> str:
-            async with Client(_address(args, env)) as client:
+            async with _client(args, env) as client:
                 return await act(client, args)
 
         print(process.run_async(call()))
@@ -199,7 +210,10 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise InvalidArgument(f"--mode {args.mode} starts its own Treadle; drop --address")
     run: Awaitable[dict[str, Any]]
     if against:
-        run = bench.run(_address(args, env), args.tasks, args.batch, args.name, args.delay)
+        to = _connection(args, env)
+        run = bench.run(
+            to.scheduler_address, args.tasks, args.batch, args.name, args.delay, to.scheduler_tls
+        )
     elif args.mode == "drain":
         run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
     elif args.mode == "submit":

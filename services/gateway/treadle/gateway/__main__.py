@@ -21,9 +21,19 @@ DESCRIPTION = (
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The gateway flags (in their --help section) and --address."""
+    """The gateway flags (in their --help section), --address and the TLS flags of
+    the link to the scheduler."""
     config.add_flags(parser.add_argument_group("gateway"), Settings, "gateway")
+    add_scheduler_flags(parser)
+
+
+def add_scheduler_flags(parser: argparse.ArgumentParser) -> None:
+    """--address, and the TLS flags of calls to the scheduler in their --help
+    section; every client command takes them too."""
     config.add_flags(parser, Settings, "address")
+    group = parser.add_argument_group("TLS to the scheduler")
+    config.add_flags(group, Settings, "tls-trust")
+    config.add_flags(group, Settings, "tls-identity")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +57,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         process.settle()
         print(
             f"Treadle gateway on {server.url}/graphql, scheduler at "
-            f"{settings.scheduler_address}. Press Ctrl-C to stop.",
+            f"{settings.scheduler_address}{' over TLS' if settings.scheduler_tls else ''}. "
+            "Press Ctrl-C to stop.",
             flush=True,
         )
         try:

@@ -105,6 +105,7 @@ def create_app(
         async with Client(
             settings.scheduler_address,
             timeout=settings.rpc_timeout,
+            tls=settings.scheduler_tls,
             interceptors=[
                 *telemetry.client_interceptors(provider),
                 *metrics.grpc.interceptors(),

@@ -57,6 +57,8 @@ class Gateway:
             log_config=None,
             timeout_graceful_shutdown=5,
             ws_max_size=settings.max_request_bytes,
+            ssl_certfile=settings.http_tls_cert,
+            ssl_keyfile=settings.http_tls_key,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
@@ -69,7 +71,8 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.http_host}:{self.port}"
+        scheme = "https" if self.settings.https else "http"
+        return f"{scheme}://{self.settings.http_host}:{self.port}"
 
     async def _serve(self) -> None:
         try:

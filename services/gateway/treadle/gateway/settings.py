@@ -1,14 +1,21 @@
 """The gateway's settings: one frozen object, read once in `__main__`.
 
 Each field carries its own checks and, where the command line has one, its
-flag (`config.setting`).
+flag (`config.setting`); `validate` holds the rules that join fields.
+
+The scheduler's address and the TLS settings of the link to it are also
+those of every client command (`treadle submit`, ...): flags `address`,
+`tls-trust` (the CA, the name to check) and `tls-identity` (the client's own
+certificate, shared with the scheduler's settings in `treadle up`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from treadle.common import tls
 from treadle.common.config import not_empty, port, positive, setting
+from treadle.common.errors import InvalidArgument
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +30,19 @@ class Settings:
     http_port: int = setting(
         8000, checks=(port,), flags="gateway", help="HTTP listen port ({env}, default {default})"
     )
+    #: HTTPS: the gateway's certificate chain and private key (PEM files); unset: HTTP.
+    http_tls_cert: str | None = setting(
+        None,
+        checks=(tls.certificates,),
+        flags="gateway",
+        help="serve HTTPS with this certificate chain, PEM; needs --http-tls-key ({env})",
+    )
+    http_tls_key: str | None = setting(
+        None,
+        checks=(tls.private_key,),
+        flags="gateway",
+        help="the private key of --http-tls-cert, PEM, unencrypted ({env})",
+    )
     #: Any scheduler replica: a gRPC target such as host:port. Client commands
     #: (`treadle submit`, ...) take the same flag and variable.
     scheduler_address: str = setting(
@@ -32,6 +52,35 @@ class Settings:
         flag="--address",
         help="scheduler gRPC address ({env}, default {default})",
     )
+    #: TLS to the scheduler: the CA bundle that verifies its certificate (TLS
+    #: is on when set), and the name to check in it when not the address's host.
+    tls_ca: str | None = setting(
+        None,
+        checks=(tls.certificates,),
+        flags="tls-trust",
+        help="call the scheduler over TLS, trusting this CA bundle, PEM ({env})",
+    )
+    tls_server_name: str | None = setting(
+        None,
+        checks=(not_empty,),
+        flags="tls-trust",
+        help="the name the scheduler's certificate must hold "
+        "(default: the host of the address) ({env})",
+    )
+    #: The client's own certificate chain and key, for a scheduler that requires one.
+    tls_cert: str | None = setting(
+        None,
+        checks=(tls.certificates,),
+        flags="tls-identity",
+        help="client certificate chain, PEM, shown to a scheduler that requires one "
+        "(mutual TLS); needs --tls-key and --tls-ca ({env})",
+    )
+    tls_key: str | None = setting(
+        None,
+        checks=(tls.private_key,),
+        flags="tls-identity",
+        help="the private key of --tls-cert, PEM, unencrypted ({env})",
+    )
     #: Seconds each call to the scheduler may take.
     rpc_timeout: float = setting(10.0, checks=(positive,))
     #: Seconds `/health/detailed` waits for the scheduler's report before saying "down".
@@ -39,3 +88,38 @@ class Settings:
     #: The largest HTTP request body (bytes) and WebSocket message the gateway reads;
     #: a larger body is refused with 413 before it is read whole.
     max_request_bytes: int = setting(2 * 1024 * 1024, checks=(positive,))
+
+    def validate(self) -> None:
+        """The rules that join fields (each field's own are on the field)."""
+        tls.key_pair(
+            "TREADLE_HTTP_TLS_CERT", self.http_tls_cert, "TREADLE_HTTP_TLS_KEY", self.http_tls_key
+        )
+        tls.key_pair("TREADLE_TLS_CERT", self.tls_cert, "TREADLE_TLS_KEY", self.tls_key)
+        if self.tls_ca is None:
+            given = [
+                name
+                for name, value in (
+                    ("TREADLE_TLS_CERT", self.tls_cert),
+                    ("TREADLE_TLS_SERVER_NAME", self.tls_server_name),
+                )
+                if value is not None
+            ]
+            if given:
+                raise InvalidArgument(
+                    f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} "
+                    "TREADLE_TLS_CA: calls to the scheduler use "
+                    "TLS when TREADLE_TLS_CA names the CA bundle that verifies its certificate"
+                )
+
+    @property
+    def scheduler_tls(self) -> tls.TLSConfig | None:
+        """How to call the scheduler over TLS; None: plaintext."""
+        if self.tls_ca is None:
+            return None
+        return tls.TLSConfig(
+            ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key, server_name=self.tls_server_name
+        )
+
+    @property
+    def https(self) -> bool:
+        return self.http_tls_cert is not None

@@ -44,9 +44,10 @@ Treadle scheduler is up. Press Ctrl-C to stop.
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The database and scheduler flags, in their --help sections."""
+    """The database, scheduler and TLS flags, in their --help sections."""
     config.add_flags(parser.add_argument_group("database"), Settings, "database")
     config.add_flags(parser.add_argument_group("scheduler"), Settings, "scheduler")
+    config.add_flags(parser.add_argument_group("TLS (gRPC)"), Settings, "tls")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,11 +79,18 @@ async def replica(settings: Settings, app: str, url: str) -> AsyncIterator[Repli
         await running.stop()
 
 
+def transport(settings: Settings) -> str:
+    """How the replica serves gRPC, in words."""
+    if settings.tls_client_ca:
+        return "TLS, client certificates required"
+    return "TLS" if settings.tls_cert else "plaintext"
+
+
 def figures(running: Replica) -> dict[str, str]:
     """What the banners show of a running replica."""
     metrics = running.metrics_server
     return {
-        "grpc": running.address,
+        "grpc": f"{running.address} ({transport(running.settings)})",
         "tasks": ", ".join(running.registry.names),
         "metrics": metrics.address if metrics else "",
     }

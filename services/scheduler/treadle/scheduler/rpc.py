@@ -495,7 +495,10 @@ class Server:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         stats: Stats | None = None,
         health_report: HealthReport | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
+        """`credentials`: serve over TLS with them (`treadle.common.tls.ServerIdentity`);
+        None: plaintext."""
         self.server = grpc.aio.server(
             interceptors=[*interceptors, DecodeGuard()],
             options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
@@ -512,7 +515,10 @@ class Server:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        else:
+            self.port = self.server.add_secure_port(f"{host}:{port}", credentials)
         if self.port == 0:
             raise errors.Unavailable(f"cannot listen on {host}:{port}")
         self.address = f"{host}:{self.port}"

@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 
-from treadle.common import config
+from treadle.common import config, tls
 from treadle.common.config import at_most, not_negative, port, positive, setting
 from treadle.common.errors import InvalidArgument
 
@@ -54,6 +54,27 @@ class Settings:
     )
     grpc_port: int = setting(
         50051, checks=(port,), flags="scheduler", help="gRPC listen port ({env}, default {default})"
+    )
+    #: TLS on gRPC: this replica's certificate chain and private key (PEM files);
+    #: with a client CA bundle, clients must present a certificate it signed.
+    #: Unset: plaintext. The files are read again when they change (docs/security.md).
+    tls_cert: str | None = setting(
+        None,
+        checks=(tls.certificates,),
+        flags="tls",
+        help="serve gRPC over TLS with this certificate chain, PEM; needs --tls-key ({env})",
+    )
+    tls_key: str | None = setting(
+        None,
+        checks=(tls.private_key,),
+        flags="tls",
+        help="the private key of --tls-cert, PEM, unencrypted ({env})",
+    )
+    tls_client_ca: str | None = setting(
+        None,
+        checks=(tls.certificates,),
+        flags="tls",
+        help="require client certificates signed by this CA bundle, PEM: mutual TLS ({env})",
     )
     #: Prometheus metrics at http://<grpc_host>:<metrics_port>/metrics; 0 picks a free port.
     metrics_port: int = setting(
@@ -123,6 +144,12 @@ class Settings:
 
     def validate(self) -> None:
         """The rules that join two fields (each field's own are on the field)."""
+        tls.key_pair("TREADLE_TLS_CERT", self.tls_cert, "TREADLE_TLS_KEY", self.tls_key)
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise InvalidArgument(
+                "TREADLE_TLS_CLIENT_CA needs TREADLE_TLS_CERT and TREADLE_TLS_KEY: "
+                "client certificates are checked over TLS only"
+            )
         if self.heartbeat_interval >= self.lease_seconds:
             raise InvalidArgument(
                 f"TREADLE_HEARTBEAT_INTERVAL ({self.heartbeat_interval}) must be shorter than "

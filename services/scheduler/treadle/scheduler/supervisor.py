@@ -23,7 +23,7 @@ from importlib import metadata
 
 from opentelemetry import trace
 
-from treadle.common import errors, telemetry
+from treadle.common import errors, telemetry, tls
 from treadle.common.exposition import MetricsServer
 from treadle.common.health import ExecutorHealth, PoolHealth
 from treadle.scheduler import postgres
@@ -217,6 +217,7 @@ class Replica:
 
     async def _start(self) -> None:
         s = self.settings
+        identity = self.tls_identity()  # before anything opens: a bad file stops the start
         pool = await postgres.create_pool(
             self.database_url,
             s.database_schema,
@@ -258,9 +259,18 @@ class Replica:
                 self.metrics.grpc.interceptor(),
             ],
             health_report=HealthReporter(parts.store, self.state, s.lease_seconds).report,
+            credentials=identity.credentials() if identity is not None else None,
         )
         self._opened.push_async_callback(self._server.stop, SERVER_GRACE)
         await self._server.start()
+
+    def tls_identity(self) -> tls.ServerIdentity | None:
+        """The gRPC server's TLS files (None: plaintext), read now: a file that
+        cannot be used stops the start, naming its setting."""
+        s = self.settings
+        if s.tls_cert is None or s.tls_key is None:
+            return None
+        return tls.ServerIdentity(s.tls_cert, s.tls_key, s.tls_client_ca)
 
     def _build(self, pool: postgres.Pool) -> Parts:
         """Every part, wired; nothing runs yet."""
