@@ -109,6 +109,8 @@ def create_app(
                 *telemetry.client_interceptors(provider),
                 *metrics.grpc.interceptors(),
             ],
+            max_request_bytes=settings.grpc_max_request_bytes,
+            max_response_bytes=settings.grpc_max_response_bytes,
         ) as client:
             yield {"client": client}
 

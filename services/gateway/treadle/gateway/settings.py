@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from treadle.common.config import not_empty, port, positive, setting
+from treadle.common import grpc_limits
+from treadle.common.config import at_most, not_empty, port, positive, setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,3 +40,12 @@ class Settings:
     #: The largest HTTP request body (bytes) and WebSocket message the gateway reads;
     #: a larger body is refused with 413 before it is read whole.
     max_request_bytes: int = setting(2 * 1024 * 1024, checks=(positive,))
+    #: The scheduler's gRPC message limits (the variables a replica reads too):
+    #: the gateway sends no larger request and accepts any response up to the
+    #: larger size (`treadle.common.grpc_limits`).
+    grpc_max_request_bytes: int = setting(
+        grpc_limits.MAX_REQUEST_BYTES, checks=(positive, at_most(grpc_limits.LARGEST))
+    )
+    grpc_max_response_bytes: int = setting(
+        grpc_limits.MAX_RESPONSE_BYTES, checks=(positive, at_most(grpc_limits.LARGEST))
+    )
