@@ -114,9 +114,15 @@ def create_app(
         ) as client:
             yield {"client": client}
 
+    introspection = settings.introspection()
     graphql = GraphQLApp(
-        create_schema(tracer_provider=provider, extensions=[metrics.extension()]),
-        graphql_ide="graphiql",
+        create_schema(
+            tracer_provider=provider,
+            extensions=[metrics.extension()],
+            introspection=introspection,
+        ),
+        # GraphiQL needs introspection; without it GET /graphql in a browser is a 404.
+        graphql_ide="graphiql" if introspection else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
     )
     return Starlette(

@@ -5,9 +5,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from typing import Any
 
 import strawberry
-from graphql import GraphQLError, located_error
+from graphql import (
+    SKIP,
+    FieldNode,
+    GraphQLError,
+    VisitorAction,
+    get_named_type,
+    is_introspection_type,
+    located_error,
+)
+from graphql.validation import ASTValidationRule, ValidationRule
 from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
@@ -253,21 +263,44 @@ class Subscription:
     )
 
 
+class NoIntrospection(ValidationRule):
+    """Refuses introspection (`__schema`, `__type`) with one error per field
+    asked for, code INVALID_ARGUMENT; `__typename` is not introspection. As
+    graphql-core's `NoSchemaIntrospectionCustomRule`, which would also report
+    each field below."""
+
+    def enter_field(self, node: FieldNode, *_args: Any) -> VisitorAction:
+        kind = get_named_type(self.context.get_type())
+        if kind is None or not is_introspection_type(kind):
+            return None
+        self.report_error(
+            GraphQLError(
+                f"GraphQL introspection is turned off on this gateway: '{node.name.value}' "
+                "cannot be queried",
+                node,
+                extensions={"code": InvalidArgument.code},
+            )
+        )
+        return SKIP  # its own fields would only say the same again
+
+
 class Checks(ParserCache, ValidationCache):
     """What every operation goes through before it runs, in one extension:
     parsing (at most `MAX_TOKENS` tokens) and validation (with the depth and
-    alias limits), each cached by Strawberry's shared LRU caches.
+    alias limits, and the schema's own `RULES`), each cached by Strawberry's
+    shared LRU caches.
 
     Strawberry's `QueryDepthLimiter` and `MaxAliasesLimiter` make a new rule
     class each time one is constructed, and the validation cache is keyed by
     the document and the rule classes: a limiter made per operation made every
-    key new, so every operation was validated again. The rules are made here
-    once. One extension rather than five also spares each operation four sets
-    of hooks (Strawberry wraps each hook of each extension anew per operation).
+    key new, so every operation was validated again. The rules are made once,
+    here and in `checks` (once per schema). One extension rather than five also
+    spares each operation four sets of hooks (Strawberry wraps each hook of
+    each extension anew per operation).
     """
 
     #: The limits' rule classes, made once.
-    RULES = (
+    RULES: tuple[type[ASTValidationRule], ...] = (
         *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
         *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
     )
@@ -289,12 +322,22 @@ class Schema(strawberry.Schema):
         log_errors(errors)
 
 
+def checks(*, introspection: bool) -> type[Checks]:
+    """The `Checks` of one schema, its rule classes made here once: the limits,
+    and `NoIntrospection` unless `introspection`."""
+    rules = (*Checks.RULES, *(() if introspection else (NoIntrospection,)))
+    return type("Checks", (Checks,), {"RULES": rules})
+
+
 def create_schema(
     tracer_provider: trace.TracerProvider | None = None,
     extensions: Sequence[Callable[[], SchemaExtension]] = (),
+    *,
+    introspection: bool = True,
 ) -> Schema:
     """The schema; with a `tracer_provider`, each operation and resolver is a span.
-    `extensions` (factories) run outermost, around every other extension."""
+    `extensions` (factories) run outermost, around every other extension.
+    Without `introspection`, `__schema` and `__type` are refused."""
     return Schema(
         query=Query,
         mutation=Mutation,
@@ -302,7 +345,7 @@ def create_schema(
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
             *extensions,
-            Checks,
+            checks(introspection=introspection),
             CodedErrors,
             *tracing.extensions(tracer_provider),
         ],
