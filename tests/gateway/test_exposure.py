@@ -1,15 +1,21 @@
 """What a gateway shows to whoever reaches it: introspection and GraphiQL only
-on a loopback address unless told otherwise. Real gateways over HTTP on
-loopback; one is given the settings of a gateway on another address."""
+on a loopback address unless told otherwise; CORS headers for the listed
+origins only, and WebSockets only from the gateway's own or a listed origin.
+Real gateways over HTTP on loopback; one is given the settings of a gateway
+on another address."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
 from treadle.common import config
 from treadle.common.errors import InvalidArgument
@@ -108,3 +114,88 @@ async def test_without_introspection_schema_and_type_are_refused(
         assert "graphiql" not in page.text.lower()
         response = await http.get("/graphql", params={"query": "{ tasks { nodes { id } } }"})
         assert response.json() == {"data": {"tasks": {"nodes": []}}}
+
+
+ALLOWED = "https://app.example.com"
+OTHER = "https://evil.example.net"
+
+
+def preflight(origin: str) -> dict[str, str]:
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, authorization",
+    }
+
+
+def cors_headers(response: httpx.Response) -> set[str]:
+    return {k for k in response.headers if k.lower().startswith("access-control-")}
+
+
+async def test_without_allowed_origins_no_answer_has_cors_headers(replica: Replica) -> None:
+    async with serving(replica) as http:
+        assert Settings().allowed_origins() == ()
+        answer = await http.options("/graphql", headers=preflight(ALLOWED))
+        assert cors_headers(answer) == set(), answer.headers
+        answer = await http.post("/graphql", json={"query": SCHEMA}, headers={"Origin": ALLOWED})
+        assert answer.status_code == 200
+        assert cors_headers(answer) == set(), answer.headers
+
+
+async def test_an_allowed_origin_gets_cors_headers_and_another_does_not(
+    replica: Replica,
+) -> None:
+    listed = f"{ALLOWED}, http://localhost:3000"
+    async with serving(replica, cors_origins=listed) as http:
+        answer = await http.options("/graphql", headers=preflight(ALLOWED))
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["access-control-allow-origin"] == ALLOWED
+        assert "POST" in answer.headers["access-control-allow-methods"]
+        assert "authorization" in answer.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-credentials" not in answer.headers
+        answer = await http.post("/graphql", json={"query": SCHEMA}, headers={"Origin": ALLOWED})
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == ALLOWED
+        assert "Origin" in answer.headers["vary"]
+
+        refused = await http.options("/graphql", headers=preflight(OTHER))
+        assert refused.status_code == 400
+        assert "access-control-allow-origin" not in refused.headers
+        answer = await http.post("/graphql", json={"query": SCHEMA}, headers={"Origin": OTHER})
+        assert "access-control-allow-origin" not in answer.headers
+
+
+def test_origins_are_checked_at_start() -> None:
+    given = " HTTPS://App.Example.com:443/ ,, http://localhost:3000"
+    assert Settings(cors_origins=given).allowed_origins() == (ALLOWED, "http://localhost:3000")
+    for bad in ("*", "https://app.example.com/app", "app.example.com", "null", "ftp://x.org"):
+        with pytest.raises(InvalidArgument, match=r"TREADLE_CORS_ORIGINS: .* is not an origin"):
+            config.load(Settings, {"TREADLE_CORS_ORIGINS": bad})
+
+
+async def open_socket(url: str, origin: str | None) -> None:
+    """Open the GraphQL WebSocket as a page of `origin` would, and say hello."""
+    async with connect(
+        url,
+        origin=None if origin is None else Origin(origin),
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+
+
+async def test_a_websocket_from_another_origin_is_refused(replica: Replica) -> None:
+    """Browsers apply no CORS to WebSockets: the gateway checks their Origin."""
+    listen = Settings(http_port=0, scheduler_address=replica.address, cors_origins=ALLOWED)
+    gateway = Gateway(listen)
+    await gateway.start()
+    try:
+        url = gateway.url.replace("http://", "ws://", 1) + "/graphql"
+        with pytest.raises(InvalidStatus) as refused:
+            await open_socket(url, OTHER)
+        assert refused.value.response.status_code == 403
+        await open_socket(url, ALLOWED)  # listed
+        await open_socket(url, gateway.url)  # the gateway's own page
+        await open_socket(url, None)  # not a browser
+    finally:
+        await gateway.stop()

@@ -31,7 +31,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from treadle.client import Client
 from treadle.common import telemetry, wire
 from treadle.common.errors import InvalidArgument
-from treadle.gateway import health, limits, tracing
+from treadle.gateway import cors, health, limits, tracing
 from treadle.gateway.metrics import GatewayMetrics
 from treadle.gateway.schema import Context, create_schema
 from treadle.gateway.settings import Settings
@@ -115,6 +115,7 @@ def create_app(
             yield {"client": client}
 
     introspection = settings.introspection()
+    allowed = settings.allowed_origins()
     graphql = GraphQLApp(
         create_schema(
             tracer_provider=provider,
@@ -124,6 +125,8 @@ def create_app(
         # GraphiQL needs introspection; without it GET /graphql in a browser is a 404.
         graphql_ide="graphiql" if introspection else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        # A WebSocket opened by a page of another origin is refused (403) unless listed.
+        allowed_origins=allowed,
     )
     return Starlette(
         routes=[
@@ -141,6 +144,7 @@ def create_app(
         middleware=[
             metrics.middleware(),
             *tracing.middleware(provider),
+            *cors.middleware(allowed),
             # Innermost: a refused body is still measured and traced.
             Middleware(limits.BodyLimit, limit=settings.max_request_bytes),
         ],

@@ -8,9 +8,50 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from urllib.parse import urlsplit
 
 from treadle.common import grpc_limits
 from treadle.common.config import at_most, not_empty, port, positive, setting
+from treadle.common.errors import InvalidArgument
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(text: str) -> str | None:
+    """`text` as a browser sends it in an `Origin` header (scheme and host in
+    lower case, no default port), or None when it is not an origin."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in _DEFAULT_PORTS or not host or parts.username is not None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+
+
+def origins(text: str) -> tuple[str, ...]:
+    """The origins of a comma-separated list (`TREADLE_CORS_ORIGINS`), each as
+    browsers send it; empty items are skipped. Refuses what is not an origin,
+    `*` included."""
+    found = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        normal = origin(item)
+        if normal is None:
+            raise InvalidArgument(
+                f"TREADLE_CORS_ORIGINS: {item!r} is not an origin: give each as "
+                "scheme://host[:port] (such as https://app.example.com), no path, no '*'"
+            )
+        found.append(normal)
+    return tuple(found)
+
+
+def _origins(name: str, value: str) -> None:
+    origins(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +91,9 @@ class Settings:
     #: The largest HTTP request body (bytes) and WebSocket message the gateway reads;
     #: a larger body is refused with 413 before it is read whole.
     max_request_bytes: int = setting(2 * 1024 * 1024, checks=(positive,))
+    #: Browser origins allowed to call the gateway from their pages (CORS) and to
+    #: open its WebSocket: comma-separated scheme://host[:port]; empty: none.
+    cors_origins: str = setting("", checks=(_origins,))
     #: The scheduler's gRPC message limits (the variables a replica reads too):
     #: the gateway sends no larger request and accepts any response up to the
     #: larger size (`treadle.common.grpc_limits`).
@@ -59,6 +103,10 @@ class Settings:
     grpc_max_response_bytes: int = setting(
         grpc_limits.MAX_RESPONSE_BYTES, checks=(positive, at_most(grpc_limits.LARGEST))
     )
+
+    def allowed_origins(self) -> tuple[str, ...]:
+        """`cors_origins`, one origin each."""
+        return origins(self.cors_origins)
 
     def introspection(self) -> bool:
         """Whether introspection and GraphiQL are served: as asked, or with `auto`
