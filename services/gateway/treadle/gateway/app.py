@@ -121,6 +121,7 @@ def create_app(
             tracer_provider=provider,
             extensions=[metrics.extension()],
             introspection=introspection,
+            max_cost=settings.graphql_max_cost,
         ),
         # GraphiQL needs introspection; without it GET /graphql in a browser is a 404.
         graphql_ide="graphiql" if introspection else None,

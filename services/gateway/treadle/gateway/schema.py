@@ -35,7 +35,7 @@ from strawberry.types import ExecutionContext
 from treadle.client import Client
 from treadle.common import tasks
 from treadle.common.errors import InvalidArgument, NotFound
-from treadle.gateway import tracing
+from treadle.gateway import cost, tracing
 from treadle.gateway.errors import CodedErrors, log_errors
 from treadle.gateway.stats import SCALARS, StatsQuery
 from treadle.gateway.types import (
@@ -54,6 +54,8 @@ from treadle.gateway.types import (
 MAX_DEPTH = 10
 MAX_ALIASES = 20
 MAX_TOKENS = 2000
+#: The default of TREADLE_GRAPHQL_MAX_COST: the estimated cost of an operation (`cost`).
+MAX_COST = 10_000
 
 
 @dataclasses.dataclass
@@ -322,10 +324,14 @@ class Schema(strawberry.Schema):
         log_errors(errors)
 
 
-def checks(*, introspection: bool) -> type[Checks]:
+def checks(*, introspection: bool, max_cost: int) -> type[Checks]:
     """The `Checks` of one schema, its rule classes made here once: the limits,
-    and `NoIntrospection` unless `introspection`."""
-    rules = (*Checks.RULES, *(() if introspection else (NoIntrospection,)))
+    the cost limit, and `NoIntrospection` unless `introspection`."""
+    rules = (
+        *Checks.RULES,
+        cost.rule(max_cost),
+        *(() if introspection else (NoIntrospection,)),
+    )
     return type("Checks", (Checks,), {"RULES": rules})
 
 
@@ -334,10 +340,12 @@ def create_schema(
     extensions: Sequence[Callable[[], SchemaExtension]] = (),
     *,
     introspection: bool = True,
+    max_cost: int = MAX_COST,
 ) -> Schema:
     """The schema; with a `tracer_provider`, each operation and resolver is a span.
     `extensions` (factories) run outermost, around every other extension.
-    Without `introspection`, `__schema` and `__type` are refused."""
+    Without `introspection`, `__schema` and `__type` are refused; an operation
+    whose estimated cost is over `max_cost` is refused (`cost`)."""
     return Schema(
         query=Query,
         mutation=Mutation,
@@ -345,7 +353,7 @@ def create_schema(
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
             *extensions,
-            checks(introspection=introspection),
+            checks(introspection=introspection, max_cost=max_cost),
             CodedErrors,
             *tracing.extensions(tracer_provider),
         ],

@@ -91,6 +91,9 @@ class Settings:
     #: The largest HTTP request body (bytes) and WebSocket message the gateway reads;
     #: a larger body is refused with 413 before it is read whole.
     max_request_bytes: int = setting(2 * 1024 * 1024, checks=(positive,))
+    #: The largest estimated cost of a GraphQL operation (`treadle.gateway.cost`;
+    #: the default is `schema.MAX_COST`).
+    graphql_max_cost: int = setting(10_000, checks=(positive,))
     #: Browser origins allowed to call the gateway from their pages (CORS) and to
     #: open its WebSocket: comma-separated scheme://host[:port]; empty: none.
     cors_origins: str = setting("", checks=(_origins,))
