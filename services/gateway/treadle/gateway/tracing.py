@@ -23,7 +23,6 @@ have put a secret (`payload: {password: "…"}`):
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import re
 from collections.abc import Callable, Generator
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from graphql import (
+    DocumentNode,
     FloatValueNode,
     GraphQLResolveInfo,
     IntValueNode,
@@ -120,13 +120,26 @@ class _Literals(Visitor):
         return ObjectValueNode(fields=())
 
 
-@functools.lru_cache(maxsize=256)
-def document_hash(document: str) -> str:
-    """The SHA-256 (hex) of `document` (that parses) printed with every literal
-    value left out: the same for operations that differ only in their literals,
-    and no way to guess a literal from it. Each document is hashed once."""
-    bare = visit(parse(document, no_location=True), _Literals())
-    return hashlib.sha256(print_ast(bare).encode()).hexdigest()
+#: Documents hashed lately, by the SHA-256 of their text (not the text: a
+#: document may be megabytes long), oldest first.
+_HASHED: dict[bytes, str] = {}
+_HASHED_MAX = 256
+
+
+def document_hash(text: str, document: DocumentNode | None = None) -> str:
+    """The SHA-256 (hex) of the document `text` (parsed: `document`) printed
+    with every literal value left out: the same for operations that differ
+    only in their literals, and no way to guess a literal from it. A document
+    seen lately is not printed again."""
+    key = hashlib.sha256(text.encode()).digest()
+    found = _HASHED.get(key)
+    if found is None:
+        bare = visit(document or parse(text, no_location=True), _Literals())
+        found = hashlib.sha256(print_ast(bare).encode()).hexdigest()
+        if len(_HASHED) >= _HASHED_MAX:
+            del _HASHED[next(iter(_HASHED))]
+        _HASHED[key] = found
+    return found
 
 
 #: A GraphQL name: what an operation name must be to be recorded.
@@ -157,7 +170,8 @@ class OperationSpans(OpenTelemetryExtension):
             span.update_name(f"GraphQL Query: {name}")
         with contextlib.suppress(RuntimeError):  # no operation of that name
             span.set_attribute("graphql.operation.type", context.operation_type.value.lower())
-        span.set_attribute("graphql.document.hash", document_hash(context.query or ""))
+        document = context.graphql_document
+        span.set_attribute("graphql.document.hash", document_hash(context.query or "", document))
 
 
 def extensions(provider: trace.TracerProvider | None) -> list[Callable[[], SchemaExtension]]:
