@@ -122,12 +122,12 @@ class CostLimit(ValidationRule):
         definition = getattr(parent, "fields", {}).get(name)
         if definition is None:
             return 1  # no such field: reported by another rule
+        if node.selection_set is None:
+            return 1  # a scalar, or a list of them
         kind = definition.type
         if isinstance(kind, GraphQLNonNull):
             kind = kind.of_type
         size = _page_size(node, definition.args)
-        if node.selection_set is None:
-            return 1
         if isinstance(kind, GraphQLList):
             items = size if size is not None else page if page is not None else LIST_SIZE
             below = None

@@ -266,10 +266,10 @@ class Subscription:
 
 
 class NoIntrospection(ValidationRule):
-    """Refuses introspection (`__schema`, `__type`) with one error per field
-    asked for, code INVALID_ARGUMENT; `__typename` is not introspection. As
-    graphql-core's `NoSchemaIntrospectionCustomRule`, which would also report
-    each field below."""
+    """Refuses introspection: one error (code INVALID_ARGUMENT) for each
+    `__schema` or `__type` selected; `__typename` is not introspection.
+    graphql-core's `NoSchemaIntrospectionCustomRule` does the same, but
+    reports every field below them too."""
 
     def enter_field(self, node: FieldNode, *_args: Any) -> VisitorAction:
         kind = get_named_type(self.context.get_type())
