@@ -91,3 +91,17 @@ def test_gateway_float_settings_are_finite() -> None:
         variable = config.env_name(name)
         with pytest.raises(InvalidArgument, match=f"{variable} must be a finite number"):
             config.load(GatewaySettings, {variable: "nan"})
+
+
+def test_the_grpc_message_limits_are_one_setting_for_scheduler_and_gateway() -> None:
+    """A replica reads its request and response limits from the variables the
+    gateway reads for its channel, so `treadle up` sets both ends at once."""
+    env = {"TREADLE_GRPC_MAX_REQUEST_BYTES": "1000", "TREADLE_GRPC_MAX_RESPONSE_BYTES": "2000"}
+    scheduler = config.load(SchedulerSettings, env)
+    gateway = config.load(GatewaySettings, env)
+    assert (scheduler.grpc_max_request_bytes, scheduler.grpc_max_response_bytes) == (1000, 2000)
+    assert (gateway.grpc_max_request_bytes, gateway.grpc_max_response_bytes) == (1000, 2000)
+    with pytest.raises(InvalidArgument, match="TREADLE_GRPC_MAX_CONCURRENT_STREAMS must be"):
+        config.load(SchedulerSettings, {"TREADLE_GRPC_MAX_CONCURRENT_STREAMS": "0"})
+    with pytest.raises(InvalidArgument, match="TREADLE_GRPC_MAX_RESPONSE_BYTES must be at most"):
+        config.load(GatewaySettings, {"TREADLE_GRPC_MAX_RESPONSE_BYTES": str(2**31)})

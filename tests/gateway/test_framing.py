@@ -12,12 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from support import count_rows
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from treadle.gateway.server import Gateway
 from treadle.gateway.settings import Settings
+from treadle.scheduler.supervisor import Replica
 
 from .helpers import GraphQL
 
@@ -195,3 +197,29 @@ async def test_a_websocket_message_over_the_limit_closes_the_connection(
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009  # message too big
     assert (await gql(SUBMIT))["data"]["submitTask"]["state"] in ("QUEUED", "RUNNING", "SUCCEEDED")
+
+
+async def test_a_request_over_the_grpc_limit_is_refused_by_the_gateway(
+    replica: Replica, database_url: str, schema: str
+) -> None:
+    """The gateway's channel keeps the scheduler's request limit: a larger
+    submission is refused before it is sent (RESOURCE_EXHAUSTED) and stores nothing."""
+    settings = Settings(
+        http_port=0, scheduler_address=replica.address, grpc_max_request_bytes=16 * 1024
+    )
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+            query = 'mutation($p: JSON) { submitTask(input: {name: "echo", payload: $p}) { id } }'
+            big = await http.post(
+                "/graphql", json={"query": query, "variables": {"p": "x" * 20_000}}
+            )
+            small = await http.post("/graphql", json={"query": query, "variables": {"p": "x"}})
+    finally:
+        await gateway.stop()
+    (error,) = big.json()["errors"]
+    assert error["extensions"] == {"code": "RESOURCE_EXHAUSTED"}, error
+    assert "x" * 20 not in error["message"]
+    assert "errors" not in small.json(), small.text
+    assert await count_rows(database_url, schema) == 1

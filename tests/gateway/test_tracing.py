@@ -36,6 +36,7 @@ from websockets.typing import Subprotocol
 from treadle.client import Client, TaskState
 from treadle.common import logs, telemetry
 from treadle.common.tasks import DEFAULT_QUEUE
+from treadle.gateway import tracing
 from treadle.gateway.app import create_app
 from treadle.gateway.server import Gateway
 from treadle.gateway.settings import Settings as GatewaySettings
@@ -358,3 +359,59 @@ async def test_subscriptions_work_traced(
     connection = one(spans, "HTTP /graphql", SpanKind.SERVER)  # a WebSocket has no method
     assert watch.context.trace_id == connection.context.trace_id
     assert instance(watch) == "gateway"
+
+
+async def test_no_span_holds_a_literal_written_in_an_operation(
+    replica_a: Replica, providers: dict[str, TracerProvider], exporter: InMemorySpanExporter
+) -> None:
+    """A secret written as a literal in a mutation (POST) or a query (GET, in
+    the URL) reaches no span of the gateway or the replica: not the operation's
+    (which records a hash of the document without its literals), not the
+    request's URL, not a resolver's arguments, not an event."""
+    secret = f"hunter2-{uuid.uuid4().hex}"
+    mutation = (
+        'mutation Leak { submitTask(input: {name: "echo", idempotencyKey: "SECRET", '
+        'payload: {password: "SECRET", pin: 1234}}) { id } }'
+    ).replace("SECRET", secret)
+    query = '{ trends(queues: ["SECRET"]) { since } }'.replace("SECRET", secret)
+    gateway = await start_gateway(replica_a.address, providers)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+            submitted = (await http.post("/graphql", json={"query": mutation})).json()
+            read = (await http.get("/graphql", params={"query": query})).json()
+            async with Client(replica_a.address) as client:
+                await client.wait(submitted["data"]["submitTask"]["id"], timeout=10)
+    finally:
+        await gateway.stop()
+    assert "errors" not in submitted and "errors" not in read, (submitted, read)
+
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans if secret in s.to_json()] == []
+    assert "treadle.task echo" in {s.name for s in spans}  # the replica's spans were looked at
+    operation = one(spans, "GraphQL Query: Leak", SpanKind.SERVER)
+    assert operation.attributes is not None
+    assert operation.attributes["graphql.operation.name"] == "Leak"
+    assert operation.attributes["graphql.operation.type"] == "mutation"
+    assert "query" not in operation.attributes
+    # The hash is the document's without its literals: the same for other
+    # literals (an input object's keys included), another for other fields.
+    digest = operation.attributes["graphql.document.hash"]
+    assert digest == tracing.document_hash(mutation.replace(secret, "x").replace("pin", "pan"))
+    assert digest != tracing.document_hash(mutation.replace("{ id }", "{ id state }"))
+    (get,) = [s for s in spans if s.name == "GET /graphql"]
+    assert get.attributes is not None
+    assert str(get.attributes["http.url"]).endswith("/graphql?query=REDACTED")
+
+
+async def test_an_operation_that_does_not_parse_is_a_span_without_a_hash(
+    replica_a: Replica, providers: dict[str, TracerProvider], exporter: InMemorySpanExporter
+) -> None:
+    gateway = await start_gateway(replica_a.address, providers)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+            answer = await http.post("/graphql", json={"query": '{ task(id: "secret" '})
+    finally:
+        await gateway.stop()
+    assert "Syntax Error" in answer.json()["errors"][0]["message"]
+    operation = one(exporter.get_finished_spans(), "GraphQL Query", SpanKind.SERVER)
+    assert operation.attributes == {"component": "graphql"}

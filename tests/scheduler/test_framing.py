@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from treadle.client import Client
-from treadle.scheduler.rpc import MAX_DETAILS, MAX_RECEIVE_BYTES
+from treadle.common.grpc_limits import MAX_REQUEST_BYTES
+from treadle.scheduler.rpc import MAX_DETAILS
 from treadle.scheduler.supervisor import Replica
 
 MiB = 1024 * 1024
@@ -94,7 +95,7 @@ async def test_undecodable_bytes_to_a_streaming_method_are_invalid_argument(
 async def test_a_message_over_the_receive_limit_is_resource_exhausted_cleanly(
     replica: Replica, channel: grpc.aio.Channel
 ) -> None:
-    error = await unary(channel, SERVICE + "GetTask", string_field(b"x" * (MAX_RECEIVE_BYTES + 1)))
+    error = await unary(channel, SERVICE + "GetTask", string_field(b"x" * (MAX_REQUEST_BYTES + 1)))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
     details = error.details() or ""
     assert len(details) < 200

@@ -16,7 +16,7 @@ import grpc
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.client._group import Grouper, refusal
-from treadle.common import errors, stats, stats_wire, status, tasks, telemetry, wire
+from treadle.common import errors, grpc_limits, stats, stats_wire, status, tasks, telemetry, wire
 from treadle.common.health import SchedulerHealth, scheduler_health_from_proto
 from treadle.common.stats import Granularity
 from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
@@ -57,13 +57,16 @@ _SERVICE_CONFIG = json.dumps(
 
 
 def _channel(
-    address: str, interceptors: list[grpc.aio.ClientInterceptor], tls: TLSConfig | None
+    address: str,
+    interceptors: list[grpc.aio.ClientInterceptor],
+    tls: TLSConfig | None,
+    max_request_bytes: int,
+    max_response_bytes: int,
 ) -> grpc.aio.Channel:
     options: list[tuple[str, Any]] = [
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
-        ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        *grpc_limits.channel_options(max_request_bytes, max_response_bytes),
     ]
     if tls is None:
         return grpc.aio.insecure_channel(
@@ -97,14 +100,20 @@ class Client:
         channel: grpc.aio.Channel | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         tls: TLSConfig | None = None,
+        max_request_bytes: int = grpc_limits.MAX_REQUEST_BYTES,
+        max_response_bytes: int = grpc_limits.MAX_RESPONSE_BYTES,
     ) -> None:
         """`interceptors` wrap every call on the client's own channel (not on a
         `channel` passed in), e.g. `treadle.common.telemetry.client_interceptors()`.
         `tls`: call over TLS (the CA to trust; a client certificate for mutual
-        TLS); None: plaintext."""
+        TLS); None: plaintext. `max_request_bytes` and `max_response_bytes` are
+        the scheduler's gRPC message limits (`treadle.common.grpc_limits`): a
+        larger request is refused here, RESOURCE_EXHAUSTED, without being sent."""
         self.address = address
         self.timeout = timeout
-        self._channel = channel or _channel(address, list(interceptors), tls)
+        self._channel = channel or _channel(
+            address, list(interceptors), tls, max_request_bytes, max_response_bytes
+        )
         self._stub = pb_grpc.SchedulerServiceStub(self._channel)
         # Calls made together share calls (`_group`): submits, and task reads.
         self._submits: Grouper[pb.TaskSpec, pb.GroupedSubmission, tasks.Submitted] = Grouper(

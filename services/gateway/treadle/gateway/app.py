@@ -31,7 +31,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from treadle.client import Client
 from treadle.common import telemetry, wire
 from treadle.common.errors import InvalidArgument
-from treadle.gateway import health, limits, tracing
+from treadle.gateway import cors, health, limits, tracing
 from treadle.gateway.metrics import GatewayMetrics
 from treadle.gateway.schema import Context, create_schema
 from treadle.gateway.settings import Settings
@@ -110,13 +110,25 @@ def create_app(
                 *telemetry.client_interceptors(provider),
                 *metrics.grpc.interceptors(),
             ],
+            max_request_bytes=settings.grpc_max_request_bytes,
+            max_response_bytes=settings.grpc_max_response_bytes,
         ) as client:
             yield {"client": client}
 
+    introspection = settings.introspection()
+    allowed = settings.allowed_origins()
     graphql = GraphQLApp(
-        create_schema(tracer_provider=provider, extensions=[metrics.extension()]),
-        graphql_ide="graphiql",
+        create_schema(
+            tracer_provider=provider,
+            extensions=[metrics.extension()],
+            introspection=introspection,
+            max_cost=settings.graphql_max_cost,
+        ),
+        # GraphiQL needs introspection; without it GET /graphql in a browser is a 404.
+        graphql_ide="graphiql" if introspection else None,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        # A WebSocket opened by a page of another origin is refused (403) unless listed.
+        allowed_origins=allowed,
     )
     return Starlette(
         routes=[
@@ -134,6 +146,7 @@ def create_app(
         middleware=[
             metrics.middleware(),
             *tracing.middleware(provider),
+            *cors.middleware(allowed),
             # Innermost: a refused body is still measured and traced.
             Middleware(limits.BodyLimit, limit=settings.max_request_bytes),
         ],

@@ -5,9 +5,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from typing import Any
 
 import strawberry
-from graphql import GraphQLError, located_error
+from graphql import (
+    SKIP,
+    FieldNode,
+    GraphQLError,
+    VisitorAction,
+    get_named_type,
+    is_introspection_type,
+    located_error,
+)
+from graphql.validation import ASTValidationRule, ValidationRule
 from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,7 +35,7 @@ from strawberry.types import ExecutionContext
 from treadle.client import Client
 from treadle.common import tasks
 from treadle.common.errors import InvalidArgument, NotFound
-from treadle.gateway import tracing
+from treadle.gateway import cost, tracing
 from treadle.gateway.errors import CodedErrors, log_errors
 from treadle.gateway.stats import SCALARS, StatsQuery
 from treadle.gateway.types import (
@@ -44,6 +54,8 @@ from treadle.gateway.types import (
 MAX_DEPTH = 10
 MAX_ALIASES = 20
 MAX_TOKENS = 2000
+#: The default of TREADLE_GRAPHQL_MAX_COST: the estimated cost of an operation (`cost`).
+MAX_COST = 10_000
 
 
 @dataclasses.dataclass
@@ -253,21 +265,44 @@ class Subscription:
     )
 
 
+class NoIntrospection(ValidationRule):
+    """Refuses introspection: one error (code INVALID_ARGUMENT) for each
+    `__schema` or `__type` selected; `__typename` is not introspection.
+    graphql-core's `NoSchemaIntrospectionCustomRule` does the same, but
+    reports every field below them too."""
+
+    def enter_field(self, node: FieldNode, *_args: Any) -> VisitorAction:
+        kind = get_named_type(self.context.get_type())
+        if kind is None or not is_introspection_type(kind):
+            return None
+        self.report_error(
+            GraphQLError(
+                f"GraphQL introspection is turned off on this gateway: '{node.name.value}' "
+                "cannot be queried",
+                node,
+                extensions={"code": InvalidArgument.code},
+            )
+        )
+        return SKIP  # its own fields would only say the same again
+
+
 class Checks(ParserCache, ValidationCache):
     """What every operation goes through before it runs, in one extension:
     parsing (at most `MAX_TOKENS` tokens) and validation (with the depth and
-    alias limits), each cached by Strawberry's shared LRU caches.
+    alias limits, and the schema's own `RULES`), each cached by Strawberry's
+    shared LRU caches.
 
     Strawberry's `QueryDepthLimiter` and `MaxAliasesLimiter` make a new rule
     class each time one is constructed, and the validation cache is keyed by
     the document and the rule classes: a limiter made per operation made every
-    key new, so every operation was validated again. The rules are made here
-    once. One extension rather than five also spares each operation four sets
-    of hooks (Strawberry wraps each hook of each extension anew per operation).
+    key new, so every operation was validated again. The rules are made once,
+    here and in `checks` (once per schema). One extension rather than five also
+    spares each operation four sets of hooks (Strawberry wraps each hook of
+    each extension anew per operation).
     """
 
     #: The limits' rule classes, made once.
-    RULES = (
+    RULES: tuple[type[ASTValidationRule], ...] = (
         *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
         *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
     )
@@ -289,12 +324,28 @@ class Schema(strawberry.Schema):
         log_errors(errors)
 
 
+def checks(*, introspection: bool, max_cost: int) -> type[Checks]:
+    """The `Checks` of one schema, its rule classes made here once: the limits,
+    the cost limit, and `NoIntrospection` unless `introspection`."""
+    rules = (
+        *Checks.RULES,
+        cost.rule(max_cost),
+        *(() if introspection else (NoIntrospection,)),
+    )
+    return type("Checks", (Checks,), {"RULES": rules})
+
+
 def create_schema(
     tracer_provider: trace.TracerProvider | None = None,
     extensions: Sequence[Callable[[], SchemaExtension]] = (),
+    *,
+    introspection: bool = True,
+    max_cost: int = MAX_COST,
 ) -> Schema:
     """The schema; with a `tracer_provider`, each operation and resolver is a span.
-    `extensions` (factories) run outermost, around every other extension."""
+    `extensions` (factories) run outermost, around every other extension.
+    Without `introspection`, `__schema` and `__type` are refused; an operation
+    whose estimated cost is over `max_cost` is refused (`cost`)."""
     return Schema(
         query=Query,
         mutation=Mutation,
@@ -302,7 +353,7 @@ def create_schema(
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
             *extensions,
-            Checks,
+            checks(introspection=introspection, max_cost=max_cost),
             CodedErrors,
             *tracing.extensions(tracer_provider),
         ],

@@ -8,8 +8,9 @@ in the trailers.
 
 Framing (`Server`): bytes that do not decode as a method's request message
 end the call with INVALID_ARGUMENT (`DecodeGuard`), not grpc's UNKNOWN with
-protobuf's exception text; a request over `MAX_RECEIVE_BYTES` is refused by
-grpc itself with RESOURCE_EXHAUSTED ("Received message larger than max").
+protobuf's exception text; a request over the request limit is refused by
+grpc itself with RESOURCE_EXHAUSTED ("Received message larger than max"), and
+so is a response over the response limit (`treadle.common.grpc_limits`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
-from treadle.common import errors, stats_wire, status, telemetry, wire
+from treadle.common import errors, grpc_limits, stats_wire, status, telemetry, wire
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
 from treadle.common.tasks import QueueUpdate, Submitted, Task, TaskSpec
 from treadle.scheduler.core import Scheduler
@@ -38,8 +39,6 @@ from treadle.scheduler.watch import Watchers
 log = logging.getLogger("treadle.scheduler.rpc")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SchedulerService"].full_name
-#: The largest request message the server reads (grpc's own default, stated).
-MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 #: The longest status message sent; grpc refuses trailers over 16 KiB.
 MAX_DETAILS = 1024
 
@@ -483,7 +482,8 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
 
 class Server:
     """The replica's grpc.aio server: SchedulerService, grpc.health.v1 and reflection;
-    requests over `MAX_RECEIVE_BYTES` refused, undecodable ones INVALID_ARGUMENT."""
+    messages and open calls limited by `options` (`grpc_limits.server_options`),
+    undecodable requests INVALID_ARGUMENT."""
 
     def __init__(
         self,
@@ -496,12 +496,13 @@ class Server:
         stats: Stats | None = None,
         health_report: HealthReport | None = None,
         credentials: grpc.ServerCredentials | None = None,
+        options: Sequence[tuple[str, int]] | None = None,
     ) -> None:
         """`credentials`: serve over TLS with them (`treadle.common.tls.ServerIdentity`);
         None: plaintext."""
         self.server = grpc.aio.server(
             interceptors=[*interceptors, DecodeGuard()],
-            options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
+            options=grpc_limits.server_options() if options is None else list(options),
         )
         servicer = SchedulerServicer(scheduler, schedules, watchers, stats, health_report)
         pb_grpc.add_SchedulerServiceServicer_to_server(servicer, self.server)

@@ -11,7 +11,7 @@ import os
 import socket
 import uuid
 
-from treadle.common import config, tls
+from treadle.common import config, grpc_limits, tls
 from treadle.common.config import at_most, not_negative, port, positive, setting
 from treadle.common.errors import InvalidArgument
 
@@ -75,6 +75,17 @@ class Settings:
         checks=(tls.certificates,),
         flags="tls",
         help="require client certificates signed by this CA bundle, PEM: mutual TLS ({env})",
+    )
+    #: The largest gRPC request this replica reads and response it sends (bytes),
+    #: and the calls one connection may have open at once (`grpc_limits`).
+    grpc_max_request_bytes: int = setting(
+        grpc_limits.MAX_REQUEST_BYTES, checks=(positive, at_most(grpc_limits.LARGEST))
+    )
+    grpc_max_response_bytes: int = setting(
+        grpc_limits.MAX_RESPONSE_BYTES, checks=(positive, at_most(grpc_limits.LARGEST))
+    )
+    grpc_max_concurrent_streams: int = setting(
+        grpc_limits.MAX_CONCURRENT_STREAMS, checks=(positive, at_most(grpc_limits.LARGEST))
     )
     #: Prometheus metrics at http://<grpc_host>:<metrics_port>/metrics; 0 picks a free port.
     metrics_port: int = setting(

@@ -23,7 +23,7 @@ from importlib import metadata
 
 from opentelemetry import trace
 
-from treadle.common import errors, telemetry, tls
+from treadle.common import errors, grpc_limits, telemetry, tls
 from treadle.common.exposition import MetricsServer
 from treadle.common.health import ExecutorHealth, PoolHealth
 from treadle.scheduler import postgres
@@ -260,6 +260,9 @@ class Replica:
             ],
             health_report=HealthReporter(parts.store, self.state, s.lease_seconds).report,
             credentials=identity.credentials() if identity is not None else None,
+            options=grpc_limits.server_options(
+                s.grpc_max_request_bytes, s.grpc_max_response_bytes, s.grpc_max_concurrent_streams
+            ),
         )
         self._opened.push_async_callback(self._server.stop, SERVER_GRACE)
         await self._server.start()
