@@ -9,7 +9,8 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 
-from treadle.common import config, process
+from treadle.common import access, config, process
+from treadle.common.access import AccessSettings
 from treadle.common.logs import LogSettings
 from treadle.gateway.settings import Settings
 
@@ -21,9 +22,10 @@ DESCRIPTION = (
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The gateway flags (in their --help section) and --address."""
+    """The gateway flags (in their --help section), --address and the authentication flags."""
     config.add_flags(parser.add_argument_group("gateway"), Settings, "gateway")
     config.add_flags(parser, Settings, "address")
+    config.add_flags(parser.add_argument_group("authentication"), AccessSettings, "auth")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +39,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from treadle.gateway.server import Gateway
 
     settings = config.load(Settings, env, vars(args))
+    auth = config.load(AccessSettings, env, vars(args))
+    access.check_exposure(auth, {"--http-host": settings.http_host})
     process.observe(args, env, "treadle-gateway")
 
     async def serve() -> None:
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return process.main(build_parser(), run, [Settings, LogSettings], argv)
+    return process.main(build_parser(), run, [Settings, AccessSettings, LogSettings], argv)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ from grpc_reflection.v1alpha import reflection
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.common import errors, stats_wire, status, telemetry, wire
+from treadle.common.audit import audit_event_to_proto
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
 from treadle.common.tasks import QueueUpdate, Submitted, Task, TaskSpec
+from treadle.scheduler import audit, principal
+from treadle.scheduler.audit import AuditLog
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.schedules import Schedules
 from treadle.scheduler.stats import Stats
@@ -146,8 +149,10 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         watchers: Watchers | None = None,
         stats: Stats | None = None,
         health_report: HealthReport | None = None,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self._audit_log = audit_log
         self._schedules = schedules
         self._health_report = health_report
         self._stats = stats
@@ -394,6 +399,22 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     ) -> pb.GetSystemHealthResponse:
         return stats_wire.system_health_to_proto(await self.stats.health())
 
+    # -- audit log --------------------------------------------------------------
+
+    @_edge
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Context
+    ) -> pb.ListAuditEventsResponse:
+        if self._audit_log is None:
+            raise errors.Unavailable("the audit log is not enabled on this server")
+        limit = audit.check_limit(request.page_size)
+        before = audit.cursor_from_token(request.page_token)
+        events = await self._audit_log.list(principal.current().tenant, limit, before)
+        return pb.ListAuditEventsResponse(
+            events=[audit_event_to_proto(e) for e in events],
+            next_page_token=str(events[-1].id) if len(events) == limit else "",
+        )
+
 
 class _Undecodable:
     """What a guarded deserializer returns for bytes that are not the request message."""
@@ -495,12 +516,15 @@ class Server:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         stats: Stats | None = None,
         health_report: HealthReport | None = None,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self.server = grpc.aio.server(
             interceptors=[*interceptors, DecodeGuard()],
             options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)],
         )
-        servicer = SchedulerServicer(scheduler, schedules, watchers, stats, health_report)
+        servicer = SchedulerServicer(
+            scheduler, schedules, watchers, stats, health_report, audit_log=audit_log
+        )
         pb_grpc.add_SchedulerServiceServicer_to_server(servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
