@@ -7,16 +7,23 @@
 Calls return the plain dataclasses of `treadle.common.tasks` and raise
 Treadle's errors (`treadle.common.errors`), never raw gRPC errors.
 `SyncClient` offers the same calls for code without an event loop.
+
+With authentication on, give the client an API key: `Client(address,
+api_key="trdl_...")`. A server calling for many callers through one client
+gives each call its caller's key with `credentials(key)`.
 """
 
-from treadle.client._async import Client
+from treadle.client._async import Client, credentials
 from treadle.client._sync import SyncClient
+from treadle.common.audit import AuditEvent
 from treadle.common.errors import (
     DeadlineExceeded,
     InvalidArgument,
     InvalidState,
     NotFound,
+    PermissionDenied,
     TreadleError,
+    Unauthenticated,
     Unavailable,
 )
 from treadle.common.stats import (
@@ -44,6 +51,7 @@ from treadle.common.tasks import (
 
 __all__ = [
     "Alert",
+    "AuditEvent",
     "Client",
     "DeadlineExceeded",
     "ErrorPattern",
@@ -52,6 +60,7 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "Overview",
+    "PermissionDenied",
     "Queue",
     "QueueStats",
     "RetryPolicy",
@@ -68,5 +77,7 @@ __all__ = [
     "TreadleError",
     "TrendBucket",
     "Trends",
+    "Unauthenticated",
     "Unavailable",
+    "credentials",
 ]

@@ -35,13 +35,15 @@ def _blocking(
 class SyncClient:
     """The same calls as `Client`, blocking. Not for use inside a running event loop."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, address: str = DEFAULT_ADDRESS, *, timeout: float = 10.0, api_key: str | None = None
+    ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._client: Client = self._run(self._make(address, timeout))
+        self._client: Client = self._run(self._make(address, timeout, api_key))
 
     @staticmethod
-    async def _make(address: str, timeout: float) -> Client:
-        return Client(address, timeout=timeout)
+    async def _make(address: str, timeout: float, api_key: str | None) -> Client:
+        return Client(address, timeout=timeout, api_key=api_key)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coro)
@@ -83,6 +85,7 @@ class SyncClient:
     trends = _blocking(Client.trends)
     error_patterns = _blocking(Client.error_patterns)
     system_health = _blocking(Client.system_health)
+    audit_events = _blocking(Client.audit_events)
     wait = _blocking(Client.wait)
 
     def watch(self, task_id: str) -> Iterator[Task]:
