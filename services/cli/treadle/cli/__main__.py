@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from treadle.common import config, process
+from treadle.common.access import AccessSettings
 from treadle.common.logs import LogSettings
 from treadle.scheduler import __main__ as scheduler
 from treadle.scheduler.settings import Settings as SchedulerSettings
@@ -26,19 +27,28 @@ examples:
   treadle get 4f6c0a52-...
   treadle schedule create nightly --cron '0 3 * * *' --task echo
   treadle schedule list
+  treadle keys create --tenant acme --scope submit,read --name ci-deploy
+  treadle audit --tenant acme
   treadle bench -n 10000                      # against a running scheduler
 
 environment: TREADLE_DATABASE_URL (empty: embedded PostgreSQL in TREADLE_DATA_DIR),
 TREADLE_DATABASE_SCHEMA, TREADLE_APP, TREADLE_GRPC_HOST/PORT, TREADLE_HTTP_HOST/PORT,
 TREADLE_SCHEDULER_ADDRESS, TREADLE_CONCURRENCY, TREADLE_EXECUTOR_THREADS,
-TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, ... (see docs/configuration.md)
+TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, TREADLE_AUTH, TREADLE_API_KEY, ...
+(see docs/configuration.md and docs/security.md)
 """
 
 
 def _add_address(p: argparse.ArgumentParser) -> None:
+    """The flags of a command that calls the scheduler: --address and --api-key."""
     from treadle.gateway.settings import Settings as GatewaySettings
 
     config.add_flags(p, GatewaySettings, "address")
+    config.add_flags(p, AccessSettings, "api_key")
+
+
+def _add_database(p: argparse.ArgumentParser) -> None:
+    config.add_flags(p.add_argument_group("database"), SchedulerSettings, "database")
 
 
 def _add_scheduler(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,7 +73,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         _add_scheduler(sub)
         return parser
 
-    from treadle.cli import queues, schedules
+    from treadle.cli import keys, queues, schedules
     from treadle.gateway import __main__ as gateway
     from treadle.gateway.settings import Settings as GatewaySettings
 
@@ -99,7 +109,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="apply nothing; exit 1 when the schema lacks a migration (for deploy checks)",
     )
-    config.add_flags(mig.add_argument_group("database"), SchedulerSettings, "database")
+    _add_database(mig)
 
     submit = sub.add_parser(
         "submit", help="submit a task", description="Submit a task and print it as JSON."
@@ -147,6 +157,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
 
     queues.add_parser(sub, _add_address)
     schedules.add_parser(sub, _add_address)
+    keys.add_parsers(sub, _add_database)
 
     bench = sub.add_parser(
         "bench",
@@ -232,13 +243,13 @@ def _runs_scheduler(args: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if _runs_scheduler(args):
-        settings: list[type] = [SchedulerSettings, LogSettings]
+        settings: list[type] = [SchedulerSettings, AccessSettings, LogSettings]
         return process.main(build_parser(only_scheduler=True), scheduler.run, settings, args)
 
     from treadle.cli import commands
     from treadle.gateway.settings import Settings as GatewaySettings
 
-    settings = [SchedulerSettings, GatewaySettings, LogSettings]
+    settings = [SchedulerSettings, GatewaySettings, AccessSettings, LogSettings]
     return process.main(build_parser(), commands.run, settings, args)
 
 

@@ -46,11 +46,16 @@ async def _wait_drained(client: Client, queue: str, deadline: float) -> None:
 
 
 async def run(
-    address: str, count: int, batch: int, name: str, delay: float | None = None
+    address: str,
+    count: int,
+    batch: int,
+    name: str,
+    delay: float | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     spec = TaskSpec(name=name, queue=queue, delay_seconds=delay)
-    async with Client(address, timeout=120.0) as client:
+    async with Client(address, timeout=120.0, api_key=api_key) as client:
         started = time.perf_counter()
         submitted = 0
         while submitted < count:

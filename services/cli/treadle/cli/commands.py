@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from treadle.cli import queues, schedules
+from treadle.cli import keys, queues, schedules
 from treadle.client import Client
 from treadle.client._async import DEFAULT_ADDRESS
 from treadle.common import config, process, wire
@@ -52,7 +52,7 @@ Treadle is up. Press Ctrl-C to stop.
   gRPC       {grpc}  (treadle.api.v1.SchedulerService, grpc.health.v1, reflection)
   database   {database}
   tasks      {tasks}
-  auth       OFF: anyone who can reach these ports can submit tasks (local use only)
+  auth       {auth}
 """
 
 
@@ -63,10 +63,12 @@ def cmd_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     sched = config.load(SchedulerSettings, env, vars(args))
     gateway = config.load(GatewaySettings, env, vars(args))
+    listens = {"--grpc-host": sched.grpc_host, "--http-host": gateway.http_host}
+    auth = scheduler.load_access(args, env, listens)
     process.observe(args, env, "treadle")
 
     async def serve(url: str) -> Replica:
-        async with scheduler.replica(sched, sched.app or EXAMPLE_APP, url) as replica:
+        async with scheduler.replica(sched, sched.app or EXAMPLE_APP, url, auth) as replica:
             server = Gateway(dataclasses.replace(gateway, scheduler_address=replica.address))
             await server.start()
             process.settle()
@@ -120,6 +122,12 @@ def _address(args: argparse.Namespace, env: Mapping[str, str]) -> str:
     return str(args.scheduler_address or env.get("TREADLE_SCHEDULER_ADDRESS") or DEFAULT_ADDRESS)
 
 
+def _client(args: argparse.Namespace, env: Mapping[str, str]) -> Client:
+    """A client of the scheduler at --address, sending --api-key (TREADLE_API_KEY) if given."""
+    api_key = args.api_key or env.get("TREADLE_API_KEY") or None
+    return Client(_address(args, env), api_key=api_key)
+
+
 def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     run_at = None
     if args.run_at:
@@ -142,7 +150,7 @@ def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     )
 
     async def submit() -> Task:
-        async with Client(_address(args, env)) as client:
+        async with _client(args, env) as client:
             submitted = await client.submit_spec(spec)
             task = submitted.task
             if submitted.existing:
@@ -165,7 +173,7 @@ def _with_client(act: Callable[[Client, argparse.Namespace], Awaitable[str]]) ->
 
     def command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         async def call() -> str:
-            async with Client(_address(args, env)) as client:
+            async with _client(args, env) as client:
                 return await act(client, args)
 
         print(process.run_async(call()))
@@ -199,7 +207,8 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise InvalidArgument(f"--mode {args.mode} starts its own Treadle; drop --address")
     run: Awaitable[dict[str, Any]]
     if against:
-        run = bench.run(_address(args, env), args.tasks, args.batch, args.name, args.delay)
+        api_key = args.api_key or env.get("TREADLE_API_KEY") or None
+        run = bench.run(_address(args, env), args.tasks, args.batch, args.name, args.delay, api_key)
     elif args.mode == "drain":
         run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
     elif args.mode == "submit":
@@ -235,6 +244,8 @@ COMMANDS: dict[str, Command] = {
     "retry": _with_client(_retry),
     "queue": _with_client(queues.run),
     "schedule": _with_client(schedules.run),
+    "keys": keys.run_keys,
+    "audit": keys.run_audit,
     "bench": cmd_bench,
 }
 
