@@ -288,7 +288,9 @@ def run_audit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """`treadle audit`: print the latest audit events."""
     from treadle.scheduler import audit
 
-    limit = audit.check_limit(args.limit)
+    if not 1 <= args.limit <= audit.MAX_LIMIT:
+        raise InvalidArgument(f"--limit must be 1 .. {audit.MAX_LIMIT}, got {args.limit}")
+    limit: int = args.limit
 
     async def act(pool: Pool) -> str:
         events = await audit.AuditLog(pool).list(args.tenant, limit)
