@@ -170,6 +170,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         epilog="""examples:
   treadle bench --mode submit --in-flight 1      # vs bare INSERT+commit, same database
   treadle bench --mode submit --in-flight 64
+  treadle bench --mode submit --in-flight 1 --auth  # what API keys cost a submit
   treadle bench --mode latency --rate 100
   treadle bench --mode drain -n 10000 --replicas 2 --finished-rows 1000000
   treadle bench --mode startup --runs 5
@@ -226,6 +227,11 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         choices=["task", "submit"],
         default="task",
         help="graphql: task(id) query or submitTask mutation (default task)",
+    )
+    bench.add_argument(
+        "--auth",
+        action="store_true",
+        help="submit: also submit with an API key to a replica requiring keys, alternating",
     )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_address(bench)

@@ -212,7 +212,7 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     elif args.mode == "drain":
         run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
     elif args.mode == "submit":
-        run = benchmodes.submit(args.tasks, args.in_flight)
+        run = benchmodes.submit(args.tasks, args.in_flight, auth=args.auth)
     elif args.mode == "latency":
         run = benchmodes.latency(args.rate, args.seconds)
     elif args.mode == "startup":
