@@ -162,6 +162,8 @@ async def test_rotation_keeps_both_keys_valid_until_the_grace_period_ends(
     new, old_now = await keys.rotate("acme", old.key.id, actor=OPERATOR, grace=timedelta(hours=24))
     assert new.token != old.token
     assert (new.key.name, new.key.scopes, new.key.rotated_from) == ("ci", SUBMIT_READ, old.key.id)
+    # One lineage through rotations: what "the tasks this key submitted" matches on.
+    assert new.key.lineage == old.key.lineage == old.key.id
     # The new key lasts as long as the old one was made to.
     assert new.key.expires_at is not None
     assert abs(new.key.expires_at - (now + timedelta(days=90))) < timedelta(minutes=1)

@@ -114,6 +114,8 @@ class ApiKey:
     revoked_at: datetime | None
     last_used_at: datetime | None
     rotated_from: str | None
+    #: The id of the first key of its rotation chain (its own id if it replaced none).
+    lineage: str
 
     @property
     def prefix(self) -> str:
@@ -173,6 +175,7 @@ class KeyStore(postgres.PoolStore):
         scopes: tuple[Scope, ...],
         expires_at: datetime | None,
         rotated_from: str | None = None,
+        lineage: str | None = None,
     ) -> NewKey:
         key_id, token = _new_token()
         row = (
@@ -186,6 +189,7 @@ class KeyStore(postgres.PoolStore):
                 scopes=[s.value for s in scopes],
                 expires_at=expires_at,
                 rotated_from=rotated_from,
+                lineage=lineage or key_id,
             )
         )[0]
         return NewKey(token, _key(row))
@@ -258,7 +262,9 @@ class KeyStore(postgres.PoolStore):
                 )
             if expires_at is None and old.expires_at is not None:
                 expires_at = now + (old.expires_at - old.created_at)
-            made = await self._insert(conn, tenant, old.name, old.scopes, expires_at, old.id)
+            made = await self._insert(
+                conn, tenant, old.name, old.scopes, expires_at, old.id, old.lineage
+            )
             expired = await postgres.fetch(
                 conn, "key_expire", tenant=tenant, id=old.id, expires_at=now + grace
             )

@@ -5,34 +5,37 @@
 -- exceptions say why on a `-- tenant: none (...)` line.
 
 -- name: key_insert
--- params: id, tenant, name, secret_hash, scopes, expires_at, rotated_from
-INSERT INTO api_keys (id, tenant, name, secret_hash, scopes, expires_at, rotated_from)
-VALUES ($1, $2, $3, $4, $5::text[], $6, $7)
+-- params: id, tenant, name, secret_hash, scopes, expires_at, rotated_from, lineage
+INSERT INTO api_keys (id, tenant, name, secret_hash, scopes, expires_at, rotated_from, lineage)
+VALUES ($1, $2, $3, $4, $5::text[], $6, $7, $8)
 RETURNING id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at,
-          rotated_from;
+          rotated_from, lineage;
 
 -- name: key_authenticate
 -- params: id
 -- tenant: none (authentication: the call's tenant is what this lookup finds out; the id is unique across tenants and the secret's hash must match)
-SELECT id, tenant, name, secret_hash, scopes, expires_at, revoked_at
+SELECT id, tenant, name, secret_hash, scopes, expires_at, revoked_at, lineage
 FROM api_keys WHERE id = $1;
 
 -- name: key_list
 -- params: tenant
-SELECT id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at, rotated_from
+SELECT id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at, rotated_from,
+       lineage
 FROM api_keys WHERE tenant = $1
 ORDER BY created_at, id;
 
 -- name: key_list_all
 -- tenant: none (the operator's view across tenants: `treadle keys list` without --tenant, direct database access only)
-SELECT id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at, rotated_from
+SELECT id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at, rotated_from,
+       lineage
 FROM api_keys
 ORDER BY tenant, created_at, id;
 
 -- name: key_lock
 -- params: tenant, id
 -- The key, locked until the transaction ends (revoke, rotate).
-SELECT id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at, rotated_from
+SELECT id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at, rotated_from,
+       lineage
 FROM api_keys WHERE tenant = $1 AND id = $2
 FOR UPDATE;
 
@@ -42,7 +45,7 @@ FOR UPDATE;
 UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
 WHERE tenant = $1 AND id = $2
 RETURNING id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at,
-          rotated_from;
+          rotated_from, lineage;
 
 -- name: key_expire
 -- params: tenant, id, expires_at
@@ -50,7 +53,7 @@ RETURNING id, tenant, name, scopes, created_at, expires_at, revoked_at, last_use
 UPDATE api_keys SET expires_at = least(coalesce(expires_at, 'infinity'), $3)
 WHERE tenant = $1 AND id = $2
 RETURNING id, tenant, name, scopes, created_at, expires_at, revoked_at, last_used_at,
-          rotated_from;
+          rotated_from, lineage;
 
 -- name: keys_touch
 -- params: tenants, ids, used_ats

@@ -23,7 +23,11 @@ CREATE TABLE api_keys (
     -- Written by the replicas at most once a minute per key (not per call).
     last_used_at timestamptz,
     -- The key this one replaced (`treadle keys rotate`).
-    rotated_from text REFERENCES api_keys (id)
+    rotated_from text REFERENCES api_keys (id),
+    -- The id of the first key of its rotation chain: the same for a key and
+    -- every key that replaced it. What "the tasks this key submitted" should
+    -- match on, so that rotating a key does not hide them from it.
+    lineage      text NOT NULL
 );
 CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at);
 
