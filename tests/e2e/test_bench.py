@@ -63,6 +63,18 @@ async def test_submit_mode_compares_with_a_baseline_in_the_same_run(database_url
     assert await bench_schemas(database_url) == before  # its schema is dropped
 
 
+async def test_submit_mode_with_auth_measures_a_replica_requiring_keys(database_url: str) -> None:
+    report = await asyncio.to_thread(
+        bench, database_url, "--mode", "submit", "--in-flight", "2", "-n", "20", "--auth"
+    )
+    rates_positive(report, "submit_rate", "submit_auth_rate")
+    assert len(report["all"]["submit_auth"]) == 3
+    assert report["auth_cost_per_submit"] == pytest.approx(
+        report["submit_rate"] / report["submit_auth_rate"] - 1, abs=0.002
+    )
+    assert set(report["peak_rss_mb"]) == {"replica-0", "replica-1"}
+
+
 async def test_drain_mode_starts_replicas_and_every_task_succeeds(database_url: str) -> None:
     report = await asyncio.to_thread(
         bench,

@@ -11,16 +11,23 @@ Over TLS, pass what to trust (and, for mutual TLS, the client's certificate):
 Calls return the plain dataclasses of `treadle.common.tasks` and raise
 Treadle's errors (`treadle.common.errors`), never raw gRPC errors.
 `SyncClient` offers the same calls for code without an event loop.
+
+With authentication on, give the client an API key: `Client(address,
+api_key="trdl_...")`. A server calling for many callers through one client
+gives each call its caller's key with `credentials(key)`.
 """
 
-from treadle.client._async import Client
+from treadle.client._async import Client, credentials
 from treadle.client._sync import SyncClient
+from treadle.common.audit import AuditEvent
 from treadle.common.errors import (
     DeadlineExceeded,
     InvalidArgument,
     InvalidState,
     NotFound,
+    PermissionDenied,
     TreadleError,
+    Unauthenticated,
     Unavailable,
 )
 from treadle.common.stats import (
@@ -49,6 +56,7 @@ from treadle.common.tls import TLSConfig
 
 __all__ = [
     "Alert",
+    "AuditEvent",
     "Client",
     "DeadlineExceeded",
     "ErrorPattern",
@@ -57,6 +65,7 @@ __all__ = [
     "InvalidState",
     "NotFound",
     "Overview",
+    "PermissionDenied",
     "Queue",
     "QueueStats",
     "RetryPolicy",
@@ -74,5 +83,7 @@ __all__ = [
     "TreadleError",
     "TrendBucket",
     "Trends",
+    "Unauthenticated",
     "Unavailable",
+    "credentials",
 ]

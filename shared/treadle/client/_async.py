@@ -1,10 +1,19 @@
-"""The async client: grpc.aio calls through the generated stubs."""
+"""The async client: grpc.aio calls through the generated stubs.
+
+Credentials: a `Client(api_key=...)` sends its key as `authorization: Bearer`
+metadata on every call. Code that serves several callers through one client
+(the gateway) gives each caller's own key with `credentials(key)`: inside the
+block, every call of every client sends that key instead (None: no key at
+all, not the client's own). Calls of different keys never travel in one
+group call (`_group`): each key has its own groups.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 import contextlib
+import contextvars
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
@@ -16,7 +25,18 @@ import grpc
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.client._group import Grouper, refusal
-from treadle.common import errors, grpc_limits, stats, stats_wire, status, tasks, telemetry, wire
+from treadle.common import (
+    access,
+    errors,
+    grpc_limits,
+    stats,
+    stats_wire,
+    status,
+    tasks,
+    telemetry,
+    wire,
+)
+from treadle.common.audit import AuditEvent, audit_event_from_proto
 from treadle.common.health import SchedulerHealth, scheduler_health_from_proto
 from treadle.common.stats import Granularity
 from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
@@ -80,6 +100,60 @@ def _channel(
     )
 
 
+#: Metadata of a call: a tuple of (key, value) pairs, or None for none.
+Metadata = tuple[tuple[str, str], ...] | None
+
+
+class _Own:
+    """What `_credential` holds outside any `credentials()` block: each client's own key."""
+
+
+_OWN = _Own()
+_credential: contextvars.ContextVar[str | _Own | None] = contextvars.ContextVar(
+    "treadle_client_credential", default=_OWN
+)
+#: Distinct keys a client keeps call groups for before it starts afresh.
+MAX_KEYS = 1000
+
+
+@contextlib.contextmanager
+def credentials(api_key: str | None) -> Iterator[None]:
+    """Inside the block, every call of every `Client` sends `api_key` (None:
+    no key) instead of the client's own `api_key`. For a server that calls
+    the scheduler for its own callers with one shared client:
+
+        with credentials(token_from_the_request):
+            task = await client.get(task_id)
+    """
+    token = _credential.set(api_key)
+    try:
+        yield
+    finally:
+        _credential.reset(token)
+
+
+def _metadata(api_key: str | None) -> Metadata:
+    return (access.bearer(api_key),) if api_key else None
+
+
+class _Groups:
+    """The call groups of one key (`_group`): its submits and its reads."""
+
+    def __init__(self, client: Client, metadata: Metadata) -> None:
+        async def submit_group(
+            submissions: builtins.list[pb.GroupedSubmission],
+        ) -> builtins.list[tasks.Submitted | Exception]:
+            return await client._submit_group(submissions, metadata)
+
+        async def get_group(task_ids: builtins.list[str]) -> builtins.list[Task | Exception]:
+            return await client._get_group(task_ids, metadata)
+
+        self.submits: Grouper[pb.TaskSpec, pb.GroupedSubmission, tasks.Submitted] = Grouper(
+            client._submit_single, submit_group, client.timeout
+        )
+        self.gets: Grouper[str, str, Task] = Grouper(client._get_single, get_group, client.timeout)
+
+
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Raise Treadle's errors instead of gRPC's."""
@@ -100,6 +174,7 @@ class Client:
         channel: grpc.aio.Channel | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         tls: TLSConfig | None = None,
+        api_key: str | None = None,
         max_request_bytes: int = grpc_limits.MAX_REQUEST_BYTES,
         max_response_bytes: int = grpc_limits.MAX_RESPONSE_BYTES,
     ) -> None:
@@ -108,18 +183,19 @@ class Client:
         `tls`: call over TLS (the CA to trust; a client certificate for mutual
         TLS); None: plaintext. `max_request_bytes` and `max_response_bytes` are
         the scheduler's gRPC message limits (`treadle.common.grpc_limits`): a
-        larger request is refused here, RESOURCE_EXHAUSTED, without being sent."""
+        larger request is refused here, RESOURCE_EXHAUSTED, without being sent.
+        `api_key` is sent with every call (unless `credentials()` says otherwise)."""
         self.address = address
         self.timeout = timeout
+        self.api_key = api_key
+        self._own_metadata = _metadata(api_key)
         self._channel = channel or _channel(
             address, list(interceptors), tls, max_request_bytes, max_response_bytes
         )
         self._stub = pb_grpc.SchedulerServiceStub(self._channel)
-        # Calls made together share calls (`_group`): submits, and task reads.
-        self._submits: Grouper[pb.TaskSpec, pb.GroupedSubmission, tasks.Submitted] = Grouper(
-            self._submit_single, self._submit_group, timeout
-        )
-        self._gets: Grouper[str, str, Task] = Grouper(self._get_single, self._get_group, timeout)
+        # Calls made together share calls (`_group`): submits, and task reads;
+        # each key its own.
+        self._groups: dict[str | None, _Groups] = {}
 
     async def __aenter__(self) -> Client:
         return self
@@ -132,9 +208,28 @@ class Client:
     async def close(self) -> None:
         await self._channel.close()
 
+    def _key(self) -> str | None:
+        """The key calls made now send."""
+        key = _credential.get()
+        return self.api_key if isinstance(key, _Own) else key
+
+    def _metadata(self) -> Metadata:
+        key = _credential.get()
+        return self._own_metadata if isinstance(key, _Own) else _metadata(key)
+
+    def _grouped(self) -> _Groups:
+        """The call groups of the key calls made now send."""
+        key = self._key()
+        groups = self._groups.get(key)
+        if groups is None:
+            if len(self._groups) >= MAX_KEYS:
+                self._groups.clear()  # groups in flight finish on their own
+            groups = self._groups[key] = _Groups(self, _metadata(key))
+        return groups
+
     async def _call(self, call: Callable[..., Awaitable[T]], request: Any) -> T:
         with translated():
-            return await call(request, timeout=self.timeout)
+            return await call(request, timeout=self.timeout, metadata=self._metadata())
 
     async def submit(
         self,
@@ -173,7 +268,7 @@ class Client:
         flight) travel together in one call and one commit; each still gets
         its own task or error (`treadle.client._group`)."""
         message = wire.spec_to_proto(spec)
-        return await self._submits.call(
+        return await self._grouped().submits.call(
             message,
             lambda: pb.GroupedSubmission(
                 task=message, trace_context=telemetry.current_carrier() or {}
@@ -185,10 +280,12 @@ class Client:
         return tasks.Submitted(wire.task_from_proto(reply.task), existing=reply.existing)
 
     async def _submit_group(
-        self, submissions: builtins.list[pb.GroupedSubmission]
+        self, submissions: builtins.list[pb.GroupedSubmission], metadata: Metadata
     ) -> builtins.list[tasks.Submitted | Exception]:
         reply = await self._stub.SubmitTaskGroup(
-            pb.SubmitTaskGroupRequest(submissions=submissions), timeout=self.timeout
+            pb.SubmitTaskGroupRequest(submissions=submissions),
+            timeout=self.timeout,
+            metadata=metadata,
         )
         return [
             tasks.Submitted(wire.task_from_proto(r.submitted.task), existing=r.submitted.existing)
@@ -206,14 +303,18 @@ class Client:
     async def get(self, task_id: str) -> Task:
         """One task. Reads made at the same time on this client share calls,
         as submits do."""
-        return await self._gets.call(task_id, lambda: task_id)
+        return await self._grouped().gets.call(task_id, lambda: task_id)
 
     async def _get_single(self, task_id: str) -> Task:
         reply = await self._call(self._stub.GetTask, pb.GetTaskRequest(id=task_id))
         return wire.task_from_proto(reply.task)
 
-    async def _get_group(self, task_ids: builtins.list[str]) -> builtins.list[Task | Exception]:
-        reply = await self._stub.GetTasks(pb.GetTasksRequest(ids=task_ids), timeout=self.timeout)
+    async def _get_group(
+        self, task_ids: builtins.list[str], metadata: Metadata
+    ) -> builtins.list[Task | Exception]:
+        reply = await self._stub.GetTasks(
+            pb.GetTasksRequest(ids=task_ids), timeout=self.timeout, metadata=metadata
+        )
         return [
             wire.task_from_proto(r.task) if r.HasField("task") else refusal(r.code, r.message)
             for r in reply.results
@@ -275,7 +376,9 @@ class Client:
         within `timeout` seconds (default: the client's timeout)."""
         with translated():
             reply = await self._stub.GetHealth(
-                pb.GetHealthRequest(), timeout=self.timeout if timeout is None else timeout
+                pb.GetHealthRequest(),
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self._metadata(),
             )
         return scheduler_health_from_proto(reply)
 
@@ -404,6 +507,18 @@ class Client:
         reply = await self._call(self._stub.GetSystemHealth, pb.GetSystemHealthRequest())
         return stats_wire.system_health_from_proto(reply)
 
+    # -- audit log ------------------------------------------------------------
+
+    async def audit_events(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> tuple[builtins.list[AuditEvent], str | None]:
+        """One page of the caller's tenant's audit log, newest first (admin
+        scope), and the cursor of the next page (None on the last)."""
+        request = pb.ListAuditEventsRequest(page_size=limit or 0, page_token=cursor or "")
+        reply = await self._call(self._stub.ListAuditEvents, request)
+        events = [audit_event_from_proto(e) for e in reply.events]
+        return events, reply.next_page_token or None
+
     async def watch(self, task_id: str) -> AsyncGenerator[Task, None]:
         """The task now, then again each time its state changes; ends after
         SUCCEEDED, DEAD or CANCELLED. States that come and go between two
@@ -421,7 +536,11 @@ class Client:
     async def _watch(
         self, task_id: str, wait_for_ready: bool = False
     ) -> AsyncGenerator[Task, None]:
-        call = self._stub.WatchTask(pb.WatchTaskRequest(id=task_id), wait_for_ready=wait_for_ready)
+        call = self._stub.WatchTask(
+            pb.WatchTaskRequest(id=task_id),
+            wait_for_ready=wait_for_ready,
+            metadata=self._metadata(),
+        )
         try:
             with translated():
                 async for reply in call:

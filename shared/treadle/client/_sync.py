@@ -37,14 +37,21 @@ class SyncClient:
     """The same calls as `Client`, blocking. Not for use inside a running event loop."""
 
     def __init__(
-        self, address: str = DEFAULT_ADDRESS, *, timeout: float = 10.0, tls: TLSConfig | None = None
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float = 10.0,
+        tls: TLSConfig | None = None,
+        api_key: str | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
-        self._client: Client = self._run(self._make(address, timeout, tls))
+        self._client: Client = self._run(self._make(address, timeout, tls, api_key))
 
     @staticmethod
-    async def _make(address: str, timeout: float, tls: TLSConfig | None) -> Client:
-        return Client(address, timeout=timeout, tls=tls)
+    async def _make(
+        address: str, timeout: float, tls: TLSConfig | None, api_key: str | None
+    ) -> Client:
+        return Client(address, timeout=timeout, tls=tls, api_key=api_key)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coro)
@@ -86,6 +93,7 @@ class SyncClient:
     trends = _blocking(Client.trends)
     error_patterns = _blocking(Client.error_patterns)
     system_health = _blocking(Client.system_health)
+    audit_events = _blocking(Client.audit_events)
     wait = _blocking(Client.wait)
 
     def watch(self, task_id: str) -> Iterator[Task]:

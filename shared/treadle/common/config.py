@@ -129,7 +129,9 @@ def _shown(value: Any) -> str:
 
 def add_flags(parser: argparse._ActionsContainer, cls: type[Any], flags: str) -> None:
     """Add to `parser` (or an argument group) the flag of each field of `cls`
-    declared with `setting(flags=flags)`; a flag's value lands on the field's name."""
+    declared with `setting(flags=flags)`; a flag's value lands on the field's name.
+    A boolean field's flag takes no value: given, it sets the field true (not
+    given, the variable or the default stands)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         meta = field.metadata
@@ -138,13 +140,12 @@ def add_flags(parser: argparse._ActionsContainer, cls: type[Any], flags: str) ->
         kind = hints[field.name]
         if isinstance(kind, types.UnionType):
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        parser.add_argument(
-            meta["flag"] or "--" + field.name.replace("_", "-"),
-            dest=field.name,
-            type=kind,
-            choices=meta["choices"],
-            help=meta["help"].format(env=env_name(field.name), default=_shown(field.default)),
-        )
+        name = meta["flag"] or "--" + field.name.replace("_", "-")
+        text = meta["help"].format(env=env_name(field.name), default=_shown(field.default))
+        if kind is bool:
+            parser.add_argument(name, dest=field.name, action="store_const", const=True, help=text)
+            continue
+        parser.add_argument(name, dest=field.name, type=kind, choices=meta["choices"], help=text)
 
 
 def installed() -> list[type[Any]]:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from treadle.common import config, process
+from treadle.common.access import AccessSettings
 from treadle.common.logs import LogSettings
 from treadle.scheduler import __main__ as scheduler
 from treadle.scheduler.settings import Settings as SchedulerSettings
@@ -26,21 +27,29 @@ examples:
   treadle get 4f6c0a52-...
   treadle schedule create nightly --cron '0 3 * * *' --task echo
   treadle schedule list
+  treadle keys create --tenant acme --scope submit,read --name ci-deploy
+  treadle audit --tenant acme
   treadle bench -n 10000                      # against a running scheduler
 
 environment: TREADLE_DATABASE_URL (empty: embedded PostgreSQL in TREADLE_DATA_DIR),
 TREADLE_DATABASE_SCHEMA, TREADLE_APP, TREADLE_GRPC_HOST/PORT, TREADLE_HTTP_HOST/PORT,
 TREADLE_SCHEDULER_ADDRESS, TREADLE_CONCURRENCY, TREADLE_EXECUTOR_THREADS,
-TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, TREADLE_TLS_CERT/KEY/CA/CLIENT_CA,
-... (see docs/configuration.md and, for TLS, docs/security.md)
+TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, TREADLE_AUTH, TREADLE_API_KEY,
+TREADLE_TLS_CERT/KEY/CA/CLIENT_CA, ... (see docs/configuration.md and docs/security.md)
 """
 
 
 def _add_address(p: argparse.ArgumentParser) -> None:
-    """--address and the TLS flags of a command that calls the scheduler."""
+    """The flags of a command that calls the scheduler: --address, the TLS
+    flags and --api-key."""
     from treadle.gateway import __main__ as gateway
 
     gateway.add_scheduler_flags(p)
+    config.add_flags(p, AccessSettings, "api_key")
+
+
+def _add_database(p: argparse.ArgumentParser) -> None:
+    config.add_flags(p.add_argument_group("database"), SchedulerSettings, "database")
 
 
 def _add_scheduler(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +74,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         _add_scheduler(sub)
         return parser
 
-    from treadle.cli import queues, schedules
+    from treadle.cli import keys, queues, schedules
     from treadle.gateway import __main__ as gateway
     from treadle.gateway.settings import Settings as GatewaySettings
 
@@ -108,7 +117,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         action="store_true",
         help="apply nothing; exit 1 when the schema lacks a migration (for deploy checks)",
     )
-    config.add_flags(mig.add_argument_group("database"), SchedulerSettings, "database")
+    _add_database(mig)
 
     submit = sub.add_parser(
         "submit", help="submit a task", description="Submit a task and print it as JSON."
@@ -156,6 +165,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
 
     queues.add_parser(sub, _add_address)
     schedules.add_parser(sub, _add_address)
+    keys.add_parsers(sub, _add_database)
 
     bench = sub.add_parser(
         "bench",
@@ -168,6 +178,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         epilog="""examples:
   treadle bench --mode submit --in-flight 1      # vs bare INSERT+commit, same database
   treadle bench --mode submit --in-flight 64
+  treadle bench --mode submit --in-flight 1 --auth  # what API keys cost a submit
   treadle bench --mode latency --rate 100
   treadle bench --mode drain -n 10000 --replicas 2 --finished-rows 1000000
   treadle bench --mode startup --runs 5
@@ -225,6 +236,11 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         default="task",
         help="graphql: task(id) query or submitTask mutation (default task)",
     )
+    bench.add_argument(
+        "--auth",
+        action="store_true",
+        help="submit: also submit with an API key to a replica requiring keys, alternating",
+    )
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     _add_address(bench)
     return parser
@@ -241,13 +257,13 @@ def _runs_scheduler(args: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if _runs_scheduler(args):
-        settings: list[type] = [SchedulerSettings, LogSettings]
+        settings: list[type] = [SchedulerSettings, AccessSettings, LogSettings]
         return process.main(build_parser(only_scheduler=True), scheduler.run, settings, args)
 
     from treadle.cli import commands
     from treadle.gateway.settings import Settings as GatewaySettings
 
-    settings = [SchedulerSettings, GatewaySettings, LogSettings]
+    settings = [SchedulerSettings, GatewaySettings, AccessSettings, LogSettings]
     return process.main(build_parser(), commands.run, settings, args)
 
 

@@ -52,10 +52,11 @@ async def run(
     name: str,
     delay: float | None = None,
     tls: TLSConfig | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     spec = TaskSpec(name=name, queue=queue, delay_seconds=delay)
-    async with Client(address, timeout=120.0, tls=tls) as client:
+    async with Client(address, timeout=120.0, tls=tls, api_key=api_key) as client:
         started = time.perf_counter()
         submitted = 0
         while submitted < count:

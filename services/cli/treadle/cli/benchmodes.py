@@ -5,7 +5,9 @@ with come from the same run, the same database and the same machine load.
 - `submit`: one-at-a-time (`--in-flight 1`) or concurrent submits from one
   client, against a bare asyncpg INSERT + commit of a task-shaped row into the
   same database (the baseline) and a no-op gRPC round trip to the same replica
-  (the transport's floor), all measured in this run.
+  (the transport's floor), all measured in this run. With `--auth`, also
+  submits with an API key to a second replica that requires keys, alternating
+  with the first: what authentication costs a submit.
 - `latency`: submits at a fixed rate; submit→start percentiles.
 - `drain`: N tasks stored before the replicas start; the replicas' drain rate
   with their start-up included, and steady (first start to last finish).
@@ -19,6 +21,7 @@ Each report carries the peak memory of every process the bench started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
@@ -100,24 +103,66 @@ async def grpc_floor(address: str, n: int, in_flight: int) -> float:
         return rate
 
 
-async def submit(n: int, in_flight: int, rounds: int = 3) -> dict[str, Any]:
-    """`rounds` alternations of baseline, floor and submit; medians reported."""
+async def _api_key(running: System) -> str:
+    """A new admin key in the system's schema (through the key store)."""
+    from treadle.scheduler import postgres
+    from treadle.scheduler.keys import KeyStore
+    from treadle.scheduler.principal import ALL_SCOPES, Principal
+
+    pool = await postgres.create_pool(running.database_url, running.schema, 1, "treadle-bench")
+    try:
+        made = await KeyStore(pool).create(
+            "default", "bench", ALL_SCOPES, actor=Principal("default", ALL_SCOPES)
+        )
+    finally:
+        await postgres.close_pool(pool)
+    return made.token
+
+
+async def submit(n: int, in_flight: int, rounds: int = 3, auth: bool = False) -> dict[str, Any]:
+    """`rounds` alternations of baseline, floor and submit (and, with `auth`,
+    submit with an API key to a replica requiring keys); medians reported."""
     async with system() as running:
         replica = await running.replica()
+        keyed = await running.replica(TREADLE_AUTH="keys") if auth else None
+        token = await _api_key(running) if auth else None
         figures: dict[str, list[float]] = {"baseline": [], "floor": [], "submit": []}
         latencies: list[float] = []
-        async with Client(replica.address) as client:
+        auth_latencies: list[float] = []
+        async with contextlib.AsyncExitStack() as stack:
+            client = await stack.enter_async_context(Client(replica.address))
+            authed = None
+            if keyed is not None:
+                authed = await stack.enter_async_context(Client(keyed.address, api_key=token))
+                figures["submit_auth"] = []
 
             async def one() -> None:
                 await client.submit("noop")
 
+            async def one_authed() -> None:
+                assert authed is not None
+                await authed.submit("noop")
+
             await _timed(min(n, 200), in_flight, one)
+            if authed is not None:
+                await _timed(min(n, 200), in_flight, one_authed)
             for _ in range(rounds):
                 figures["baseline"].append(await baseline_rate(running, n))
                 figures["floor"].append(await grpc_floor(replica.address, n, in_flight))
                 rate, latencies = await _timed(n, in_flight, one)
                 figures["submit"].append(rate)
+                if authed is not None:
+                    rate, auth_latencies = await _timed(n, in_flight, one_authed)
+                    figures["submit_auth"].append(rate)
         medians = {k: statistics.median(v) for k, v in figures.items()}
+        with_auth: dict[str, Any] = {}
+        if auth:
+            with_auth = {
+                "submit_auth_rate": round(medians["submit_auth"], 1),
+                # > 0: a submit with authentication takes this much longer.
+                "auth_cost_per_submit": round(medians["submit"] / medians["submit_auth"] - 1, 3),
+                "auth_call_latency_ms": percentiles(auth_latencies),
+            }
         return {
             "mode": "submit",
             "in_flight": in_flight,
@@ -130,6 +175,7 @@ async def submit(n: int, in_flight: int, rounds: int = 3) -> dict[str, Any]:
             "ratio_to_grpc_floor": round(medians["submit"] / medians["floor"], 3),
             "all": {k: [round(x) for x in v] for k, v in figures.items()},
             "call_latency_ms": percentiles(latencies),
+            **with_auth,
             "peak_rss_mb": running.peaks(),
         }
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from treadle.cli import queues, schedules
+from treadle.cli import keys, queues, schedules
 from treadle.client import Client
 from treadle.common import config, process, wire
 from treadle.common.errors import InvalidArgument
@@ -51,7 +51,7 @@ Treadle is up. Press Ctrl-C to stop.
   gRPC       {grpc}  (treadle.api.v1.SchedulerService, grpc.health.v1, reflection)
   database   {database}
   tasks      {tasks}
-  auth       OFF: anyone who can reach these ports can submit tasks (local use only)
+  auth       {auth}
 """
 
 
@@ -67,10 +67,12 @@ def cmd_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "TREADLE_TLS_CA makes the gateway call the scheduler over TLS, but the scheduler "
             "has no certificate to serve: set TREADLE_TLS_CERT and TREADLE_TLS_KEY too"
         )
+    listens = {"--grpc-host": sched.grpc_host, "--http-host": gateway.http_host}
+    auth = scheduler.load_access(args, env, listens)
     process.observe(args, env, "treadle")
 
     async def serve(url: str) -> Replica:
-        async with scheduler.replica(sched, sched.app or EXAMPLE_APP, url) as replica:
+        async with scheduler.replica(sched, sched.app or EXAMPLE_APP, url, auth) as replica:
             server = Gateway(dataclasses.replace(gateway, scheduler_address=replica.address))
             await server.start()
             process.settle()
@@ -126,9 +128,11 @@ def _connection(args: argparse.Namespace, env: Mapping[str, str]) -> GatewaySett
 
 
 def _client(args: argparse.Namespace, env: Mapping[str, str]) -> Client:
-    """A client of the scheduler the command's flags and variables name."""
+    """A client of the scheduler the command's flags and variables name,
+    sending --api-key (TREADLE_API_KEY) if given."""
     settings = _connection(args, env)
-    return Client(settings.scheduler_address, tls=settings.scheduler_tls)
+    api_key = args.api_key or env.get("TREADLE_API_KEY") or None
+    return Client(settings.scheduler_address, tls=settings.scheduler_tls, api_key=api_key)
 
 
 def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -211,13 +215,20 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     run: Awaitable[dict[str, Any]]
     if against:
         to = _connection(args, env)
+        api_key = args.api_key or env.get("TREADLE_API_KEY") or None
         run = bench.run(
-            to.scheduler_address, args.tasks, args.batch, args.name, args.delay, to.scheduler_tls
+            to.scheduler_address,
+            args.tasks,
+            args.batch,
+            args.name,
+            args.delay,
+            to.scheduler_tls,
+            api_key,
         )
     elif args.mode == "drain":
         run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
     elif args.mode == "submit":
-        run = benchmodes.submit(args.tasks, args.in_flight)
+        run = benchmodes.submit(args.tasks, args.in_flight, auth=args.auth)
     elif args.mode == "latency":
         run = benchmodes.latency(args.rate, args.seconds)
     elif args.mode == "startup":
@@ -249,6 +260,8 @@ COMMANDS: dict[str, Command] = {
     "retry": _with_client(_retry),
     "queue": _with_client(queues.run),
     "schedule": _with_client(schedules.run),
+    "keys": keys.run_keys,
+    "audit": keys.run_audit,
     "bench": cmd_bench,
 }
 

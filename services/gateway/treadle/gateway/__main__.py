@@ -9,7 +9,8 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 
-from treadle.common import config, process
+from treadle.common import access, config, process
+from treadle.common.access import AccessSettings
 from treadle.common.logs import LogSettings
 from treadle.gateway.settings import Settings
 
@@ -21,10 +22,11 @@ DESCRIPTION = (
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The gateway flags (in their --help section), --address and the TLS flags of
-    the link to the scheduler."""
+    """The gateway flags (in their --help section), --address, the TLS flags of
+    the link to the scheduler and the authentication flags."""
     config.add_flags(parser.add_argument_group("gateway"), Settings, "gateway")
     add_scheduler_flags(parser)
+    config.add_flags(parser.add_argument_group("authentication"), AccessSettings, "auth")
 
 
 def add_scheduler_flags(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from treadle.gateway.server import Gateway
 
     settings = config.load(Settings, env, vars(args))
+    auth = config.load(AccessSettings, env, vars(args))
+    access.check_exposure(auth, {"--http-host": settings.http_host})
     process.observe(args, env, "treadle-gateway")
 
     async def serve() -> None:
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return process.main(build_parser(), run, [Settings, LogSettings], argv)
+    return process.main(build_parser(), run, [Settings, AccessSettings, LogSettings], argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from treadle.common import config, process
+from treadle.common import access, config, process
+from treadle.common.access import AccessSettings
 from treadle.common.errors import InvalidArgument
 from treadle.common.logs import LogSettings
 from treadle.scheduler.settings import Settings
@@ -40,14 +41,16 @@ Treadle scheduler is up. Press Ctrl-C to stop.
   metrics    http://{metrics}/metrics
   database   {database}
   tasks      {tasks}
+  auth       {auth}
 """
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The database, scheduler and TLS flags, in their --help sections."""
+    """The database, scheduler, TLS and authentication flags, in their --help sections."""
     config.add_flags(parser.add_argument_group("database"), Settings, "database")
     config.add_flags(parser.add_argument_group("scheduler"), Settings, "scheduler")
     config.add_flags(parser.add_argument_group("TLS (gRPC)"), Settings, "tls")
+    config.add_flags(parser.add_argument_group("authentication"), AccessSettings, "auth")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,13 +67,15 @@ def database_label(settings: Settings) -> str:
 
 
 @contextlib.asynccontextmanager
-async def replica(settings: Settings, app: str, url: str) -> AsyncIterator[Replica]:
+async def replica(
+    settings: Settings, app: str, url: str, auth: AccessSettings | None = None
+) -> AsyncIterator[Replica]:
     """A started replica running `app`'s handlers, asked to stop by SIGINT or
     SIGTERM, and stopped when the block ends."""
     from treadle.scheduler.registry import load_app
     from treadle.scheduler.supervisor import Replica
 
-    running = Replica(settings, load_app(app), url)
+    running = Replica(settings, load_app(app), url, access=auth)
     process.on_signals(running.request_stop)
     await running.start()
     try:
@@ -93,7 +98,18 @@ def figures(running: Replica) -> dict[str, str]:
         "grpc": f"{running.address} ({transport(running.settings)})",
         "tasks": ", ".join(running.registry.names),
         "metrics": metrics.address if metrics else "",
+        "auth": access.describe(running.access),
     }
+
+
+def load_access(
+    args: argparse.Namespace, env: Mapping[str, str], listens: Mapping[str, str]
+) -> AccessSettings:
+    """The authentication settings, once checked against where the process
+    listens (`access.check_exposure`: no open port beyond loopback unless asked)."""
+    settings = config.load(AccessSettings, env, vars(args))
+    access.check_exposure(settings, listens)
+    return settings
 
 
 def exit_status(running: Replica) -> int:
@@ -128,13 +144,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from treadle.scheduler.embedded import database
 
     settings = config.load(Settings, env, vars(args))
+    auth = load_access(args, env, {"--grpc-host": settings.grpc_host})
     app = settings.app
     if not app:
         raise InvalidArgument("no app: pass --app MODULE or set TREADLE_APP")
     process.observe(args, env, "treadle-scheduler")
 
     async def serve(url: str) -> Replica:
-        async with replica(settings, app, url) as running:
+        async with replica(settings, app, url, auth) as running:
             label = database_label(settings)
             print(BANNER.format(database=label, **figures(running)), flush=True)
             await running.serve()
@@ -147,7 +164,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return process.main(build_parser(), run, [Settings, LogSettings], argv)
+    return process.main(build_parser(), run, [Settings, AccessSettings, LogSettings], argv)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ class Scheduler(Collaborators):
                 trace_context,
                 self.settings.max_payload_depth,
                 tenant=caller.tenant,
-                submitted_by=caller.key_id,
+                submitted_by=caller.submitter,
             )
         except InvalidArgument as exc:
             if index is None:

@@ -39,17 +39,28 @@ class Principal:
     #: The API key's id and name; None when authentication is off.
     key_id: str | None = None
     key_name: str | None = None
+    #: The first key of the rotation chain this key belongs to (its own id when
+    #: it replaced none): what its tasks record as their submitter, so a
+    #: rotated key still reads what its predecessor submitted.
+    lineage: str | None = None
 
     def allows(self, scope: Scope) -> bool:
         return Scope.ADMIN in self.scopes or scope in self.scopes
 
     @property
+    def submitter(self) -> str | None:
+        """What a task this caller submits records as its submitter: its key's
+        `lineage` (None without a key)."""
+        return self.lineage or self.key_id
+
+    @property
     def submitted_by(self) -> str | None:
         """Whose submissions this caller reads: None, all of its tenant's
-        (`read` or `admin`); its own key's when it may only submit."""
+        (`read` or `admin`); with `submit` only, those of its own key and the
+        keys it rotated from or into (`lineage`)."""
         if self.allows(Scope.READ):
             return None
-        return self.key_id or ""
+        return self.submitter or ""
 
 
 #: A call when authentication is off: the default tenant, every scope.

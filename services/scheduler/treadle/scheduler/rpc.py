@@ -29,8 +29,11 @@ from grpc_reflection.v1alpha import reflection
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.common import errors, grpc_limits, stats_wire, status, telemetry, wire
+from treadle.common.audit import audit_event_to_proto
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
 from treadle.common.tasks import QueueUpdate, Submitted, Task, TaskSpec
+from treadle.scheduler import audit, principal
+from treadle.scheduler.audit import AuditLog
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.schedules import Schedules
 from treadle.scheduler.stats import Stats
@@ -145,8 +148,10 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         watchers: Watchers | None = None,
         stats: Stats | None = None,
         health_report: HealthReport | None = None,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self._audit_log = audit_log
         self._schedules = schedules
         self._health_report = health_report
         self._stats = stats
@@ -393,6 +398,22 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     ) -> pb.GetSystemHealthResponse:
         return stats_wire.system_health_to_proto(await self.stats.health())
 
+    # -- audit log --------------------------------------------------------------
+
+    @_edge
+    async def ListAuditEvents(
+        self, request: pb.ListAuditEventsRequest, context: Context
+    ) -> pb.ListAuditEventsResponse:
+        if self._audit_log is None:
+            raise errors.Unavailable("the audit log is not enabled on this server")
+        limit = audit.check_limit(request.page_size)
+        before = audit.cursor_from_token(request.page_token)
+        events = await self._audit_log.list(principal.current().tenant, limit, before)
+        return pb.ListAuditEventsResponse(
+            events=[audit_event_to_proto(e) for e in events],
+            next_page_token=str(events[-1].id) if len(events) == limit else "",
+        )
+
 
 class _Undecodable:
     """What a guarded deserializer returns for bytes that are not the request message."""
@@ -497,6 +518,7 @@ class Server:
         health_report: HealthReport | None = None,
         credentials: grpc.ServerCredentials | None = None,
         options: Sequence[tuple[str, int]] | None = None,
+        audit_log: AuditLog | None = None,
     ) -> None:
         """`credentials`: serve over TLS with them (`treadle.common.tls.ServerIdentity`);
         None: plaintext."""
@@ -504,7 +526,9 @@ class Server:
             interceptors=[*interceptors, DecodeGuard()],
             options=grpc_limits.server_options() if options is None else list(options),
         )
-        servicer = SchedulerServicer(scheduler, schedules, watchers, stats, health_report)
+        servicer = SchedulerServicer(
+            scheduler, schedules, watchers, stats, health_report, audit_log=audit_log
+        )
         pb_grpc.add_SchedulerServiceServicer_to_server(servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

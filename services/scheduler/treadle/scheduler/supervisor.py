@@ -24,13 +24,16 @@ from importlib import metadata
 from opentelemetry import trace
 
 from treadle.common import errors, grpc_limits, telemetry, tls
+from treadle.common.access import AccessSettings
 from treadle.common.exposition import MetricsServer
 from treadle.common.health import ExecutorHealth, PoolHealth
-from treadle.scheduler import postgres
+from treadle.scheduler import auth, postgres
+from treadle.scheduler.audit import AuditLog
 from treadle.scheduler.backlog import Backlog
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.events import Fanout
 from treadle.scheduler.health import HealthReporter
+from treadle.scheduler.keys import Authenticator, KeyStore
 from treadle.scheduler.listener import Listener
 from treadle.scheduler.loops import Loop, Loops
 from treadle.scheduler.metrics import SchedulerMetrics
@@ -119,6 +122,9 @@ class Parts:
     database: DatabaseWatch
     #: Serves `metrics` on TREADLE_METRICS_PORT once started.
     metrics_server: MetricsServer
+    #: Checks each call's API key; None when authentication is off.
+    authenticator: Authenticator | None
+    audit_log: AuditLog
 
 
 class Replica:
@@ -129,8 +135,11 @@ class Replica:
         database_url: str,
         *,
         tracer_provider: trace.TracerProvider | None = None,
+        access: AccessSettings | None = None,
     ) -> None:
         self.settings = settings
+        #: Authentication (TREADLE_AUTH); None: off.
+        self.access = access or AccessSettings()
         self.registry = registry
         #: None: the global provider if one is set up, else tracing is off.
         self.tracer_provider = telemetry.active_provider(tracer_provider)
@@ -244,6 +253,7 @@ class Replica:
             parts.schedules,
             parts.recorder,
             parts.backlog,
+            *([parts.authenticator] if parts.authenticator is not None else []),
         )
         await parts.metrics_server.start()
         self._opened.push_async_callback(parts.metrics_server.stop)
@@ -257,12 +267,14 @@ class Replica:
             interceptors=[
                 *telemetry.server_interceptors(self.tracer_provider),
                 self.metrics.grpc.interceptor(),
+                auth.Interceptor(parts.authenticator, parts.audit_log),
             ],
             health_report=HealthReporter(parts.store, self.state, s.lease_seconds).report,
             credentials=identity.credentials() if identity is not None else None,
             options=grpc_limits.server_options(
                 s.grpc_max_request_bytes, s.grpc_max_response_bytes, s.grpc_max_concurrent_streams
             ),
+            audit_log=parts.audit_log,
         )
         self._opened.push_async_callback(self._server.stop, SERVER_GRACE)
         await self._server.start()
@@ -307,6 +319,8 @@ class Replica:
             metrics_server=MetricsServer(
                 self.metrics.registry, s.grpc_host, s.metrics_port, "TREADLE_METRICS_PORT"
             ),
+            authenticator=Authenticator(KeyStore(pool)) if self.access.keys else None,
+            audit_log=AuditLog(pool),
         )
 
     async def _set_serving(self, serving: bool) -> None:

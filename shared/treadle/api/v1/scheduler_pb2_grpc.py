@@ -171,6 +171,11 @@ class SchedulerServiceStub:
                 request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetSystemHealthRequest.SerializeToString,
                 response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetSystemHealthResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/ListAuditEvents',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -382,6 +387,15 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """ListAuditEvents pages through the audit log of the caller's tenant,
+        newest first: API keys made, revoked and rotated, and the admin calls that
+        changed something (queues, schedules, cancel, retry). Needs the admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -519,6 +533,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.GetSystemHealth,
                     request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetSystemHealthRequest.FromString,
                     response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.GetSystemHealthResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1252,6 +1271,33 @@ class SchedulerService:
             '/treadle.api.v1.SchedulerService/GetSystemHealth',
             treadle_dot_api_dot_v1_dot_scheduler__pb2.GetSystemHealthRequest.SerializeToString,
             treadle_dot_api_dot_v1_dot_scheduler__pb2.GetSystemHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/ListAuditEvents',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -115,6 +115,11 @@ class SchedulerServiceStub:
     """GetErrorPatterns returns the most frequent errors of failed attempts."""
     GetSystemHealth: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetSystemHealthRequest, _scheduler_pb2.GetSystemHealthResponse]
     """GetSystemHealth checks the alert thresholds and returns the alerts raised."""
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListAuditEventsRequest, _scheduler_pb2.ListAuditEventsResponse]
+    """ListAuditEvents pages through the audit log of the caller's tenant,
+    newest first: API keys made, revoked and rotated, and the admin calls that
+    changed something (queues, schedules, cancel, retry). Needs the admin scope.
+    """
 
 @_typing.type_check_only
 class SchedulerServiceAsyncStub(SchedulerServiceStub):
@@ -201,6 +206,11 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """GetErrorPatterns returns the most frequent errors of failed attempts."""
     GetSystemHealth: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetSystemHealthRequest, _scheduler_pb2.GetSystemHealthResponse]  # type: ignore[assignment]
     """GetSystemHealth checks the alert thresholds and returns the alerts raised."""
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListAuditEventsRequest, _scheduler_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """ListAuditEvents pages through the audit log of the caller's tenant,
+    newest first: API keys made, revoked and rotated, and the admin calls that
+    changed something (queues, schedules, cancel, retry). Needs the admin scope.
+    """
 
 class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     """SchedulerService stores tasks in PostgreSQL and runs them through the
@@ -446,5 +456,16 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.GetSystemHealthResponse, _abc.Awaitable[_scheduler_pb2.GetSystemHealthResponse]]:
         """GetSystemHealth checks the alert thresholds and returns the alerts raised."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _scheduler_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListAuditEventsResponse, _abc.Awaitable[_scheduler_pb2.ListAuditEventsResponse]]:
+        """ListAuditEvents pages through the audit log of the caller's tenant,
+        newest first: API keys made, revoked and rotated, and the admin calls that
+        changed something (queues, schedules, cancel, retry). Needs the admin scope.
+        """
 
 def add_SchedulerServiceServicer_to_server(servicer: SchedulerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
