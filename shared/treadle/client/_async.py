@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import contextlib
 import contextvars
+import copy
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime
@@ -207,6 +208,16 @@ class Client:
 
     async def close(self) -> None:
         await self._channel.close()
+
+    def with_api_key(self, api_key: str | None) -> Client:
+        """This client sending `api_key` (None: no key) instead of its own: it
+        shares the channel and the call groups of each key, so a server that
+        calls the scheduler for many callers (the gateway) makes one view per
+        request, each with its caller's key. Close only the client it came from."""
+        view = copy.copy(self)
+        view.api_key = api_key
+        view._own_metadata = _metadata(api_key)
+        return view
 
     def _key(self) -> str | None:
         """The key calls made now send."""

@@ -119,3 +119,16 @@ def describe(settings: AccessSettings) -> str:
 def bearer(token: str) -> tuple[str, str]:
     """The metadata pair that carries `token`."""
     return (HEADER, f"{SCHEME} {token}")
+
+
+def key_of(header: str | None) -> str | None:
+    """The API key an HTTP `authorization` value (or a WebSocket
+    `connection_init` payload's) carries: `Bearer <key>`. A value in another
+    form is passed on as it is, for the scheduler (the one place that decides)
+    to refuse; None when there is none."""
+    if not header or not header.strip():
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() == SCHEME.lower() and token.strip():
+        return token.strip()
+    return header.strip()

@@ -26,10 +26,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UnsetType
 
 from treadle.client import Client
-from treadle.common import telemetry, wire
+from treadle.common import access, telemetry, wire
 from treadle.common.errors import InvalidArgument
 from treadle.gateway import cors, health, limits, tracing
 from treadle.gateway.metrics import GatewayMetrics
@@ -41,14 +43,33 @@ class State(TypedDict):
     client: Client
 
 
+def caller_client(request: Request | WebSocket, header: str | None = None) -> Client:
+    """The lifespan's scheduler client, sending the caller's own API key (from
+    `header`, else the request's `authorization` header) and no other: the
+    scheduler decides what the caller may do, never the gateway."""
+    client: Client = request.state.client
+    return client.with_api_key(access.key_of(header or request.headers.get(access.HEADER)))
+
+
 class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view, handing each operation the lifespan's scheduler client."""
+    """Strawberry's ASGI view, handing each operation the lifespan's scheduler
+    client with the caller's credential: the HTTP request's `authorization`
+    header, or for a WebSocket the `authorization` of its `connection_init`
+    payload (else of the upgrade request)."""
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
-        client: Client = request.state.client
-        return Context(client=client, request=request, response=response)
+        return Context(client=caller_client(request), request=request, response=response)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        params = context.connection_params or {}
+        given = params.get(access.HEADER) or params.get(access.HEADER.capitalize())
+        if given is not None:
+            if not isinstance(given, str):
+                raise ConnectionRejectionError({"message": "authorization must be a string"})
+            context.client = caller_client(context.request, given)
+        return await super().on_ws_connect(context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

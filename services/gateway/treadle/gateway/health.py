@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from treadle.client import Client
+from treadle.common import access
 from treadle.common.errors import TreadleError
 from treadle.common.health import SchedulerHealth
 from treadle.gateway.metrics import GatewayMetrics
@@ -93,7 +94,11 @@ def detailed(timeout: float, metrics: GatewayMetrics) -> Endpoint:
     """The `/health/detailed` endpoint, asking the scheduler within `timeout` seconds."""
 
     async def endpoint(request: Request) -> Response:
-        client: Client = request.state.client
+        # The caller's key: with authentication on, only a caller the
+        # scheduler lets read its health sees it.
+        client: Client = request.state.client.with_api_key(
+            access.key_of(request.headers.get(access.HEADER))
+        )
         began = time.perf_counter()
         try:
             found: SchedulerHealth | None = await client.health(timeout=timeout)

@@ -62,9 +62,12 @@ MAX_COST = 10_000
 class Context:
     """What every resolver gets as `info.context`."""
 
+    #: The scheduler client, sending the caller's own API key (`app.caller_client`).
     client: Client
     request: Request | WebSocket
     response: Response | WebSocket | None = None
+    #: A WebSocket's `connection_init` payload (Strawberry sets it).
+    connection_params: dict[str, object] | None = None
 
 
 Info = strawberry.Info[Context, None]
