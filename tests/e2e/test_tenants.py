@@ -72,7 +72,7 @@ async def _wait(client: Client, task_id: str, state: TaskState) -> None:
 @pytest.fixture
 async def world(database_url: str, schema: str) -> AsyncIterator[World]:
     async with authed_replica(
-        database_url, schema, stats_flush_interval=0.1, concurrency=4
+        database_url, schema, stats_flush_interval=0.1, metrics_interval=0.2, concurrency=4
     ) as replica:
         a_key = await make_key(replica, ALL, tenant="a", name="a-admin")
         b_key = await make_key(replica, ALL, tenant="b", name="b-admin")
@@ -271,8 +271,13 @@ async def _list_replicas(w: World) -> None:
 
 
 async def _get_health(w: World) -> None:
+    async def counted() -> bool:
+        return A_QUEUE in {q.queue for q in (await w.a.health()).backlog}
+
+    await until(counted)  # the replica's periodic count has A's queue
     health = await w.b.health()
-    assert not _mentions(health, A_QUEUE, w.a_done, A_ERROR), "a replica's own health only"
+    assert health.backlog and all(q.queue != A_QUEUE for q in health.backlog), health.backlog
+    assert not _mentions(health, A_QUEUE, w.a_done, A_ERROR), "B's queues only"
 
 
 async def _get_queue_stats(w: World) -> None:

@@ -54,6 +54,8 @@ class QueueBacklog:
     paused: bool = False
     #: None: no limit.
     max_concurrent: int | None = None
+    #: The queue's tenant (not sent: a caller sees only its own tenant's queues).
+    tenant: str = "default"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,6 +16,7 @@ so is a response over the response limit (`treadle.common.grpc_limits`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -246,7 +247,12 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     ) -> pb.GetHealthResponse:
         if self._health_report is None:
             raise errors.Unavailable("health reports are not enabled on this server")
-        return scheduler_health_to_proto(await self._health_report())
+        report = await self._health_report()
+        # The replica's own figures are for anyone who may read; the queues,
+        # only the caller's tenant's.
+        tenant = principal.current().tenant
+        backlog = tuple(q for q in report.backlog if q.tenant == tenant)
+        return scheduler_health_to_proto(dataclasses.replace(report, backlog=backlog))
 
     @_edge
     async def RetryTask(

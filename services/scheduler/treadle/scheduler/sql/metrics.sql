@@ -24,7 +24,7 @@ WITH ready AS (
         WHERE t.tenant = q.tenant AND t.queue = q.name AND t.state = s.state
     ) c
 )
-SELECT q.name, q.paused, q.max_concurrent,
+SELECT q.tenant, q.name, q.paused, q.max_concurrent,
        coalesce(r.n, 0) AS queued,
        extract(epoch FROM now() - r.oldest)::float8 AS oldest_queued_age,
        coalesce(sum(o.n) FILTER (WHERE o.state = 'SCHEDULED'), 0)::bigint AS scheduled,
