@@ -456,6 +456,16 @@ async def _g_system_health(g: Http) -> None:
     _clean(g, await g("{ systemHealth { status alerts { message queue } } }"))
 
 
+async def _g_audit_events(g: Http) -> None:
+    theirs, _ = await g.world.a.audit_events()
+    body = await g("{ auditEvents(first: 1000) { events { id keyName action target } } }")
+    events = body["data"]["auditEvents"]["events"]
+    assert events, "B's own admin calls are there"
+    assert not {e["id"] for e in events} & {str(e.id) for e in theirs}
+    assert "a-admin" not in {e["keyName"] for e in events}
+    _clean(g, body)
+
+
 async def _g_submit_task(g: Http) -> None:
     body = await g(
         'mutation { submitTask(input: {name: "echo", idempotencyKey: "order-44"}) { id existing } }'
@@ -547,6 +557,7 @@ GRAPHQL_CHECKS: dict[str, Callable[[Http], Awaitable[None]]] = {
     "trends": _g_trends,
     "errorPatterns": _g_error_patterns,
     "systemHealth": _g_system_health,
+    "auditEvents": _g_audit_events,
     "submitTask": _g_submit_task,
     "cancelTask": _g_cancel,
     "retryTask": _g_retry,

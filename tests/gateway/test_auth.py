@@ -90,6 +90,8 @@ async def test_scopes_decide_and_errors_say_which(setup: Setup) -> None:
     assert _codes(await _post(setup, "{ queues { name } }", setup.submitter)) == [
         "PERMISSION_DENIED"
     ]
+    audit = "{ auditEvents { events { action target keyName } } }"
+    assert _codes(await _post(setup, audit, setup.reader)) == ["PERMISSION_DENIED"]
     cancel = "mutation($id: ID!) { cancelTask(id: $id) { id } }"
     assert _codes(await _post(setup, cancel, setup.reader, id=task_id)) == ["PERMISSION_DENIED"]
     # A submit-only key reads what it submitted; a reader reads everything of its tenant.
@@ -100,6 +102,11 @@ async def test_scopes_decide_and_errors_say_which(setup: Setup) -> None:
     others = await _post(setup, SUBMIT, setup.admin)
     mine_only = await _post(setup, read, setup.submitter, id=others["data"]["submitTask"]["id"])
     assert mine_only["data"]["task"] is None and "errors" not in mine_only
+    await _post(setup, 'mutation { pauseQueue(name: "default") { name } }', setup.admin)
+    audited = await _post(setup, audit, setup.admin)
+    assert {"action": "PauseQueue", "target": "default", "keyName": "admin"} in audited["data"][
+        "auditEvents"
+    ]["events"], audited
 
 
 async def test_callers_with_different_keys_are_answered_each_as_themselves(

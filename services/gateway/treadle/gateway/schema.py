@@ -29,6 +29,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -39,6 +40,8 @@ from treadle.gateway import cost, tracing
 from treadle.gateway.errors import CodedErrors, log_errors
 from treadle.gateway.stats import SCALARS, StatsQuery
 from treadle.gateway.types import (
+    AuditEvent,
+    AuditPage,
     CreateScheduleInput,
     Queue,
     Replica,
@@ -170,6 +173,24 @@ async def delete_schedule(info: Info, name: str) -> bool:
     return True
 
 
+async def audit_events(info: Info, first: int | None = None, after: str | None = None) -> AuditPage:
+    events, cursor = await info.context.client.audit_events(limit=first, cursor=after)
+    return AuditPage(
+        events=[
+            AuditEvent(
+                id=strawberry.ID(str(e.id)),
+                at=e.at,
+                key_name=e.key_name,
+                action=e.action,
+                target=e.target,
+                change=JSON(e.change),
+            )
+            for e in events
+        ],
+        next_cursor=cursor,
+    )
+
+
 @strawberry.type
 class Query(StatsQuery):
     task: Task | None = strawberry.field(
@@ -191,6 +212,11 @@ class Query(StatsQuery):
     )
     queue: Queue | None = strawberry.field(
         resolver=get_queue, description="One queue, or null when there is no such queue."
+    )
+    audit_events: AuditPage = strawberry.field(
+        resolver=audit_events,
+        description="The caller's tenant's admin actions, newest first, `first` at a time "
+        "(admin scope).",
     )
 
 

@@ -381,3 +381,27 @@ class Replica:
     )
     stopped_at: datetime | None
     running: int = strawberry.field(description="Tasks it holds leases on.")
+
+
+@strawberry.type(description="An admin action, as the audit log recorded it.")
+class AuditEvent:
+    id: strawberry.ID
+    at: datetime
+    key_name: str | None = strawberry.field(
+        description="The API key it was made with (None with authentication off); "
+        "cli:<user> for `treadle keys` on the database."
+    )
+    action: str = strawberry.field(
+        description="The gRPC method (PauseQueue, RetryTask, ...) or the key action "
+        "(CreateKey, RevokeKey, RotateKey)."
+    )
+    target: str = strawberry.field(description="The id or name it acted on.")
+    change: JSON = strawberry.field(description="What changed; payloads left out.")
+
+
+@strawberry.type
+class AuditPage:
+    events: list[AuditEvent]
+    next_cursor: str | None = strawberry.field(
+        description="Pass as `after` for the next (older) page; null on the last."
+    )
