@@ -141,6 +141,8 @@ async def test_bad_key_commands_are_clear_errors(db_env: dict[str, str]) -> None
         ["gateway", "--http-host", "0.0.0.0"],
         ["up", "--grpc-host", "10.1.2.3"],
         ["up", "--http-host", "0.0.0.0"],
+        ["scheduler", "--metrics-host", "0.0.0.0"],
+        ["up", "--metrics-host", "10.1.2.3"],
     ],
 )
 async def test_no_auth_beyond_loopback_refuses_to_start(args: list[str]) -> None:

@@ -265,3 +265,22 @@ async def test_cron_fires_count_as_submissions(replica: Replica, client: Client)
     )
     assert m.value("treadle_tasks_submitted_total", queue="cron", task="echo") == fired
     assert m.value("treadle_tasks_deduplicated_total") == 0
+
+
+async def test_metrics_listen_on_their_own_host_when_given(database_url: str, schema: str) -> None:
+    """TREADLE_METRICS_HOST binds /metrics apart from gRPC (here gRPC on
+    127.0.0.1, metrics on 127.0.0.2, both loopback)."""
+    replica = Replica(
+        make_settings(schema, grpc_host="127.0.0.1", metrics_host="127.0.0.2"),
+        load_app("taskapp"),
+        database_url,
+    )
+    await replica.start()
+    try:
+        assert replica.metrics_server is not None
+        assert replica.metrics_server.address.startswith("127.0.0.2:")
+        assert replica.address.startswith("127.0.0.1:")
+        scraped = await scrape(metrics_url(replica))
+        assert scraped.value("treadle_tasks_submitted_total") == 0
+    finally:
+        await replica.stop()

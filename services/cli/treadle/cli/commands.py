@@ -67,7 +67,11 @@ def cmd_up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "TREADLE_TLS_CA makes the gateway call the scheduler over TLS, but the scheduler "
             "has no certificate to serve: set TREADLE_TLS_CERT and TREADLE_TLS_KEY too"
         )
-    listens = {"--grpc-host": sched.grpc_host, "--http-host": gateway.http_host}
+    listens = {
+        "--grpc-host": sched.grpc_host,
+        **({"--metrics-host": sched.metrics_host} if sched.metrics_host else {}),
+        "--http-host": gateway.http_host,
+    }
     auth = scheduler.load_access(args, env, listens)
     process.observe(args, env, "treadle")
 

@@ -144,7 +144,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from treadle.scheduler.embedded import database
 
     settings = config.load(Settings, env, vars(args))
-    auth = load_access(args, env, {"--grpc-host": settings.grpc_host})
+    auth = load_access(
+        args,
+        env,
+        {
+            "--grpc-host": settings.grpc_host,
+            **({"--metrics-host": settings.metrics_host} if settings.metrics_host else {}),
+        },
+    )
     app = settings.app
     if not app:
         raise InvalidArgument("no app: pass --app MODULE or set TREADLE_APP")

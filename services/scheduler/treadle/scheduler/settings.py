@@ -12,7 +12,7 @@ import socket
 import uuid
 
 from treadle.common import config, grpc_limits, tls
-from treadle.common.config import at_most, not_negative, port, positive, setting
+from treadle.common.config import at_most, not_empty, not_negative, port, positive, setting
 from treadle.common.errors import InvalidArgument
 
 _SCHEMA = config.matches(r"^[a-z_][a-z0-9_]{0,40}$", "a lower-case identifier")
@@ -87,12 +87,21 @@ class Settings:
     grpc_max_concurrent_streams: int = setting(
         grpc_limits.MAX_CONCURRENT_STREAMS, checks=(positive, at_most(grpc_limits.LARGEST))
     )
-    #: Prometheus metrics at http://<grpc_host>:<metrics_port>/metrics; 0 picks a free port.
+    #: Prometheus metrics at http://<metrics_host>:<metrics_port>/metrics; 0 picks a free port.
     metrics_port: int = setting(
         9464,
         checks=(port,),
         flags="scheduler",
         help="Prometheus /metrics port ({env}, default {default}; 0: any free port)",
+    )
+    #: The address /metrics listens on; None: the gRPC host. The metrics are the
+    #: operator's view of every tenant and ask for no key: bind them to a
+    #: private address when gRPC is public.
+    metrics_host: str | None = setting(
+        None,
+        checks=(not_empty,),
+        flags="scheduler",
+        help="address /metrics listens on ({env}, default: --grpc-host's)",
     )
     #: Seconds between the periodic counts behind the queue and database gauges.
     metrics_interval: float = setting(5.0, checks=(positive, _SECONDS))

@@ -317,7 +317,10 @@ class Replica:
             ),
             database=DatabaseWatch(store, s.poll_interval, self._set_serving, worker.catch_up),
             metrics_server=MetricsServer(
-                self.metrics.registry, s.grpc_host, s.metrics_port, "TREADLE_METRICS_PORT"
+                self.metrics.registry,
+                s.metrics_host or s.grpc_host,
+                s.metrics_port,
+                "TREADLE_METRICS_PORT",
             ),
             authenticator=Authenticator(KeyStore(pool)) if self.access.keys else None,
             audit_log=AuditLog(pool),
