@@ -554,11 +554,17 @@ class SubmissionResult(_message.Message):
     SUBMITTED_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     """When refused: the gRPC status code (google.rpc.Code) SubmitTask would
     have ended with, and its message.
     """
     message: _builtins.str
+    retry_after_seconds: _builtins.float
+    """With code RESOURCE_EXHAUSTED for a rate limit: the seconds after which
+    submitting again may succeed (what SubmitTask sends as the trailing
+    metadata "retry-after"); 0 = no hint.
+    """
     @_builtins.property
     def submitted(self) -> Global___SubmitTaskResponse:
         """The stored (or, by idempotency key, existing) task; unset when refused."""
@@ -569,10 +575,11 @@ class SubmissionResult(_message.Message):
         submitted: Global___SubmitTaskResponse | None = ...,
         code: _builtins.int = ...,
         message: _builtins.str = ...,
+        retry_after_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["submitted", b"submitted"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "submitted", b"submitted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "retry_after_seconds", b"retry_after_seconds", "submitted", b"submitted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
