@@ -1,5 +1,6 @@
 """Rate limits through the gateway: a refused submit is a GraphQL error with
-`extensions.code` RESOURCE_EXHAUSTED and `extensions.retryAfter`."""
+`extensions.code` RESOURCE_EXHAUSTED and `extensions.retryAfter`; a queue's
+start limit is set and shown in GraphQL."""
 
 from __future__ import annotations
 
@@ -27,3 +28,24 @@ async def test_a_refused_submit_says_when_to_try_again(gql: GraphQL) -> None:
     assert error["extensions"]["code"] == "RESOURCE_EXHAUSTED"
     assert 0 < error["extensions"]["retryAfter"] <= 0.5
     assert "tenant 'default' may submit 2 submits per second (burst 1)" in error["message"]
+
+
+async def test_a_queue_start_limit_is_set_and_shown(gql: GraphQL) -> None:
+    body = await gql(
+        """mutation($input: UpdateQueueInput!) {
+             updateQueue(input: $input) { name startLimit startWindowSeconds startLimitKey } }""",
+        input={"name": "math", "startLimit": 5, "startWindowSeconds": 60, "startLimitKey": "x"},
+    )
+    assert body["data"]["updateQueue"] == {
+        "name": "math",
+        "startLimit": 5,
+        "startWindowSeconds": 60.0,
+        "startLimitKey": "x",
+    }
+    body = await gql(
+        """mutation { updateQueue(input: {name: "math", startLimit: 0, startLimitKey: ""}) {
+             startLimit startLimitKey } }"""
+    )
+    assert body["data"]["updateQueue"] == {"startLimit": None, "startLimitKey": None}
+    body = await gql('mutation { updateQueue(input: {name: "math", startLimit: -1}) { name } }')
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_ARGUMENT"

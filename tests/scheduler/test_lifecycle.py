@@ -113,7 +113,7 @@ async def _until_a_claim_waits_on_a_lock(conn: asyncpg.Connection, timeout: floa
     deadline = time.monotonic() + timeout
     while not await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND (query LIKE '%claims = t.claims + 1%' OR query LIKE '%max_concurrent IS NOT NULL"
+        "AND (query LIKE '%claims = t.claims + 1%' OR query LIKE '%start_limit IS NOT NULL)"
         " AND NOT paused%') AND pid <> pg_backend_pid()"
     ):
         if time.monotonic() > deadline:  # say what every other session was doing

@@ -311,14 +311,25 @@ class Client:
         max_attempts: int | None = None,
         timeout_seconds: float | None = None,
         retry: RetryPolicy | None = None,
+        start_limit: int | None = None,
+        start_window_seconds: float | None = None,
+        start_limit_key: str | None = None,
     ) -> tasks.Queue:
         """Change the settings given (None leaves one as it is; a
-        `max_concurrent` or `timeout_seconds` of 0 removes the limit)."""
+        `max_concurrent`, `timeout_seconds` or `start_limit` of 0 removes the
+        limit, a `start_limit_key` of "" the key).
+
+        `start_limit`: at most that many of the queue's tasks start per
+        `start_window_seconds` (default 1), across all replicas; with
+        `start_limit_key`, per distinct value of that top-level payload field."""
         request = pb.UpdateQueueRequest(
             name=name,
             max_concurrent=max_concurrent,
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
+            start_limit=start_limit,
+            start_window_seconds=start_window_seconds,
+            start_limit_key=start_limit_key,
         )
         if retry is not None:
             request.retry.CopyFrom(wire.retry_to_proto(retry))

@@ -291,6 +291,13 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
                 request.timeout_seconds if request.HasField("timeout_seconds") else None
             ),
             retry=wire.retry_from_proto(request.retry) if request.HasField("retry") else None,
+            start_limit=request.start_limit if request.HasField("start_limit") else None,
+            start_window_seconds=(
+                request.start_window_seconds if request.HasField("start_window_seconds") else None
+            ),
+            start_limit_key=(
+                request.start_limit_key if request.HasField("start_limit_key") else None
+            ),
         )
         queue = await self.scheduler.update_queue(request.name, update)
         return pb.UpdateQueueResponse(queue=wire.queue_to_proto(queue))
