@@ -26,6 +26,7 @@ examples:
   treadle get 4f6c0a52-...
   treadle schedule create nightly --cron '0 3 * * *' --task echo
   treadle schedule list
+  treadle tenants limits set acme --submit-rate 100 --max-queued 100000
   treadle bench -n 10000                      # against a running scheduler
 
 environment: TREADLE_DATABASE_URL (empty: embedded PostgreSQL in TREADLE_DATA_DIR),
@@ -63,7 +64,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         _add_scheduler(sub)
         return parser
 
-    from treadle.cli import queues, schedules
+    from treadle.cli import queues, schedules, tenants
     from treadle.gateway import __main__ as gateway
     from treadle.gateway.settings import Settings as GatewaySettings
 
@@ -147,6 +148,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
 
     queues.add_parser(sub, _add_address)
     schedules.add_parser(sub, _add_address)
+    tenants.add_parser(sub)
 
     bench = sub.add_parser(
         "bench",

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from treadle.cli import queues, schedules
+from treadle.cli import queues, schedules, tenants
 from treadle.client import Client
 from treadle.client._async import DEFAULT_ADDRESS
 from treadle.common import config, process, wire
@@ -235,6 +235,7 @@ COMMANDS: dict[str, Command] = {
     "retry": _with_client(_retry),
     "queue": _with_client(queues.run),
     "schedule": _with_client(schedules.run),
+    "tenants": tenants.run,
     "bench": cmd_bench,
 }
 
