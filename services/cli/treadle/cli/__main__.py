@@ -161,6 +161,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         epilog="""examples:
   treadle bench --mode submit --in-flight 1      # vs bare INSERT+commit, same database
   treadle bench --mode submit --in-flight 64
+  treadle bench --mode submit --submit-rate 10000 --max-queued 1000000   # what limits cost
   treadle bench --mode latency --rate 100
   treadle bench --mode drain -n 10000 --replicas 2 --finished-rows 1000000
   treadle bench --mode startup --runs 5
@@ -195,6 +196,17 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--rate", type=float, default=100.0, help="latency: submits per second (default 100)"
+    )
+    bench.add_argument(
+        "--submit-rate",
+        type=float,
+        help="submit: also submit through a second replica with this tenant submit rate "
+        "limit (TREADLE_TENANT_SUBMIT_RATE), alternating, and report what it costs",
+    )
+    bench.add_argument(
+        "--max-queued",
+        type=int,
+        help="submit: the second replica's tenant quota (TREADLE_TENANT_MAX_QUEUED)",
     )
     bench.add_argument(
         "--seconds", type=float, default=10.0, help="latency, graphql: duration (default 10)"

@@ -5,7 +5,9 @@ with come from the same run, the same database and the same machine load.
 - `submit`: one-at-a-time (`--in-flight 1`) or concurrent submits from one
   client, against a bare asyncpg INSERT + commit of a task-shaped row into the
   same database (the baseline) and a no-op gRPC round trip to the same replica
-  (the transport's floor), all measured in this run.
+  (the transport's floor), all measured in this run; with `--submit-rate`
+  or `--max-queued`, also through a second replica with those limits (what
+  a rate limit and a quota cost a submit).
 - `latency`: submits at a fixed rate; submit→start percentiles.
 - `drain`: N tasks stored before the replicas start; the replicas' drain rate
   with their start-up included, and steady (first start to last finish).
@@ -19,10 +21,12 @@ Each report carries the peak memory of every process the bench started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -100,25 +104,47 @@ async def grpc_floor(address: str, n: int, in_flight: int) -> float:
         return rate
 
 
-async def submit(n: int, in_flight: int, rounds: int = 3) -> dict[str, Any]:
-    """`rounds` alternations of baseline, floor and submit; medians reported."""
+async def submit(
+    n: int, in_flight: int, rounds: int = 3, limits: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """`rounds` alternations of baseline, floor and submit; medians reported.
+    With `limits` (TREADLE_* settings such as TREADLE_TENANT_SUBMIT_RATE), a
+    second replica runs with them, and each round also submits through it,
+    right after or before the first (alternately): what the limits cost a
+    submit, same run."""
     async with system() as running:
         replica = await running.replica()
+        limited = await running.replica(**limits) if limits else None
         figures: dict[str, list[float]] = {"baseline": [], "floor": [], "submit": []}
+        if limited is not None:
+            figures["limited"] = []
         latencies: list[float] = []
-        async with Client(replica.address) as client:
+        async with contextlib.AsyncExitStack() as clients:
+            client = await clients.enter_async_context(Client(replica.address))
+            other = await clients.enter_async_context(Client(limited.address)) if limited else None
 
             async def one() -> None:
                 await client.submit("noop")
 
+            async def one_limited() -> None:
+                assert other is not None
+                await other.submit("noop")
+
             await _timed(min(n, 200), in_flight, one)
-            for _ in range(rounds):
+            if other is not None:
+                await _timed(min(n, 200), in_flight, one_limited)
+            for round_ in range(rounds):
                 figures["baseline"].append(await baseline_rate(running, n))
                 figures["floor"].append(await grpc_floor(replica.address, n, in_flight))
+                # With limits: which replica goes first alternates from round to round.
+                if other is not None and round_ % 2:
+                    figures["limited"].append((await _timed(n, in_flight, one_limited))[0])
                 rate, latencies = await _timed(n, in_flight, one)
                 figures["submit"].append(rate)
+                if other is not None and not round_ % 2:
+                    figures["limited"].append((await _timed(n, in_flight, one_limited))[0])
         medians = {k: statistics.median(v) for k, v in figures.items()}
-        return {
+        report = {
             "mode": "submit",
             "in_flight": in_flight,
             "calls": n,
@@ -128,6 +154,14 @@ async def submit(n: int, in_flight: int, rounds: int = 3) -> dict[str, Any]:
             "grpc_floor_rate": round(medians["floor"], 1),
             "ratio_to_baseline": round(medians["submit"] / medians["baseline"], 3),
             "ratio_to_grpc_floor": round(medians["submit"] / medians["floor"], 3),
+        }
+        if limited is not None:
+            report["limits"] = dict(limits or {})
+            report["limited_submit_rate"] = round(medians["limited"], 1)
+            # How much longer a submit takes with the limits: time per submit.
+            report["limited_cost"] = round(medians["submit"] / medians["limited"] - 1, 3)
+        return {
+            **report,
             "all": {k: [round(x) for x in v] for k, v in figures.items()},
             "call_latency_ms": percentiles(latencies),
             "peak_rss_mb": running.peaks(),

@@ -195,6 +195,8 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.finished_rows < 0 or args.rate <= 0 or args.seconds <= 0:
         raise InvalidArgument("--finished-rows must be >= 0, --rate and --seconds > 0")
     against = args.scheduler_address or env.get("TREADLE_SCHEDULER_ADDRESS")
+    if (args.submit_rate is not None or args.max_queued is not None) and args.mode != "submit":
+        raise InvalidArgument("--submit-rate and --max-queued go with --mode submit")
     if against and args.mode != "drain":
         raise InvalidArgument(f"--mode {args.mode} starts its own Treadle; drop --address")
     run: Awaitable[dict[str, Any]]
@@ -203,7 +205,12 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     elif args.mode == "drain":
         run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
     elif args.mode == "submit":
-        run = benchmodes.submit(args.tasks, args.in_flight)
+        limits = {}
+        if args.submit_rate is not None:
+            limits["TREADLE_TENANT_SUBMIT_RATE"] = str(args.submit_rate)
+        if args.max_queued is not None:
+            limits["TREADLE_TENANT_MAX_QUEUED"] = str(args.max_queued)
+        run = benchmodes.submit(args.tasks, args.in_flight, limits=limits)
     elif args.mode == "latency":
         run = benchmodes.latency(args.rate, args.seconds)
     elif args.mode == "startup":
