@@ -69,7 +69,7 @@ def per_window(at: list[float], window: float) -> dict[int, int]:
 async def test_a_start_limit_holds_across_two_replicas(
     replicas: tuple[Replica, Replica], database_url: str, schema: str
 ) -> None:
-    limit, window, backlog = 10, 0.5, 60
+    limit, window, backlog = 10, 1.0, 50
     async with Client(replicas[0].address) as client:
         await make_queue(client, "paced")
         queue = await client.update_queue("paced", start_limit=limit, start_window_seconds=window)
@@ -95,7 +95,7 @@ async def test_a_start_limit_holds_across_two_replicas(
 async def test_a_keyed_start_limit_holds_per_value_across_two_replicas(
     replicas: tuple[Replica, Replica], database_url: str, schema: str
 ) -> None:
-    limit, window, each = 3, 0.5, 12
+    limit, window, each = 3, 1.0, 9
     customers = ["ada", "bob", "cy"]
     async with Client(replicas[1].address) as client:
         await make_queue(client, "per-customer")

@@ -204,6 +204,12 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         "limit (TREADLE_TENANT_SUBMIT_RATE), alternating, and report what it costs",
     )
     bench.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="submit: alternations of the measured and the compared, medians reported (default 3)",
+    )
+    bench.add_argument(
         "--max-queued",
         type=int,
         help="submit: the second replica's tenant quota (TREADLE_TENANT_MAX_QUEUED)",

@@ -189,7 +189,7 @@ async def _retry(client: Client, args: argparse.Namespace) -> str:
 def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from treadle.cli import bench, benchmodes
 
-    for flag in ("tasks", "in_flight", "replicas", "runs", "connections"):
+    for flag in ("tasks", "in_flight", "replicas", "runs", "connections", "rounds"):
         if getattr(args, flag) < 1:
             raise InvalidArgument(f"--{flag.replace('_', '-')} must be at least 1")
     if args.finished_rows < 0 or args.rate <= 0 or args.seconds <= 0:
@@ -210,7 +210,7 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             limits["TREADLE_TENANT_SUBMIT_RATE"] = str(args.submit_rate)
         if args.max_queued is not None:
             limits["TREADLE_TENANT_MAX_QUEUED"] = str(args.max_queued)
-        run = benchmodes.submit(args.tasks, args.in_flight, limits=limits)
+        run = benchmodes.submit(args.tasks, args.in_flight, args.rounds, limits=limits)
     elif args.mode == "latency":
         run = benchmodes.latency(args.rate, args.seconds)
     elif args.mode == "startup":

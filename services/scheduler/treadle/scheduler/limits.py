@@ -190,7 +190,8 @@ class Quota:
         self.count: int | None = None
         self.since = 0
         self.used_at = time.monotonic()
-        self._first = asyncio.Lock()
+        #: Held while the first count is read (the first submits wait for it).
+        self.counting = asyncio.Lock()
 
     def waiting(self) -> int:
         assert self.count is not None
@@ -343,7 +344,7 @@ class Admission:
             quota = self._quotas[tenant] = Quota()
         quota.used_at = time.monotonic()
         if quota.count is None:
-            async with quota._first:  # the first submit of a tenant waits for its count
+            async with quota.counting:  # the first submit of a tenant waits for its count
                 if quota.count is None:
                     await self._count(tenant, quota)
         return quota
