@@ -200,8 +200,8 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
     bench.add_argument(
         "--submit-rate",
         type=float,
-        help="submit: also submit through a second replica with this tenant submit rate "
-        "limit (TREADLE_TENANT_SUBMIT_RATE), alternating, and report what it costs",
+        help="submit: also submit with this submit rate limit in force for the tenant "
+        "(switched on and off between rounds on the same replica) and report what it costs",
     )
     bench.add_argument(
         "--rounds",
@@ -212,7 +212,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
     bench.add_argument(
         "--max-queued",
         type=int,
-        help="submit: the second replica's tenant quota (TREADLE_TENANT_MAX_QUEUED)",
+        help="submit: with it, the tenant's quota of waiting tasks (as --submit-rate)",
     )
     bench.add_argument(
         "--seconds", type=float, default=10.0, help="latency, graphql: duration (default 10)"

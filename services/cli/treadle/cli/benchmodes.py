@@ -6,8 +6,8 @@ with come from the same run, the same database and the same machine load.
   client, against a bare asyncpg INSERT + commit of a task-shaped row into the
   same database (the baseline) and a no-op gRPC round trip to the same replica
   (the transport's floor), all measured in this run; with `--submit-rate`
-  or `--max-queued`, also through a second replica with those limits (what
-  a rate limit and a quota cost a submit).
+  or `--max-queued`, also with those limits in force for the tenant, on the
+  same replica, alternating (what a rate limit and a quota cost a submit).
 - `latency`: submits at a fixed rate; submit→start percentiles.
 - `drain`: N tasks stored before the replicas start; the replicas' drain rate
   with their start-up included, and steady (first start to last finish).
@@ -21,7 +21,6 @@ Each report carries the peak memory of every process the bench started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import statistics
 import sys
 import time
@@ -105,44 +104,42 @@ async def grpc_floor(address: str, n: int, in_flight: int) -> float:
 
 
 async def submit(
-    n: int, in_flight: int, rounds: int = 3, limits: Mapping[str, str] | None = None
+    n: int, in_flight: int, rounds: int = 3, limits: Mapping[str, float] | None = None
 ) -> dict[str, Any]:
     """`rounds` alternations of baseline, floor and submit; medians reported.
-    With `limits` (TREADLE_* settings such as TREADLE_TENANT_SUBMIT_RATE), a
-    second replica runs with them, and each round also submits through it,
-    right after or before the first (alternately): what the limits cost a
-    submit, same run."""
+    With `limits` (tenant limits by name: `submit_rate`, `max_queued`, ...),
+    each round also submits with them in force for the default tenant, on the
+    same replica, right after or before the submits without (alternately):
+    what the limits cost a submit, same run, same process."""
     async with system() as running:
         replica = await running.replica()
-        limited = await running.replica(**limits) if limits else None
         figures: dict[str, list[float]] = {"baseline": [], "floor": [], "submit": []}
-        if limited is not None:
-            figures["limited"] = []
         latencies: list[float] = []
-        async with contextlib.AsyncExitStack() as clients:
-            client = await clients.enter_async_context(Client(replica.address))
-            other = await clients.enter_async_context(Client(limited.address)) if limited else None
+        async with Client(replica.address) as client:
 
             async def one() -> None:
                 await client.submit("noop")
 
-            async def one_limited() -> None:
-                assert other is not None
-                await other.submit("noop")
-
             await _timed(min(n, 200), in_flight, one)
-            if other is not None:
-                await _timed(min(n, 200), in_flight, one_limited)
+            if limits:
+                figures["limited"] = []
+                switch = _LimitSwitch(running, limits)
             for round_ in range(rounds):
                 figures["baseline"].append(await baseline_rate(running, n))
                 figures["floor"].append(await grpc_floor(replica.address, n, in_flight))
-                # With limits: which replica goes first alternates from round to round.
-                if other is not None and round_ % 2:
-                    figures["limited"].append((await _timed(n, in_flight, one_limited))[0])
-                rate, latencies = await _timed(n, in_flight, one)
-                figures["submit"].append(rate)
-                if other is not None and not round_ % 2:
-                    figures["limited"].append((await _timed(n, in_flight, one_limited))[0])
+                # With limits, the order alternates: P L | L P | P L ..., so
+                # each round switches them once.
+                order = ("limited", "submit") if round_ % 2 else ("submit", "limited")
+                for kind in order if limits else ("submit",):
+                    if kind == "limited":
+                        await switch.on()
+                        rate, _ = await _timed(n, in_flight, one)
+                        await switch.check()
+                    else:
+                        if limits:
+                            await switch.off()
+                        rate, latencies = await _timed(n, in_flight, one)
+                    figures[kind].append(rate)
         medians = {k: statistics.median(v) for k, v in figures.items()}
         report = {
             "mode": "submit",
@@ -155,8 +152,8 @@ async def submit(
             "ratio_to_baseline": round(medians["submit"] / medians["baseline"], 3),
             "ratio_to_grpc_floor": round(medians["submit"] / medians["floor"], 3),
         }
-        if limited is not None:
-            report["limits"] = dict(limits or {})
+        if limits:
+            report["limits"] = dict(limits)
             report["limited_submit_rate"] = round(medians["limited"], 1)
             # How much longer a submit takes with the limits: time per submit.
             report["limited_cost"] = round(medians["submit"] / medians["limited"] - 1, 3)
@@ -166,6 +163,61 @@ async def submit(
             "call_latency_ms": percentiles(latencies),
             "peak_rss_mb": running.peaks(),
         }
+
+
+class _LimitSwitch:
+    """Puts the default tenant's limits in force on the running replicas, and
+    takes them away, through the operator's table (`treadle tenants limits`),
+    waiting for the replicas to read it."""
+
+    def __init__(self, running: System, limits: Mapping[str, float]) -> None:
+        self.running = running
+        self.limits = dict(limits)
+        self.state: bool | None = None
+        self._since = 0.0
+
+    async def _set(self, on: bool) -> None:
+        from treadle.scheduler import postgres
+        from treadle.scheduler.limits import LIMITS_REFRESH
+        from treadle.scheduler.principal import DEFAULT_TENANT
+
+        if self.state is on:
+            return
+        conn = self.running.db
+        if on:
+            await postgres.fetch(
+                conn,
+                "set_tenant_limits",
+                tenant=DEFAULT_TENANT,
+                submit_rate=self.limits.get("submit_rate"),
+                submit_burst=self.limits.get("submit_burst"),
+                key_submit_rate=None,
+                key_submit_burst=None,
+                max_queued=self.limits.get("max_queued"),
+                given=sorted(self.limits),
+            )
+        else:
+            await postgres.fetch(conn, "clear_tenant_limits", tenant=DEFAULT_TENANT)
+        self.state = on
+        await asyncio.sleep(LIMITS_REFRESH + 1.0)  # every replica has read them
+        self._since = await conn.fetchval("SELECT now()")
+
+    async def on(self) -> None:
+        await self._set(True)
+
+    async def off(self) -> None:
+        await self._set(False)
+
+    async def check(self) -> None:
+        """Fail unless the submits just made drew on the shared bucket (the
+        replica applied the limits)."""
+        if "submit_rate" not in self.limits:
+            return
+        leased = await self.running.db.fetchval(
+            "SELECT max(updated_at) FROM submit_buckets WHERE tenant = 'default'"
+        )
+        if leased is None or leased < self._since:
+            raise Internal("the replica did not apply the rate limit within its refresh")
 
 
 async def _queue_tasks(running: System, queue: str) -> list[Any]:

@@ -205,11 +205,11 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     elif args.mode == "drain":
         run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
     elif args.mode == "submit":
-        limits = {}
+        limits: dict[str, float] = {}
         if args.submit_rate is not None:
-            limits["TREADLE_TENANT_SUBMIT_RATE"] = str(args.submit_rate)
+            limits["submit_rate"] = args.submit_rate
         if args.max_queued is not None:
-            limits["TREADLE_TENANT_MAX_QUEUED"] = str(args.max_queued)
+            limits["max_queued"] = args.max_queued
         run = benchmodes.submit(args.tasks, args.in_flight, args.rounds, limits=limits)
     elif args.mode == "latency":
         run = benchmodes.latency(args.rate, args.seconds)
