@@ -42,6 +42,7 @@ LOOPS = {
         "cron",
         "stats",
         "metrics",
+        "limits",
     )
 }
 HEALTH_SERVICES = ("", "treadle.api.v1.SchedulerService")

@@ -111,9 +111,12 @@ async def _until_a_claim_waits_on_a_lock(conn: asyncpg.Connection, timeout: floa
     t.claims + 1`) or the look for limited queues that a claim makes first
     every few seconds (`limited_queues_ready`)."""
     deadline = time.monotonic() + timeout
-    while not await conn.fetchval(
+    # `conn` is inside the transaction that holds the lock, and PostgreSQL keeps
+    # a transaction's first read of pg_stat_activity: drop it before each look,
+    # or a claim that came a moment after the first look is never seen.
+    while await conn.execute("SELECT pg_stat_clear_snapshot()") and not await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND (query LIKE '%claims = t.claims + 1%' OR query LIKE '%max_concurrent IS NOT NULL"
+        "AND (query LIKE '%claims = t.claims + 1%' OR query LIKE '%start_limit IS NOT NULL)"
         " AND NOT paused%') AND pid <> pg_backend_pid()"
     ):
         if time.monotonic() > deadline:  # say what every other session was doing

@@ -161,7 +161,13 @@ def translated() -> Iterator[None]:
     try:
         yield
     except grpc.aio.AioRpcError as exc:
-        raise status.from_grpc(exc.code(), exc.details() or "") from None
+        raise _error(exc) from None
+
+
+def _error(exc: grpc.aio.AioRpcError) -> errors.TreadleError:
+    """Our error for a failed call, with a rate limit's retry-after hint."""
+    retry_after = status.retry_after_from(exc.trailing_metadata())
+    return status.from_grpc(exc.code(), exc.details() or "", retry_after)
 
 
 class Client:
@@ -255,9 +261,16 @@ class Client:
         delay_seconds: float | None = None,
         timeout_seconds: float | None = None,
         retry: RetryPolicy | None = None,
+        wait_for_rate_limit: bool = False,
     ) -> Task:
         """Submit one task; returns it as stored (state QUEUED or SCHEDULED).
-        Unset `max_attempts`, `timeout_seconds` and `retry` take the queue's."""
+        Unset `max_attempts`, `timeout_seconds` and `retry` take the queue's.
+
+        A submit over a rate limit raises `ResourceExhausted` (its
+        `retry_after` says when to try again); with `wait_for_rate_limit`, the
+        client sleeps that long and submits again, as long as the client's
+        `timeout` (counted from the first try) allows, then raises. A quota
+        refusal carries no retry-after: it is raised at once."""
         spec = TaskSpec(
             name=name,
             payload_json=wire.encode_json(payload, max_depth=None),  # the scheduler decides
@@ -270,21 +283,43 @@ class Client:
             timeout_seconds=timeout_seconds,
             retry=retry,
         )
-        return (await self.submit_spec(spec)).task
+        return (await self.submit_spec(spec, wait_for_rate_limit=wait_for_rate_limit)).task
 
-    async def submit_spec(self, spec: TaskSpec) -> tasks.Submitted:
+    async def submit_spec(
+        self, spec: TaskSpec, *, wait_for_rate_limit: bool = False
+    ) -> tasks.Submitted:
         """Submit one task; says whether its idempotency key matched an existing task.
 
         Submits made at the same time on this client (more than two in
         flight) travel together in one call and one commit; each still gets
-        its own task or error (`treadle.client._group`)."""
+        its own task or error (`treadle.client._group`). `wait_for_rate_limit`:
+        as for `submit`."""
         message = wire.spec_to_proto(spec)
-        return await self._grouped().submits.call(
-            message,
-            lambda: pb.GroupedSubmission(
-                task=message, trace_context=telemetry.current_carrier() or {}
-            ),
-        )
+
+        async def once() -> tasks.Submitted:
+            return await self._grouped().submits.call(
+                message,
+                lambda: pb.GroupedSubmission(
+                    task=message, trace_context=telemetry.current_carrier() or {}
+                ),
+            )
+
+        return await self._rate_limited(once, wait_for_rate_limit)
+
+    async def _rate_limited(self, call: Callable[[], Awaitable[T]], wait: bool) -> T:
+        """`call()`; with `wait`, again after each rate-limit refusal's
+        retry-after, while that fits in the client's timeout from now."""
+        if not wait:
+            return await call()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            try:
+                return await call()
+            except errors.ResourceExhausted as exc:
+                if exc.retry_after is None or loop.time() + exc.retry_after > deadline:
+                    raise
+                await asyncio.sleep(exc.retry_after)
 
     async def _submit_single(self, spec: pb.TaskSpec) -> tasks.Submitted:
         reply = await self._call(self._stub.SubmitTask, pb.SubmitTaskRequest(task=spec))
@@ -301,14 +336,20 @@ class Client:
         return [
             tasks.Submitted(wire.task_from_proto(r.submitted.task), existing=r.submitted.existing)
             if r.HasField("submitted")
-            else refusal(r.code, r.message)
+            else refusal(r.code, r.message, r.retry_after_seconds or None)
             for r in reply.results
         ]
 
-    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
-        """Submit many tasks in one call (all or none); returns their ids in order."""
+    async def submit_many(
+        self, specs: Sequence[TaskSpec], *, wait_for_rate_limit: bool = False
+    ) -> list[str]:
+        """Submit many tasks in one call (all or none); returns their ids in
+        order. `wait_for_rate_limit`: as for `submit` (the batch needs as many
+        tokens as it has tasks)."""
         request = pb.SubmitTasksRequest(tasks=[wire.spec_to_proto(s) for s in specs])
-        reply = await self._call(self._stub.SubmitTasks, request)
+        reply = await self._rate_limited(
+            lambda: self._call(self._stub.SubmitTasks, request), wait_for_rate_limit
+        )
         return list(reply.task_ids)
 
     async def get(self, task_id: str) -> Task:
@@ -409,14 +450,25 @@ class Client:
         max_attempts: int | None = None,
         timeout_seconds: float | None = None,
         retry: RetryPolicy | None = None,
+        start_limit: int | None = None,
+        start_window_seconds: float | None = None,
+        start_limit_key: str | None = None,
     ) -> tasks.Queue:
         """Change the settings given (None leaves one as it is; a
-        `max_concurrent` or `timeout_seconds` of 0 removes the limit)."""
+        `max_concurrent`, `timeout_seconds` or `start_limit` of 0 removes the
+        limit, a `start_limit_key` of "" the key).
+
+        `start_limit`: at most that many of the queue's tasks start per
+        `start_window_seconds` (default 1), across all replicas; with
+        `start_limit_key`, per distinct value of that top-level payload field."""
         request = pb.UpdateQueueRequest(
             name=name,
             max_concurrent=max_concurrent,
             max_attempts=max_attempts,
             timeout_seconds=timeout_seconds,
+            start_limit=start_limit,
+            start_window_seconds=start_window_seconds,
+            start_limit_key=start_limit_key,
         )
         if retry is not None:
             request.retry.CopyFrom(wire.retry_to_proto(retry))

@@ -101,7 +101,8 @@ class Grouper(Generic[S, G, R]):
                     self._grouping = False
                     await self._send_each(group)
                     return
-                _fail(group, status.from_grpc(exc.code(), exc.details() or ""))
+                retry_after = status.retry_after_from(exc.trailing_metadata())
+                _fail(group, status.from_grpc(exc.code(), exc.details() or "", retry_after))
                 return
             except Exception as exc:
                 _fail(group, exc)
@@ -164,6 +165,7 @@ def _fail(group: list[_Waiting[S, G, R]], exc: Exception) -> None:
 CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def refusal(code: int, message: str) -> Exception:
-    """Our error for an item a group call refused with `code`."""
-    return status.from_grpc(CODES.get(code, grpc.StatusCode.UNKNOWN), message)
+def refusal(code: int, message: str, retry_after: float | None = None) -> Exception:
+    """Our error for an item a group call refused with `code` (and, for a rate
+    limit, its retry-after hint)."""
+    return status.from_grpc(CODES.get(code, grpc.StatusCode.UNKNOWN), message, retry_after)

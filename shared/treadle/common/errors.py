@@ -71,6 +71,12 @@ class ResourceExhausted(TreadleError):
 
     code = "RESOURCE_EXHAUSTED"
 
+    def __init__(self, message: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds after which the same call may succeed (a rate limit); None:
+        #: no hint (a quota, or a batch larger than a burst).
+        self.retry_after = retry_after
+
 
 class Unavailable(TreadleError):
     """The service is unavailable; try again later."""

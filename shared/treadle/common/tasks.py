@@ -134,7 +134,11 @@ class TaskPage:
 
 @dataclasses.dataclass(frozen=True)
 class Queue:
-    """A queue's settings. `max_concurrent` None means no limit."""
+    """A queue's settings. `max_concurrent` None means no limit.
+
+    `start_limit`: at most that many task starts per `start_window_seconds`
+    (fixed windows), across all replicas; per distinct value of the payload
+    field `start_limit_key` when set. None: no limit."""
 
     name: str
     max_concurrent: int | None = None
@@ -144,17 +148,24 @@ class Queue:
     retry: RetryPolicy = RetryPolicy()
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    start_limit: int | None = None
+    start_window_seconds: float | None = None
+    start_limit_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class QueueUpdate:
     """The settings to change; None leaves a setting as it is. A
-    `max_concurrent` or `timeout_seconds` of 0 removes the limit."""
+    `max_concurrent`, `timeout_seconds` or `start_limit` of 0 removes the
+    limit, a `start_limit_key` of "" the key."""
 
     max_concurrent: int | None = None
     max_attempts: int | None = None
     timeout_seconds: float | None = None
     retry: RetryPolicy | None = None
+    start_limit: int | None = None
+    start_window_seconds: float | None = None
+    start_limit_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ examples:
   treadle schedule list
   treadle keys create --tenant acme --scope submit,read --name ci-deploy
   treadle audit --tenant acme
+  treadle tenants limits set acme --submit-rate 100 --max-queued 100000
   treadle bench -n 10000                      # against a running scheduler
 
 environment: TREADLE_DATABASE_URL (empty: embedded PostgreSQL in TREADLE_DATA_DIR),
@@ -74,7 +75,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         _add_scheduler(sub)
         return parser
 
-    from treadle.cli import keys, queues, schedules
+    from treadle.cli import keys, queues, schedules, tenants
     from treadle.gateway import __main__ as gateway
     from treadle.gateway.settings import Settings as GatewaySettings
 
@@ -166,6 +167,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
     queues.add_parser(sub, _add_address)
     schedules.add_parser(sub, _add_address)
     keys.add_parsers(sub, _add_database)
+    tenants.add_parser(sub)
 
     bench = sub.add_parser(
         "bench",
@@ -179,6 +181,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
   treadle bench --mode submit --in-flight 1      # vs bare INSERT+commit, same database
   treadle bench --mode submit --in-flight 64
   treadle bench --mode submit --in-flight 1 --auth  # what API keys cost a submit
+  treadle bench --mode submit --submit-rate 10000 --max-queued 1000000   # what limits cost
   treadle bench --mode latency --rate 100
   treadle bench --mode drain -n 10000 --replicas 2 --finished-rows 1000000
   treadle bench --mode startup --runs 5
@@ -213,6 +216,23 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--rate", type=float, default=100.0, help="latency: submits per second (default 100)"
+    )
+    bench.add_argument(
+        "--submit-rate",
+        type=float,
+        help="submit: also submit with this submit rate limit in force for the tenant "
+        "(switched on and off between rounds on the same replica) and report what it costs",
+    )
+    bench.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="submit: alternations of the measured and the compared, medians reported (default 3)",
+    )
+    bench.add_argument(
+        "--max-queued",
+        type=int,
+        help="submit: with it, the tenant's quota of waiting tasks (as --submit-rate)",
     )
     bench.add_argument(
         "--seconds", type=float, default=10.0, help="latency, graphql: duration (default 10)"

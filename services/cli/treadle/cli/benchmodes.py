@@ -7,7 +7,10 @@ with come from the same run, the same database and the same machine load.
   same database (the baseline) and a no-op gRPC round trip to the same replica
   (the transport's floor), all measured in this run. With `--auth`, also
   submits with an API key to a second replica that requires keys, alternating
-  with the first: what authentication costs a submit.
+  with the first: what authentication costs a submit. With `--submit-rate`
+  or `--max-queued`, also with those limits in force for the tenant, on the
+  same replica, alternating (what a rate limit and a quota cost a submit);
+  with both, the keyed submits run while the limits are in force.
 - `latency`: submits at a fixed rate; submit→start percentiles.
 - `drain`: N tasks stored before the replicas start; the replicas' drain rate
   with their start-up included, and steady (first start to last finish).
@@ -26,6 +29,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -119,9 +123,20 @@ async def _api_key(running: System) -> str:
     return made.token
 
 
-async def submit(n: int, in_flight: int, rounds: int = 3, auth: bool = False) -> dict[str, Any]:
-    """`rounds` alternations of baseline, floor and submit (and, with `auth`,
-    submit with an API key to a replica requiring keys); medians reported."""
+async def submit(
+    n: int,
+    in_flight: int,
+    rounds: int = 3,
+    limits: Mapping[str, float] | None = None,
+    auth: bool = False,
+) -> dict[str, Any]:
+    """`rounds` alternations of baseline, floor and submit; medians reported.
+    With `limits` (tenant limits by name: `submit_rate`, `max_queued`, ...),
+    each round also submits with them in force for the default tenant, on the
+    same replica, right after or before the submits without (alternately):
+    what the limits cost a submit, same run, same process. With `auth`, each
+    round also submits with an API key to a second replica that requires keys
+    (while the limits are in force, when there are any)."""
     async with system() as running:
         replica = await running.replica()
         keyed = await running.replica(TREADLE_AUTH="keys") if auth else None
@@ -146,24 +161,30 @@ async def submit(n: int, in_flight: int, rounds: int = 3, auth: bool = False) ->
             await _timed(min(n, 200), in_flight, one)
             if authed is not None:
                 await _timed(min(n, 200), in_flight, one_authed)
-            for _ in range(rounds):
+            if limits:
+                figures["limited"] = []
+                switch = _LimitSwitch(running, limits)
+            for round_ in range(rounds):
                 figures["baseline"].append(await baseline_rate(running, n))
                 figures["floor"].append(await grpc_floor(replica.address, n, in_flight))
-                rate, latencies = await _timed(n, in_flight, one)
-                figures["submit"].append(rate)
-                if authed is not None:
-                    rate, auth_latencies = await _timed(n, in_flight, one_authed)
-                    figures["submit_auth"].append(rate)
+                # With limits, the order alternates: P L | L P | P L ..., so
+                # each round switches them once.
+                order = ("limited", "submit") if round_ % 2 else ("submit", "limited")
+                for kind in order if limits else ("submit",):
+                    if kind == "limited":
+                        await switch.on()
+                        rate, _ = await _timed(n, in_flight, one)
+                        await switch.check()
+                    else:
+                        if limits:
+                            await switch.off()
+                        rate, latencies = await _timed(n, in_flight, one)
+                    figures[kind].append(rate)
+                    if authed is not None and (kind == "limited" or not limits):
+                        rate, auth_latencies = await _timed(n, in_flight, one_authed)
+                        figures["submit_auth"].append(rate)
         medians = {k: statistics.median(v) for k, v in figures.items()}
-        with_auth: dict[str, Any] = {}
-        if auth:
-            with_auth = {
-                "submit_auth_rate": round(medians["submit_auth"], 1),
-                # > 0: a submit with authentication takes this much longer.
-                "auth_cost_per_submit": round(medians["submit"] / medians["submit_auth"] - 1, 3),
-                "auth_call_latency_ms": percentiles(auth_latencies),
-            }
-        return {
+        report = {
             "mode": "submit",
             "in_flight": in_flight,
             "calls": n,
@@ -173,11 +194,81 @@ async def submit(n: int, in_flight: int, rounds: int = 3, auth: bool = False) ->
             "grpc_floor_rate": round(medians["floor"], 1),
             "ratio_to_baseline": round(medians["submit"] / medians["baseline"], 3),
             "ratio_to_grpc_floor": round(medians["submit"] / medians["floor"], 3),
+        }
+        if limits:
+            report["limits"] = dict(limits)
+            report["limited_submit_rate"] = round(medians["limited"], 1)
+            # How much longer a submit takes with the limits: time per submit.
+            report["limited_cost"] = round(medians["submit"] / medians["limited"] - 1, 3)
+        if auth:
+            report["submit_auth_rate"] = round(medians["submit_auth"], 1)
+            # > 0: a submit with authentication (and the limits, if any) takes
+            # this much longer than one without either.
+            report["auth_cost_per_submit"] = round(
+                medians["submit"] / medians["submit_auth"] - 1, 3
+            )
+            report["auth_call_latency_ms"] = percentiles(auth_latencies)
+        return {
+            **report,
             "all": {k: [round(x) for x in v] for k, v in figures.items()},
             "call_latency_ms": percentiles(latencies),
-            **with_auth,
             "peak_rss_mb": running.peaks(),
         }
+
+
+class _LimitSwitch:
+    """Puts the default tenant's limits in force on the running replicas, and
+    takes them away, through the operator's table (`treadle tenants limits`),
+    waiting for the replicas to read it."""
+
+    def __init__(self, running: System, limits: Mapping[str, float]) -> None:
+        self.running = running
+        self.limits = dict(limits)
+        self.state: bool | None = None
+        self._since = 0.0
+
+    async def _set(self, on: bool) -> None:
+        from treadle.scheduler import postgres
+        from treadle.scheduler.limits import LIMITS_REFRESH
+        from treadle.scheduler.principal import DEFAULT_TENANT
+
+        if self.state is on:
+            return
+        conn = self.running.db
+        if on:
+            await postgres.fetch(
+                conn,
+                "set_tenant_limits",
+                tenant=DEFAULT_TENANT,
+                submit_rate=self.limits.get("submit_rate"),
+                submit_burst=self.limits.get("submit_burst"),
+                key_submit_rate=None,
+                key_submit_burst=None,
+                max_queued=self.limits.get("max_queued"),
+                given=sorted(self.limits),
+            )
+        else:
+            await postgres.fetch(conn, "clear_tenant_limits", tenant=DEFAULT_TENANT)
+        self.state = on
+        await asyncio.sleep(LIMITS_REFRESH + 1.0)  # every replica has read them
+        self._since = await conn.fetchval("SELECT now()")
+
+    async def on(self) -> None:
+        await self._set(True)
+
+    async def off(self) -> None:
+        await self._set(False)
+
+    async def check(self) -> None:
+        """Fail unless the submits just made drew on the shared bucket (the
+        replica applied the limits)."""
+        if not self.limits.get("submit_rate"):
+            return  # no rate limit to check (0: none)
+        leased = await self.running.db.fetchval(
+            "SELECT max(updated_at) FROM submit_buckets WHERE tenant = 'default'"
+        )
+        if leased is None or leased < self._since:
+            raise Internal("the replica did not apply the rate limit within its refresh")
 
 
 async def _queue_tasks(running: System, queue: str) -> list[Any]:

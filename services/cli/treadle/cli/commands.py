@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from treadle.cli import keys, queues, schedules
+from treadle.cli import keys, queues, schedules, tenants
 from treadle.client import Client
 from treadle.common import config, process, wire
 from treadle.common.errors import InvalidArgument
@@ -208,12 +208,14 @@ async def _retry(client: Client, args: argparse.Namespace) -> str:
 def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from treadle.cli import bench, benchmodes
 
-    for flag in ("tasks", "in_flight", "replicas", "runs", "connections"):
+    for flag in ("tasks", "in_flight", "replicas", "runs", "connections", "rounds"):
         if getattr(args, flag) < 1:
             raise InvalidArgument(f"--{flag.replace('_', '-')} must be at least 1")
     if args.finished_rows < 0 or args.rate <= 0 or args.seconds <= 0:
         raise InvalidArgument("--finished-rows must be >= 0, --rate and --seconds > 0")
     against = args.scheduler_address or env.get("TREADLE_SCHEDULER_ADDRESS")
+    if (args.submit_rate is not None or args.max_queued is not None) and args.mode != "submit":
+        raise InvalidArgument("--submit-rate and --max-queued go with --mode submit")
     if against and args.mode != "drain":
         raise InvalidArgument(f"--mode {args.mode} starts its own Treadle; drop --address")
     run: Awaitable[dict[str, Any]]
@@ -232,7 +234,14 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     elif args.mode == "drain":
         run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
     elif args.mode == "submit":
-        run = benchmodes.submit(args.tasks, args.in_flight, auth=args.auth)
+        limits: dict[str, float] = {}
+        if args.submit_rate is not None:
+            limits["submit_rate"] = args.submit_rate
+        if args.max_queued is not None:
+            limits["max_queued"] = args.max_queued
+        run = benchmodes.submit(
+            args.tasks, args.in_flight, args.rounds, limits=limits, auth=args.auth
+        )
     elif args.mode == "latency":
         run = benchmodes.latency(args.rate, args.seconds)
     elif args.mode == "startup":
@@ -266,6 +275,7 @@ COMMANDS: dict[str, Command] = {
     "schedule": _with_client(schedules.run),
     "keys": keys.run_keys,
     "audit": keys.run_audit,
+    "tenants": tenants.run,
     "bench": cmd_bench,
 }
 

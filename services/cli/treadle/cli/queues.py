@@ -19,6 +19,7 @@ def add_parser(sub: Any, add_address: _actions.AddAddress) -> None:
         "queue",
         help="list, show, update, pause or resume queues",
         description="Manage queues: a limit on tasks running at once across all replicas, "
+        "a limit on task starts per time window (per payload value, optionally), "
         "pause/resume, and the default retry policy and timeout of their tasks. "
         "Queues are printed as JSON.",
     )
@@ -46,6 +47,18 @@ def add_parser(sub: Any, add_address: _actions.AddAddress) -> None:
     update.add_argument("--backoff-base", type=float, help="seconds before the 2nd attempt")
     update.add_argument("--backoff-factor", type=float, help="growth per attempt (>= 1)")
     update.add_argument("--backoff-max", type=float, help="longest wait between attempts")
+    update.add_argument(
+        "--start-limit",
+        type=int,
+        help="task starts per window across replicas; over it tasks wait (0: no limit)",
+    )
+    update.add_argument(
+        "--start-window", type=float, help="the start limit's window in seconds (default 1)"
+    )
+    update.add_argument(
+        "--start-limit-key",
+        help="count starts per value of this top-level payload field ('': one count)",
+    )
     add_address(update)
 
 
@@ -83,5 +96,8 @@ async def run(client: Client, args: argparse.Namespace) -> str:
             max_attempts=args.max_attempts,
             timeout_seconds=args.timeout,
             retry=retry,
+            start_limit=args.start_limit,
+            start_window_seconds=args.start_window,
+            start_limit_key=args.start_limit_key,
         )
     return json.dumps(queue_dict(queue), indent=2)

@@ -7,7 +7,9 @@ client sees "Internal error." with code INTERNAL, and the traceback is logged.
 Errors found before execution (syntax, validation, variable coercion, depth
 limit) are the client's and pass through unchanged, except that a value its
 type refuses (a variable's or a literal's) gains `extensions.code`
-INVALID_ARGUMENT. Subscriptions get the same
+INVALID_ARGUMENT. A rate limit's refusal (RESOURCE_EXHAUSTED) also carries
+`extensions.retryAfter`: the seconds after which the same request may
+succeed. Subscriptions get the same
 treatment for every result they stream.
 """
 
@@ -85,6 +87,9 @@ def _stamp_codes(result: object) -> None:
             error.extensions = {**(error.extensions or {}), "code": errors.InvalidArgument.code}
         elif cause is not None:
             error.extensions = {**(error.extensions or {}), "code": cause.code}
+            if isinstance(cause, errors.ResourceExhausted) and cause.retry_after is not None:
+                # A rate limit: seconds until the same request may succeed.
+                error.extensions["retryAfter"] = round(cause.retry_after, 3)
             if cause is not error.original_error:  # said in our words (see treadle_error)
                 error.message = cause.message
             if cause.code in _DETAIL_LOGGED_ONLY:

@@ -136,6 +136,9 @@ async def update_queue(info: Info, input: UpdateQueueInput) -> Queue:
         max_attempts=input.max_attempts,
         timeout_seconds=input.timeout_seconds,
         retry=input.retry.to_policy() if input.retry else None,
+        start_limit=input.start_limit,
+        start_window_seconds=input.start_window_seconds,
+        start_limit_key=input.start_limit_key,
     )
     return from_domain(Queue, queue)
 

@@ -134,6 +134,16 @@ class Queue:
     retry: RetryPolicy
     created_at: datetime | None
     updated_at: datetime | None
+    start_limit: int | None = strawberry.field(
+        description="Task starts per window across all replicas; null: no limit."
+    )
+    start_window_seconds: float | None = strawberry.field(
+        description="The start limit's window (fixed windows); null: none set (1 s)."
+    )
+    start_limit_key: str | None = strawberry.field(
+        description="The start limit holds per distinct value of this top-level payload "
+        "field; null: one count for the queue."
+    )
 
 
 @strawberry.input(description="Queue settings to change; the ones left out stay as they are.")
@@ -145,6 +155,15 @@ class UpdateQueueInput:
         default=None, description="0 removes the time limit."
     )
     retry: RetryPolicyInput | None = None
+    start_limit: int | None = strawberry.field(
+        default=None, description="Task starts per window; 0 removes the limit."
+    )
+    start_window_seconds: float | None = strawberry.field(
+        default=None, description="The start limit's window in seconds (at most 86400)."
+    )
+    start_limit_key: str | None = strawberry.field(
+        default=None, description='A top-level payload field to count starts by; "" removes it.'
+    )
 
 
 def _payload(root: Task) -> JSON | None:

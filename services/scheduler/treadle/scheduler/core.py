@@ -35,6 +35,7 @@ from treadle.common.telemetry import Carrier
 from treadle.scheduler import principal, tracing
 from treadle.scheduler.events import NOTHING, Events
 from treadle.scheduler.group import GroupInsert, store_each
+from treadle.scheduler.limits import Admission
 from treadle.scheduler.loops import Clock, utcnow
 from treadle.scheduler.model import (
     NewTask,
@@ -90,8 +91,12 @@ class Collaborators:
     events: Events = NOTHING
 
 
+@dataclasses.dataclass(eq=False)
 class Scheduler(Collaborators):
     """Submit, read, list and cancel tasks in one installation."""
+
+    #: Submit rate limits and quotas; None: none (`limits.Admission`).
+    admission: Admission | None = None
 
     def check(
         self,
@@ -136,6 +141,8 @@ class Scheduler(Collaborators):
         """Store one task. Submissions that arrive while another is being
         stored share the next statement and commit (`group.GroupInsert`)."""
         checked = self.check(spec, trace_context=tracing.submitted())
+        if self.admission is not None:
+            await self.admission.admit(principal.current(), 1)
         with tracing.inserting(self.tracer, self.store.schema, 1) as span:
             submitted, together = await self._grouped(checked)
             tracing.stored_together(span, together)
@@ -165,6 +172,18 @@ class Scheduler(Collaborators):
                 refused.append(None)
             except InvalidArgument as exc:
                 refused.append(exc)
+        if checked and self.admission is not None:
+            # The first that the rate limits and quota let in now are stored.
+            admitted, refusal = await self.admission.admit_some(principal.current(), len(checked))
+            if refusal is not None:
+                checked = checked[:admitted]
+                left = admitted
+                for i, r in enumerate(refused):
+                    if r is None:
+                        if left == 0:
+                            refused[i] = refusal
+                        else:
+                            left -= 1
         stored: Iterator[Submitted | Exception] = iter(())
         if checked:
             with tracing.inserting(self.tracer, self.store.schema, len(checked)):
@@ -186,6 +205,8 @@ class Scheduler(Collaborators):
         keys = [(t.queue, t.idempotency_key) for t in checked if t.idempotency_key]
         if len(keys) != len(set(keys)):
             raise InvalidArgument("the same idempotency key appears twice in one batch")
+        if self.admission is not None:
+            await self.admission.admit(principal.current(), len(checked))
         with tracing.inserting(self.tracer, self.store.schema, len(checked)):
             submitted = await self.store.insert(checked)
         self.events.submitted(checked[0].tenant, submitted)

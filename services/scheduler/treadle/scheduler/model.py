@@ -163,6 +163,10 @@ def check_text(value: str, field: str, max_length: int) -> None:
                 )
 
 
+#: The longest window of a queue's start limit, in seconds (a day).
+MAX_START_WINDOW = 86400
+
+
 def check_name(value: str, field: str) -> None:
     """A task or queue name: printable text of at most `MAX_NAME_LENGTH` characters."""
     check_text(value, field, MAX_NAME_LENGTH)
@@ -218,6 +222,19 @@ def check_queue_update(update: QueueUpdate) -> None:
         raise InvalidArgument(f"max_attempts must be at least 1, got {update.max_attempts}")
     check_timeout(update.timeout_seconds, zero_allowed=True)
     check_retry(update.retry)
+    if update.start_limit is not None and update.start_limit < 0:
+        raise InvalidArgument(
+            f"start_limit must be positive (0 removes the limit), got {update.start_limit}"
+        )
+    window = update.start_window_seconds
+    if window is not None:
+        check_seconds(window, "start_window_seconds", zero=False)
+        if window > MAX_START_WINDOW:
+            raise InvalidArgument(
+                f"start_window_seconds must be at most {MAX_START_WINDOW} (a day), got {window}"
+            )
+    if update.start_limit_key:
+        check_name(update.start_limit_key, "start_limit_key")
 
 
 def check_spec(

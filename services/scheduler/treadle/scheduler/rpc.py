@@ -4,7 +4,8 @@ The only scheduler module that touches protobuf. Treadle's errors become gRPC
 statuses through `treadle.common.status`; anything unexpected is logged with
 its traceback and sent as a generic INTERNAL. A status message is cut to
 `MAX_DETAILS` characters, so a message that quotes a huge argument still fits
-in the trailers.
+in the trailers; a rate limit's refusal also sends its retry-after there
+(`status.trailers`).
 
 Framing (`Server`): bytes that do not decode as a method's request message
 end the call with INVALID_ARGUMENT (`DecodeGuard`), not grpc's UNKNOWN with
@@ -82,8 +83,9 @@ def _edge(method: Method[Req, Resp]) -> Method[Req, Resp]:
             return await method(self, request, context)
         except Exception as exc:
             code, message = _status_of(method.__name__, exc)
+            trailing = status.trailers(exc) if isinstance(exc, errors.TreadleError) else ()
         # abort() raises, so it must run outside the handler above.
-        await context.abort(code, message)
+        await context.abort(code, message, trailing)
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
@@ -124,7 +126,12 @@ def _result(outcome: Submitted | Exception) -> pb.SubmissionResult:
     would have ended with."""
     if isinstance(outcome, Exception):
         code, message = _status_of("SubmitTaskGroup", outcome)
-        return pb.SubmissionResult(code=code.value[0], message=message)
+        retry_after = (
+            status.retry_after_of(outcome) if isinstance(outcome, errors.TreadleError) else None
+        )
+        return pb.SubmissionResult(
+            code=code.value[0], message=message, retry_after_seconds=retry_after or 0.0
+        )
     return pb.SubmissionResult(
         submitted=pb.SubmitTaskResponse(
             task=wire.task_to_proto(outcome.task), existing=outcome.existing
@@ -294,6 +301,13 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
                 request.timeout_seconds if request.HasField("timeout_seconds") else None
             ),
             retry=wire.retry_from_proto(request.retry) if request.HasField("retry") else None,
+            start_limit=request.start_limit if request.HasField("start_limit") else None,
+            start_window_seconds=(
+                request.start_window_seconds if request.HasField("start_window_seconds") else None
+            ),
+            start_limit_key=(
+                request.start_limit_key if request.HasField("start_limit_key") else None
+            ),
         )
         queue = await self.scheduler.update_queue(request.name, update)
         return pb.UpdateQueueResponse(queue=wire.queue_to_proto(queue))

@@ -160,6 +160,16 @@ class Settings:
     alert_oldest_seconds: float = setting(300.0, checks=(positive, _SECONDS))
     #: The sliding window of the error-rate and slow-processing alerts (at most 3600).
     alert_window_seconds: float = setting(300.0, checks=(positive, at_most(3600)))
+    #: Submit rate limits and quotas: each tenant's default (0: no limit);
+    #: `treadle tenants limits set` overrides them per tenant. Submits per
+    #: second, and the largest burst (0: a second's worth, at least 1)...
+    tenant_submit_rate: float = setting(0.0, checks=(not_negative,))
+    tenant_submit_burst: int = setting(0, checks=(not_negative, at_most(2**31 - 1)))
+    #: ...the same for each API key, within its tenant's...
+    key_submit_rate: float = setting(0.0, checks=(not_negative,))
+    key_submit_burst: int = setting(0, checks=(not_negative, at_most(2**31 - 1)))
+    #: ...and the most QUEUED + SCHEDULED + RETRYING tasks a tenant may have.
+    tenant_max_queued: int = setting(0, checks=(not_negative,))
     replica_id: str = dataclasses.field(default_factory=_replica_id)
 
     def validate(self) -> None:

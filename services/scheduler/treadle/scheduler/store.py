@@ -35,6 +35,23 @@ from treadle.scheduler.model import Applied, ClaimedTask, Lease, NewTask, Outcom
 
 #: Seconds between looks for limited queues while none has ready tasks.
 LIMITED_RECHECK = 0.5
+#: The longest a replica leaves a start-limited queue whose window is full
+#: alone (a long window: a raised limit applies within this).
+MAX_HOLD = 5.0
+#: Ready tasks a claim of a queue with a keyed start limit looks at (the
+#: first in claim order): tasks further back wait while all of these belong
+#: to keys whose window is full.
+START_LIMIT_SCAN = 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limited:
+    """The limits of a limited queue with ready tasks: `max_concurrent`
+    (`concurrent`), a start limit, keyed by a payload field or not."""
+
+    concurrent: bool
+    start_limited: bool
+    keyed: bool
 
 
 def _retry(row: asyncpg.Record) -> RetryPolicy:
@@ -233,10 +250,13 @@ class Store(postgres.PoolStore):
         self.schema = schema
         self.channel = ready_channel(schema)
         self.cancel_channel = cancel_channel(schema)
-        #: Queues (tenant, name) with a max_concurrent limit and ready tasks, as
-        #: of the last claim.
-        self.limited: set[tuple[str, str]] = set()
+        #: Queues (tenant, name) with a max_concurrent limit or a start limit
+        #: and ready tasks, as of the last claim, with their limits.
+        self.limited: dict[tuple[str, str], Limited] = {}
         self._limited_checked_at = float("-inf")
+        #: Start-limited queues whose window is full, until when (monotonic):
+        #: no claim looks at them before then.
+        self.held: dict[tuple[str, str], float] = {}
 
     async def insert(self, tasks: Sequence[NewTask], conn: Any | None = None) -> list[Submitted]:
         """Store `tasks` in one statement, on `conn` when given (inside the
@@ -397,8 +417,8 @@ class Store(postgres.PoolStore):
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[ClaimedTask]:
         """Claim up to `limit` ready tasks: first from queues with a
-        max_concurrent limit (serialised per queue across replicas, never past
-        the limit), then from the others, in priority order."""
+        max_concurrent limit or a start limit (serialised per queue across
+        replicas, never past a limit), then from the others, in priority order."""
         async with postgres.acquired(self.pool) as conn:
             rows: list[asyncpg.Record] = []
             now = time.monotonic()
@@ -409,14 +429,26 @@ class Store(postgres.PoolStore):
                 # newly limited queue just waits that long for its next claim.
                 self._limited_checked_at = now
                 ready = await postgres.fetch(conn, "limited_queues_ready")
-                self.limited = {(tenant, queue) for (tenant, queue) in ready}
-            for tenant, queue in sorted(self.limited):
+                self.limited = {
+                    (r["tenant"], r["name"]): Limited(
+                        r["concurrent"], r["start_limited"], r["keyed"]
+                    )
+                    for r in ready
+                }
+            for (tenant, queue), limits in sorted(self.limited.items()):
                 if len(rows) >= limit:
                     break
+                if limits.start_limited and self.held.get((tenant, queue), 0.0) > now:
+                    continue  # its window is full: nothing of it may start before it ends
                 async with conn.transaction():
                     await postgres.execute(
                         conn, "lock_queue", key=f"treadle:{self.schema}:{tenant}:{queue}"
                     )
+                    if limits.start_limited:
+                        rows += await self._claim_start_limited(
+                            conn, tenant, queue, limits, limit - len(rows), owner, lease_seconds
+                        )
+                        continue
                     rows += await postgres.fetch(
                         conn,
                         "claim_limited",
@@ -434,10 +466,50 @@ class Store(postgres.PoolStore):
         rows.sort(key=lambda r: (-r["priority"], postgres.finite_time(r["run_at"]), r["seq"]))
         return [_claimed(r, owner) for r in rows]
 
+    async def _claim_start_limited(
+        self,
+        conn: Any,
+        tenant: str,
+        queue: str,
+        limits: Limited,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+    ) -> list[asyncpg.Record]:
+        """Claim from a start-limited queue (under its lock); when its window is
+        what holds back the rest, hold the queue until the window ends, for at
+        most MAX_HOLD seconds (a keyed limit: LIMITED_RECHECK, so that a new
+        key's tasks wait no longer)."""
+        found = await postgres.fetch(
+            conn,
+            "claim_start_limited",
+            tenant=tenant,
+            queue=queue,
+            limit=limit,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            scan=START_LIMIT_SCAN,
+        )
+        claimed = [r for r in found if r["id"] is not None]
+        held = next((r["held_seconds"] for r in found if r["id"] is None), None)
+        if held is not None:
+            hold = min(held, LIMITED_RECHECK if limits.keyed else MAX_HOLD)
+            self.held[(tenant, queue)] = time.monotonic() + max(0.0, hold)
+        else:
+            self.held.pop((tenant, queue), None)
+        return claimed
+
+    def held_for(self) -> float | None:
+        """Seconds until the first held start-limited queue may start tasks
+        again (a dispatcher wakes then); None when none is held."""
+        now = time.monotonic()
+        self.held = {key: until for key, until in self.held.items() if until > now}
+        return min(self.held.values()) - now if self.held else None
+
     async def complete(self, outcomes: Sequence[Outcome]) -> dict[Lease, Applied]:
         """Record outcomes in one statement, each only while its lease holds;
-        returns those that applied, by lease. Finishing tasks of a limited
-        queue frees slots: every replica is told."""
+        returns those that applied, by lease. Finishing tasks of a queue with
+        max_concurrent frees slots: every replica is told."""
         async with postgres.acquired(self.pool) as conn:
             rows = await postgres.fetch(
                 conn,
@@ -451,7 +523,10 @@ class Store(postgres.PoolStore):
                 finished_ats=[o.finished_at for o in outcomes],
                 run_ats=[o.run_at for o in outcomes],
             )
-            if self.limited and any((r["tenant"], r["queue"]) in self.limited for r in rows):
+            if any(
+                (limited := self.limited.get((r["tenant"], r["queue"]))) and limited.concurrent
+                for r in rows
+            ):
                 await self._notify_ready(conn)
         return {
             Lease(str(r["id"]), r["lease_owner"], r["claims"]): Applied(
@@ -530,6 +605,9 @@ class Store(postgres.PoolStore):
                 backoff_factor=factor,
                 backoff_max=most,
                 paused=paused,
+                start_limit=update.start_limit,
+                start_window_seconds=update.start_window_seconds,
+                start_limit_key=update.start_limit_key,
             )
             if rows and paused:
                 await postgres.execute(conn, "mark_paused_tasks", tenant=tenant, queue=name)

@@ -34,6 +34,8 @@ from treadle.scheduler.core import Scheduler
 from treadle.scheduler.events import Fanout
 from treadle.scheduler.health import HealthReporter
 from treadle.scheduler.keys import Authenticator, KeyStore
+from treadle.scheduler.limits import Admission
+from treadle.scheduler.limits_store import LimitsStore
 from treadle.scheduler.listener import Listener
 from treadle.scheduler.loops import Loop, Loops
 from treadle.scheduler.metrics import SchedulerMetrics
@@ -120,6 +122,8 @@ class Parts:
     backlog: Backlog
     listener: Listener
     database: DatabaseWatch
+    #: Submit rate limits and quotas (its loop counts quotas, reads limits).
+    admission: Admission
     #: Serves `metrics` on TREADLE_METRICS_PORT once started.
     metrics_server: MetricsServer
     #: Checks each call's API key; None when authentication is off.
@@ -238,6 +242,7 @@ class Replica:
         async with postgres.acquired(pool) as conn:
             await postgres.migrate(conn, s.database_schema)
         parts = self._parts = self._build(pool)
+        await parts.admission.load()
         await parts.listener.connect()
         self._opened.push_async_callback(parts.listener.close)
         await parts.store.ensure_queues(
@@ -254,6 +259,7 @@ class Replica:
             parts.recorder,
             parts.backlog,
             *([parts.authenticator] if parts.authenticator is not None else []),
+            parts.admission,
         )
         await parts.metrics_server.start()
         self._opened.push_async_callback(parts.metrics_server.stop)
@@ -295,7 +301,10 @@ class Replica:
         recorder = StatsRecorder(stats_store, s)
         events = Fanout(recorder, self.metrics)
         tracer = telemetry.get_tracer("treadle.scheduler", self.tracer_provider)
-        scheduler = Scheduler(store, self.registry, s, tracer=tracer, events=events)
+        admission = Admission(LimitsStore(pool), s)
+        scheduler = Scheduler(
+            store, self.registry, s, tracer=tracer, events=events, admission=admission
+        )
         worker = Worker(store, self.registry, s, tracer=tracer, events=events)
         watchers = Watchers(scheduler.get, s.poll_interval)
         return Parts(
@@ -316,6 +325,7 @@ class Replica:
                 on_reconnect=worker.catch_up,
             ),
             database=DatabaseWatch(store, s.poll_interval, self._set_serving, worker.catch_up),
+            admission=admission,
             metrics_server=MetricsServer(
                 self.metrics.registry,
                 s.metrics_host or s.grpc_host,

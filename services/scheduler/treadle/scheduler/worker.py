@@ -3,8 +3,8 @@
 Its loops, which the supervisor starts as named tasks (`loops()`):
 
 - `dispatch`: claims up to the free capacity in one statement, starts each
-  handler as an asyncio task, then sleeps until a NOTIFY, a freed slot or
-  the poll interval;
+  handler as an asyncio task, then sleeps until a NOTIFY, a freed slot, the
+  end of a full start-limit window, or the poll interval;
 - `promote`: turns scheduled and retrying tasks into ready ones when their
   time comes, sleeping until the next one is due;
 - `flush`: writes finished outcomes in batches, every few milliseconds;
@@ -176,7 +176,11 @@ class Worker(Collaborators):
                 continue
             backoff.ok()
             if len(tasks) < free and self._claiming:
-                await wait_event(self._wake, self.settings.poll_interval)
+                # A start-limited queue whose window is full is looked at
+                # again when its window ends, not before (nor later).
+                held = self.store.held_for()
+                wait = self.settings.poll_interval if held is None else held
+                await wait_event(self._wake, min(self.settings.poll_interval, wait))
 
     async def _claim(self, free: int) -> list[ClaimedTask]:
         """Claim up to `free` tasks and start those this replica can run. A

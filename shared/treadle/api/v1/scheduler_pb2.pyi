@@ -554,11 +554,17 @@ class SubmissionResult(_message.Message):
     SUBMITTED_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     """When refused: the gRPC status code (google.rpc.Code) SubmitTask would
     have ended with, and its message.
     """
     message: _builtins.str
+    retry_after_seconds: _builtins.float
+    """With code RESOURCE_EXHAUSTED for a rate limit: the seconds after which
+    submitting again may succeed (what SubmitTask sends as the trailing
+    metadata "retry-after"); 0 = no hint.
+    """
     @_builtins.property
     def submitted(self) -> Global___SubmitTaskResponse:
         """The stored (or, by idempotency key, existing) task; unset when refused."""
@@ -569,10 +575,11 @@ class SubmissionResult(_message.Message):
         submitted: Global___SubmitTaskResponse | None = ...,
         code: _builtins.int = ...,
         message: _builtins.str = ...,
+        retry_after_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["submitted", b"submitted"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "submitted", b"submitted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "retry_after_seconds", b"retry_after_seconds", "submitted", b"submitted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -881,6 +888,9 @@ class Queue(_message.Message):
     RETRY_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    START_LIMIT_FIELD_NUMBER: _builtins.int
+    START_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    START_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     max_concurrent: _builtins.int
     """Tasks of this queue RUNNING at once across all replicas; 0 = no limit."""
@@ -889,6 +899,18 @@ class Queue(_message.Message):
     """Default attempts for tasks submitted without max_attempts."""
     timeout_seconds: _builtins.float
     """Default time limit per attempt; 0 = none."""
+    start_limit: _builtins.int
+    """Tasks of this queue started at most this many times per window, across
+    all replicas; 0 = no limit. Tasks over it wait, QUEUED.
+    """
+    start_window_seconds: _builtins.float
+    """The window of start_limit, in seconds (fixed windows, aligned on
+    multiples of it since the epoch); 0 = none set (1 s when a limit is).
+    """
+    start_limit_key: _builtins.str
+    """A top-level payload field: start_limit applies per distinct value of it
+    (tasks without it share one count); empty = one count for the queue.
+    """
     @_builtins.property
     def retry(self) -> Global___RetryPolicy:
         """Default backoff between attempts."""
@@ -908,10 +930,13 @@ class Queue(_message.Message):
         retry: Global___RetryPolicy | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        start_limit: _builtins.int = ...,
+        start_window_seconds: _builtins.float = ...,
+        start_limit_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "retry", b"retry", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "name", b"name", "paused", b"paused", "retry", b"retry", "timeout_seconds", b"timeout_seconds", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "name", b"name", "paused", b"paused", "retry", b"retry", "start_limit", b"start_limit", "start_limit_key", b"start_limit_key", "start_window_seconds", b"start_window_seconds", "timeout_seconds", b"timeout_seconds", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1000,12 +1025,21 @@ class UpdateQueueRequest(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
+    START_LIMIT_FIELD_NUMBER: _builtins.int
+    START_WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    START_LIMIT_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     max_concurrent: _builtins.int
     """0 removes the limit."""
     max_attempts: _builtins.int
     timeout_seconds: _builtins.float
     """0 removes the time limit."""
+    start_limit: _builtins.int
+    """At most this many task starts per window across replicas; 0 removes it."""
+    start_window_seconds: _builtins.float
+    """The window of start_limit, in seconds (0 < w <= 86400; default 1)."""
+    start_limit_key: _builtins.str
+    """Count start_limit per value of this top-level payload field; "" removes it."""
     @_builtins.property
     def retry(self) -> Global___RetryPolicy: ...
     def __init__(
@@ -1016,21 +1050,36 @@ class UpdateQueueRequest(_message.Message):
         max_attempts: _builtins.int | None = ...,
         timeout_seconds: _builtins.float | None = ...,
         retry: Global___RetryPolicy | None = ...,
+        start_limit: _builtins.int | None = ...,
+        start_window_seconds: _builtins.float | None = ...,
+        start_limit_key: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_max_concurrent", b"_max_concurrent", "_timeout_seconds", b"_timeout_seconds", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "retry", b"retry", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_max_concurrent", b"_max_concurrent", "_start_limit", b"_start_limit", "_start_limit_key", b"_start_limit_key", "_start_window_seconds", b"_start_window_seconds", "_timeout_seconds", b"_timeout_seconds", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "retry", b"retry", "start_limit", b"start_limit", "start_limit_key", b"start_limit_key", "start_window_seconds", b"start_window_seconds", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_max_concurrent", b"_max_concurrent", "_timeout_seconds", b"_timeout_seconds", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "name", b"name", "retry", b"retry", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts", "_max_concurrent", b"_max_concurrent", "_start_limit", b"_start_limit", "_start_limit_key", b"_start_limit_key", "_start_window_seconds", b"_start_window_seconds", "_timeout_seconds", b"_timeout_seconds", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "name", b"name", "retry", b"retry", "start_limit", b"start_limit", "start_limit_key", b"start_limit_key", "start_window_seconds", b"start_window_seconds", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
     _WhichOneofReturnType__max_concurrent: _TypeAlias = _typing.Literal["max_concurrent"]  # noqa: Y015
     _WhichOneofArgType__max_concurrent: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent"]  # noqa: Y015
+    _WhichOneofReturnType__start_limit: _TypeAlias = _typing.Literal["start_limit"]  # noqa: Y015
+    _WhichOneofArgType__start_limit: _TypeAlias = _typing.Literal["_start_limit", b"_start_limit"]  # noqa: Y015
+    _WhichOneofReturnType__start_limit_key: _TypeAlias = _typing.Literal["start_limit_key"]  # noqa: Y015
+    _WhichOneofArgType__start_limit_key: _TypeAlias = _typing.Literal["_start_limit_key", b"_start_limit_key"]  # noqa: Y015
+    _WhichOneofReturnType__start_window_seconds: _TypeAlias = _typing.Literal["start_window_seconds"]  # noqa: Y015
+    _WhichOneofArgType__start_window_seconds: _TypeAlias = _typing.Literal["_start_window_seconds", b"_start_window_seconds"]  # noqa: Y015
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_attempts) -> _WhichOneofReturnType__max_attempts | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent) -> _WhichOneofReturnType__max_concurrent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__start_limit) -> _WhichOneofReturnType__start_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__start_limit_key) -> _WhichOneofReturnType__start_limit_key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__start_window_seconds) -> _WhichOneofReturnType__start_window_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
 

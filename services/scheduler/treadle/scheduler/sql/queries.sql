@@ -178,7 +178,8 @@ RETURNING t.id, t.tenant, t.queue, bad.error->>'message' AS reason;
 -- name: claim
 -- params: limit, owner, lease_seconds
 -- tenant: a replica runs every tenant's tasks
--- Claim up to $1 ready tasks of queues neither paused nor limited, highest
+-- Claim up to $1 ready tasks of queues neither paused nor limited (max_concurrent
+-- or a start limit: those go through claim_limited, claim_start_limited), highest
 -- priority first, then by run time, then submission order; skip rows other
 -- replicas locked. Two ordered index scans, each stopping after $1 rows: the
 -- unmarked ready tasks (tasks_ready, where a paused queue's are not: see
@@ -194,7 +195,8 @@ FROM (
             SELECT id, priority, run_at, seq FROM tasks
             WHERE state = 'QUEUED' AND NOT queue_paused
               AND (tenant, queue) NOT IN (
-                  SELECT tenant, name FROM queues WHERE paused OR max_concurrent IS NOT NULL)
+                  SELECT tenant, name FROM queues
+                  WHERE paused OR max_concurrent IS NOT NULL OR start_limit IS NOT NULL)
             ORDER BY priority DESC, run_at, seq
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -208,7 +210,7 @@ FROM (
             LIMIT $1
             FOR UPDATE SKIP LOCKED
         ) c
-        WHERE NOT q.paused AND q.max_concurrent IS NULL
+        WHERE NOT q.paused AND q.max_concurrent IS NULL AND q.start_limit IS NULL
     ) candidates
     ORDER BY priority DESC, run_at, seq
     LIMIT $1
@@ -220,11 +222,13 @@ RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.ma
 
 -- name: limited_queues_ready
 -- tenant: a replica runs every tenant's tasks
--- Queues with a max_concurrent limit, not paused, with ready tasks. The
--- scalar subquery probes each (few) limited queue; an EXISTS here let the
--- planner scan the whole backlog instead.
-SELECT tenant, name FROM queues q
-WHERE max_concurrent IS NOT NULL AND NOT paused
+-- Queues with a max_concurrent limit or a start limit, not paused, with ready
+-- tasks; and which limits each has. The scalar subquery probes each (few)
+-- limited queue; an EXISTS here let the planner scan the whole backlog instead.
+SELECT tenant, name, max_concurrent IS NOT NULL AS concurrent,
+       start_limit IS NOT NULL AS start_limited, start_limit_key IS NOT NULL AS keyed
+FROM queues q
+WHERE (max_concurrent IS NOT NULL OR start_limit IS NOT NULL) AND NOT paused
   AND (SELECT true FROM tasks t
        WHERE t.state = 'QUEUED' AND t.tenant = q.tenant AND t.queue = q.name LIMIT 1);
 
@@ -257,6 +261,97 @@ FROM ready WHERE t.id = ready.id AND t.tenant = $1
 RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
           t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
           t.backoff_max, t.cancel_requested, t.trace_context;
+
+-- name: claim_start_limited
+-- params: tenant, queue, limit, owner, lease_seconds, scan
+-- Claim from one start-limited queue of tenant $1 (run under lock_queue) at
+-- most $3 tasks, no more than its free slots when it also has max_concurrent,
+-- and no more starts in the current window than start_limit: per distinct
+-- value of the payload's top-level field start_limit_key when it has one
+-- (tasks without that field share the key ''; a value longer than 200
+-- characters counts by its md5). Windows are fixed: [k*W, (k+1)*W) seconds
+-- since the epoch on the database's clock, read once the queue's lock is
+-- held (clock_timestamp()); that time is also each task's started_at, so the
+-- window a start is counted in is the one its started_at falls in. The
+-- starts are counted in queue_starts in the same statement. The candidates
+-- are the first ready tasks in claim order: one more than may start, for a
+-- static limit; the first $6 for a keyed one (so keys further back wait
+-- while the first $6 belong to keys whose window is full). They are not
+-- locked: every claim of this queue holds its lock, and the UPDATE skips a
+-- task that changed meanwhile (a cancel).
+-- Returns the claimed tasks, then one row whose id is null: `held_seconds`,
+-- the seconds until the window ends when the window is what holds back the
+-- queue's remaining candidates (none of them may start in this window), else
+-- null (nothing left, or only this call's limit or max_concurrent held them).
+WITH q AS (
+    SELECT max_concurrent, start_limit, start_limit_key, at,
+           to_timestamp(floor(extract(epoch FROM at) / w) * w) AS window_start,
+           to_timestamp((floor(extract(epoch FROM at) / w) + 1) * w) AS window_end
+    FROM queues CROSS JOIN clock_timestamp() AS at
+    CROSS JOIN LATERAL (SELECT coalesce(start_window_seconds, 1) AS w) window_
+    WHERE tenant = $1 AND name = $2 AND NOT paused AND start_limit IS NOT NULL
+), free AS (
+    SELECT CASE WHEN q.max_concurrent IS NULL THEN $3::int
+                ELSE least($3::int, greatest(0, q.max_concurrent - (
+                    SELECT count(*) FROM tasks
+                    WHERE state = 'RUNNING' AND tenant = $1 AND queue = $2))::int) END AS n
+    FROM q
+), used AS (
+    SELECT s.key, s.count FROM queue_starts s CROSS JOIN q
+    WHERE s.tenant = $1 AND s.queue = $2 AND s.window_start = q.window_start
+), candidates AS (
+    SELECT t.id, t.priority, t.run_at, t.seq,
+           CASE WHEN length(t.payload ->> q.start_limit_key) > 200
+                THEN md5(t.payload ->> q.start_limit_key)
+                ELSE coalesce(t.payload ->> q.start_limit_key, '') END AS key
+    FROM q CROSS JOIN tasks t
+    WHERE t.state = 'QUEUED' AND t.tenant = $1 AND t.queue = $2
+    ORDER BY t.tenant, t.queue, t.priority DESC, t.run_at, t.seq
+    LIMIT (SELECT CASE WHEN start_limit_key IS NULL THEN least($3::int, start_limit) + 1 ELSE $6 END
+           FROM q)
+), ranked AS (
+    SELECT c.id, c.priority, c.run_at, c.seq, c.key,
+           row_number() OVER (PARTITION BY c.key ORDER BY c.priority DESC, c.run_at, c.seq)
+               <= (SELECT start_limit FROM q) - coalesce(u.count, 0) AS may_start
+    FROM candidates c LEFT JOIN used u ON u.key = c.key
+), allowed AS (
+    SELECT id, key FROM ranked WHERE may_start
+    ORDER BY priority DESC, run_at, seq
+    LIMIT coalesce((SELECT n FROM free), 0)
+), claimed AS (
+    UPDATE tasks t
+    SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1,
+        started_at = (SELECT at FROM q), lease_owner = $4,
+        lease_expires_at = now() + make_interval(secs => $5), queue_paused = false
+    FROM allowed
+    WHERE t.id = allowed.id AND t.tenant = $1 AND t.state = 'QUEUED'
+    RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.max_attempts,
+              t.priority, t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base,
+              t.backoff_factor, t.backoff_max, t.cancel_requested, t.trace_context, allowed.key
+), counted AS (
+    INSERT INTO queue_starts AS s (tenant, queue, key, window_start, window_end, count)
+    SELECT $1, $2, c.key, q.window_start, q.window_end, count(*)
+    FROM claimed c CROSS JOIN q
+    GROUP BY c.key, q.window_start, q.window_end
+    ORDER BY c.key
+    ON CONFLICT (tenant, queue, key) DO UPDATE SET
+        count = CASE WHEN s.window_start = excluded.window_start THEN s.count + excluded.count
+                     ELSE excluded.count END,
+        window_start = excluded.window_start, window_end = excluded.window_end
+    WHERE s.tenant = $1
+)
+SELECT id, claims, tenant, name, queue, payload, attempts, max_attempts, priority, run_at, seq,
+       started_at, timeout_seconds, backoff_base, backoff_factor, backoff_max, cancel_requested,
+       trace_context, NULL::float8 AS held_seconds
+FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL,
+       CASE WHEN EXISTS (SELECT 1 FROM ranked WHERE NOT may_start)
+                 AND (SELECT count(*) FROM ranked WHERE may_start)
+                     <= (SELECT count(*) FROM claimed)
+            THEN extract(epoch FROM q.window_end - q.at)::float8 END
+FROM q;
 
 -- name: complete
 -- params: ids, owners, claims, states, results, errors, finished_ats, run_ats
@@ -342,8 +437,11 @@ SELECT * FROM queues WHERE tenant = $1 AND name = $2;
 
 -- name: update_queue
 -- params: tenant, name, max_concurrent, max_attempts, timeout_seconds, backoff_base
--- params: backoff_factor, backoff_max, paused
--- Null leaves a setting as it is; 0 removes max_concurrent or timeout_seconds.
+-- params: backoff_factor, backoff_max, paused, start_limit, start_window_seconds
+-- params: start_limit_key
+-- Null leaves a setting as it is; 0 removes max_concurrent, timeout_seconds or
+-- start_limit, '' start_limit_key. A start limit set without a window counts
+-- per second (the window stays when the limit is removed).
 UPDATE queues SET
     max_concurrent = CASE WHEN $3::int IS NULL THEN max_concurrent
                           ELSE nullif($3::int, 0) END,
@@ -354,6 +452,11 @@ UPDATE queues SET
     backoff_factor = coalesce($7::float8, backoff_factor),
     backoff_max = coalesce($8::float8, backoff_max),
     paused = coalesce($9::bool, paused),
+    start_limit = CASE WHEN $10::int IS NULL THEN start_limit ELSE nullif($10::int, 0) END,
+    start_window_seconds = coalesce($11::float8, start_window_seconds,
+                                    CASE WHEN nullif($10::int, 0) IS NOT NULL THEN 1 END),
+    start_limit_key = CASE WHEN $12::text IS NULL THEN start_limit_key
+                           ELSE nullif($12::text, '') END,
     updated_at = now()
 WHERE tenant = $1 AND name = $2
 RETURNING *;
