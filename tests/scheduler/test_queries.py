@@ -175,6 +175,9 @@ TENANT_TABLES = (
     "tenant_limits",
     "submit_buckets",
     "queue_starts",
+    "tenant_limits",
+    "submit_buckets",
+    "queue_starts",
 )
 _READS = re.compile(r"\b(?:FROM|JOIN|UPDATE)\s+(" + "|".join(TENANT_TABLES) + r")\b", re.I)
 _TENANT_CONDITION = re.compile(r"\btenant\s*=\s*\S", re.I)
