@@ -46,6 +46,7 @@ _METHOD_PREFIX = f"/{SERVICE}/"
 #: Request fields left out of an audit event's change: a payload is the
 #: user's data, and may hold their secrets.
 REDACTED = frozenset({"payload"})
+_BEARER = f"{access.SCHEME} "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,18 +114,23 @@ def own_only(caller: Principal) -> bool:
 def bearer_token(metadata: Any) -> str:
     """The token of a call's `authorization: Bearer <token>` metadata;
     `Unauthenticated` when there is none or it is not a bearer token."""
-    found = [value for key, value in metadata or () if key == access.HEADER]
-    if not found:
+    value: Any = None
+    for key, found in metadata or ():
+        if key == access.HEADER:
+            if value is not None:
+                raise errors.Unauthenticated("more than one authorization metadata entry")
+            value = found
+    if value is None:
         raise errors.Unauthenticated(
             "no API key: send `authorization: Bearer <key>` metadata "
             "(Client(api_key=...), or TREADLE_API_KEY / --api-key for the treadle command)"
         )
-    if len(found) > 1:
-        raise errors.Unauthenticated("more than one authorization metadata entry")
-    value = found[0]
-    scheme, _, token = (value if isinstance(value, str) else "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != access.SCHEME.lower() or not token:
+    if isinstance(value, str) and value.startswith(_BEARER):
+        token: str = value[len(_BEARER) :].strip()
+    else:
+        scheme, _, rest = (value if isinstance(value, str) else "").partition(" ")
+        token = rest.strip() if scheme.lower() == access.SCHEME.lower() else ""
+    if not token:
         raise errors.Unauthenticated(
             "malformed authorization metadata: expected `Bearer <API key>`"
         )
