@@ -112,7 +112,7 @@ async def _rpc_cost(
 ) -> dict[str, float]:
     """Median microseconds per no-op SubmitTask round trip, without and with a
     key: wall time and the loop thread's CPU time."""
-    servers, stubs = [], {}
+    servers, channels, stubs = [], [], {}
     for side, checks in (("off", None), ("on", authenticator)):
         server = grpc.aio.server(interceptors=[auth.Interceptor(checks), DecodeGuard()])
         pb_grpc.add_SchedulerServiceServicer_to_server(_NoopService(), server)
@@ -120,6 +120,7 @@ async def _rpc_cost(
         await server.start()
         servers.append(server)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
         stubs[side] = pb_grpc.SchedulerServiceStub(channel)
     metadata = {"off": None, "on": (("authorization", f"Bearer {token}"),)}
     request = pb.SubmitTaskRequest()
@@ -134,6 +135,8 @@ async def _rpc_cost(
                     times[side].append((time.perf_counter() - began) / calls * 1e6)
                     times[f"{side}_cpu"].append((time.thread_time() - cpu) / calls * 1e6)
     finally:
+        for channel in channels:
+            await channel.close()
         for server in servers:
             await server.stop(None)
     return {side: round(statistics.median(t), 1) for side, t in times.items()}
