@@ -143,7 +143,7 @@ async def _rpc_cost(
 
 
 async def main(url: str, n: int, rounds: int, in_flight: int) -> dict[str, Any]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    schema = f"authbench_{uuid.uuid4().hex[:10]}"
 
     def settings() -> Settings:  # each replica its own id
         return Settings(database_schema=schema, grpc_port=0, metrics_port=0, database_pool_size=4)
