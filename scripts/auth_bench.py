@@ -13,9 +13,15 @@ short rounds measure best on a busy machine).
 
     .venv/bin/python scripts/auth_bench.py [--url URL] [-n 2000] [--rounds 7] [--in-flight 1]
 
-It also times what the authentication interceptor itself adds to one call
-(the key cached; `interceptor_us_per_call`): its wrapper around a no-op
-method, called directly with the call's metadata, against the bare method.
+It also times what authentication adds to one call without the database's
+noise: `interceptor_us_per_call`, the interceptor's wrapper around a no-op
+method, called directly with the call's metadata, against the bare method;
+and `rpc_us_per_call`, round trips over loopback to a server whose
+`SubmitTask` does nothing, with and without a key (the metadata on the wire,
+the interceptor machinery, the check), alternating: wall time, and the CPU
+time of the event loop's thread (client and server both run on it; grpc's
+own threads and other processes are left out, so it is the steadiest figure
+on a busy machine).
 
 Speed is measured here, never asserted; see docs/benchmarks.md.
 """
@@ -30,13 +36,17 @@ import uuid
 from typing import Any
 
 import asyncpg
+import grpc
 
+from treadle.api.v1 import scheduler_pb2 as pb
+from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.client import Client
 from treadle.common.access import AccessSettings
 from treadle.scheduler import auth
 from treadle.scheduler.keys import Authenticator, KeyStore
 from treadle.scheduler.principal import ALL_SCOPES, Principal
 from treadle.scheduler.registry import load_app
+from treadle.scheduler.rpc import DecodeGuard
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.supervisor import Replica
 
@@ -92,8 +102,48 @@ async def _interceptor_cost(authenticator: Authenticator, token: str, calls: int
     return best
 
 
+class _NoopService(pb_grpc.SchedulerServiceServicer):
+    async def SubmitTask(self, request: Any, context: Any) -> pb.SubmitTaskResponse:
+        return pb.SubmitTaskResponse()
+
+
+async def _rpc_cost(
+    authenticator: Authenticator, token: str, calls: int, rounds: int = 20
+) -> dict[str, float]:
+    """Median microseconds per no-op SubmitTask round trip, without and with a
+    key: wall time and the loop thread's CPU time."""
+    servers, channels, stubs = [], [], {}
+    for side, checks in (("off", None), ("on", authenticator)):
+        server = grpc.aio.server(interceptors=[auth.Interceptor(checks), DecodeGuard()])
+        pb_grpc.add_SchedulerServiceServicer_to_server(_NoopService(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        channels.append(channel)
+        stubs[side] = pb_grpc.SchedulerServiceStub(channel)
+    metadata = {"off": None, "on": (("authorization", f"Bearer {token}"),)}
+    request = pb.SubmitTaskRequest()
+    times: dict[str, list[float]] = {"off": [], "on": [], "off_cpu": [], "on_cpu": []}
+    try:
+        for i in range(rounds + 1):
+            for side in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                began, cpu = time.perf_counter(), time.thread_time()
+                for _ in range(calls):
+                    await stubs[side].SubmitTask(request, metadata=metadata[side])
+                if i:  # the first round warms both
+                    times[side].append((time.perf_counter() - began) / calls * 1e6)
+                    times[f"{side}_cpu"].append((time.thread_time() - cpu) / calls * 1e6)
+    finally:
+        for channel in channels:
+            await channel.close()
+        for server in servers:
+            await server.stop(None)
+    return {side: round(statistics.median(t), 1) for side, t in times.items()}
+
+
 async def main(url: str, n: int, rounds: int, in_flight: int) -> dict[str, Any]:
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    schema = f"authbench_{uuid.uuid4().hex[:10]}"
 
     def settings() -> Settings:  # each replica its own id
         return Settings(database_schema=schema, grpc_port=0, metrics_port=0, database_pool_size=4)
@@ -109,6 +159,7 @@ async def main(url: str, n: int, rounds: int, in_flight: int) -> dict[str, Any]:
         )
         assert keyed.parts.authenticator is not None
         interceptor = await _interceptor_cost(keyed.parts.authenticator, made.token, 50_000)
+        rpc = await _rpc_cost(keyed.parts.authenticator, made.token, 1000)
         async with Client(plain.address) as off, Client(keyed.address, api_key=made.token) as on:
             await off.submit("noop", queue=QUEUE)
             await off.pause_queue(QUEUE)
@@ -134,6 +185,7 @@ async def main(url: str, n: int, rounds: int, in_flight: int) -> dict[str, Any]:
     paired_cpu = statistics.median(on[1] / off[1] for off, on in pairs) - 1
     return {
         "interceptor_us_per_call": round(interceptor, 2),
+        "rpc_us_per_call": rpc,
         "submits_per_round": n,
         "rounds": rounds,
         "in_flight": in_flight,

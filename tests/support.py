@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -60,3 +62,26 @@ async def count_rows(database_url: str, schema: str) -> int:
         return int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".tasks'))
     finally:
         await conn.close()
+
+
+#: The `treadle` command, as a subprocess runs it.
+TREADLE = [sys.executable, "-m", "treadle.cli"]
+
+
+async def treadle(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 40
+) -> tuple[int, str, str]:
+    """Run the `treadle` command with `args` (the environment plus `env`) without
+    blocking the event loop a test replica runs on; its exit status, stdout and
+    stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *TREADLE,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
+
+from support import treadle
 
 from treadle.scheduler.supervisor import Replica
-
-TREADLE = [sys.executable, "-m", "treadle.cli"]
-
-
-async def treadle(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run the CLI without blocking the event loop the test replica runs on."""
-    proc = await asyncio.create_subprocess_exec(
-        *TREADLE,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_submit_wait_and_get(replica: Replica) -> None:

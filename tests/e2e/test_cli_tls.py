@@ -16,22 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from support import running_replica, until
+from support import running_replica, treadle, until
 from tls_files import Pki
 
 from treadle.scheduler.supervisor import Replica
-
-
-async def treadle(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "treadle.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def free_port() -> int:

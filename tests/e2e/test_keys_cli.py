@@ -8,25 +8,10 @@ import json
 import os
 import re
 import signal
-import sys
 
 import pytest
 from auth_support import authed_replica
-
-TREADLE = [sys.executable, "-m", "treadle.cli"]
-
-
-async def treadle(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *TREADLE,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=40)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from support import TREADLE, treadle
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from treadle.common.grpc_wrap import MethodWrapper
+
 #: Seconds; spans fast reads (under a millisecond) to slow batch submits.
 DURATION_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -154,29 +156,17 @@ class _Call:
         m.duration.observe(time.perf_counter() - self.began)
 
 
-class _ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, metrics: ServerMetrics) -> None:
-        self.metrics = metrics
-        #: The measured handler of each method, made on its first call (the
-        #: handler a method resolves to does not change).
-        self._made: dict[str, tuple[Any, Any]] = {}
+class _ServerInterceptor(MethodWrapper):
+    """Measures each method's calls (its measured handler is made once)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Req, _Resp] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[_Req, _Resp] | None:
-        handler = await continuation(handler_call_details)
+    def __init__(self, metrics: ServerMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def wrap(self, handler: Any, full_method: str) -> Any:
         if handler is None:
             return handler  # unknown method: grpc answers UNIMPLEMENTED, we add no series
-        made = self._made.get(handler_call_details.method)
-        if made is not None and made[0] is handler:
-            return made[1]  # type: ignore[no-any-return]
-        measured = self._measured(handler, handler_call_details.method)
-        self._made[handler_call_details.method] = (handler, measured)
-        return measured
+        return self._measured(handler, full_method)
 
     def _measured(
         self, handler: grpc.RpcMethodHandler[_Req, _Resp], full_method: str

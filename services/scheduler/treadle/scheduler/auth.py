@@ -25,14 +25,14 @@ import contextlib
 import dataclasses
 import inspect
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from treadle.common import access, errors, status
+from treadle.common import access, errors, grpc_wrap, status
 from treadle.scheduler import principal
 from treadle.scheduler.audit import AuditLog
 from treadle.scheduler.keys import Authenticator
@@ -46,6 +46,7 @@ _METHOD_PREFIX = f"/{SERVICE}/"
 #: Request fields left out of an audit event's change: a payload is the
 #: user's data, and may hold their secrets.
 REDACTED = frozenset({"payload"})
+_BEARER = f"{access.SCHEME} "
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,18 +114,23 @@ def own_only(caller: Principal) -> bool:
 def bearer_token(metadata: Any) -> str:
     """The token of a call's `authorization: Bearer <token>` metadata;
     `Unauthenticated` when there is none or it is not a bearer token."""
-    found = [value for key, value in metadata or () if key == access.HEADER]
-    if not found:
+    value: Any = None
+    for key, found in metadata or ():
+        if key == access.HEADER:
+            if value is not None:
+                raise errors.Unauthenticated("more than one authorization metadata entry")
+            value = found
+    if value is None:
         raise errors.Unauthenticated(
             "no API key: send `authorization: Bearer <key>` metadata "
             "(Client(api_key=...), or TREADLE_API_KEY / --api-key for the treadle command)"
         )
-    if len(found) > 1:
-        raise errors.Unauthenticated("more than one authorization metadata entry")
-    value = found[0]
-    scheme, _, token = (value if isinstance(value, str) else "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != access.SCHEME.lower() or not token:
+    if isinstance(value, str) and value.startswith(_BEARER):
+        token: str = value[len(_BEARER) :].strip()
+    else:
+        scheme, _, rest = (value if isinstance(value, str) else "").partition(" ")
+        token = rest.strip() if scheme.lower() == access.SCHEME.lower() else ""
+    if not token:
         raise errors.Unauthenticated(
             "malformed authorization metadata: expected `Bearer <API key>`"
         )
@@ -163,7 +169,7 @@ Behavior = Callable[..., Any]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class Interceptor(grpc.aio.ServerInterceptor):
+class Interceptor(grpc_wrap.MethodWrapper):
     """Authentication, authorization and the audit of admin changes, for every
     SchedulerService call. `authenticator` None: authentication is off (every
     caller is `ANONYMOUS`; admin changes are still audited when `audit` is given).
@@ -173,27 +179,11 @@ class Interceptor(grpc.aio.ServerInterceptor):
     authenticated before its request is looked at."""
 
     def __init__(self, authenticator: Authenticator | None, audit: AuditLog | None = None) -> None:
+        super().__init__()
         self.authenticator = authenticator
         self.audit = audit
-        #: The wrapped handler of each method, made on its first call.
-        self._made: dict[str, tuple[Any, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        made = self._made.get(method)
-        if made is not None and made[0] is handler:
-            return made[1]
-        wrapped = self._wrap(handler, method)
-        if handler is not None:
-            self._made[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: Any, full_method: str) -> Any:
+    def wrap(self, handler: Any, full_method: str) -> Any:
         if handler is None or not full_method.startswith(_METHOD_PREFIX):
             return handler  # unknown (UNIMPLEMENTED), health, reflection
         method = full_method.removeprefix(_METHOD_PREFIX)
@@ -202,21 +192,10 @@ class Interceptor(grpc.aio.ServerInterceptor):
             log.error("no access rule for %s: every call of it is refused", method)
         elif self.authenticator is None and not (rule.audited and self.audit is not None):
             return handler  # nothing to do: no cost
-        if handler.request_streaming:
-            return handler  # SchedulerService has no client-streaming method
-        behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
-        if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
-            return handler
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.response_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        return make(
-            self._guarded(behavior, method, rule),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        behavior = grpc_wrap.async_behavior(handler)
+        if behavior is None:
+            return handler  # SchedulerService has no client-streaming or sync method
+        return grpc_wrap.rewrapped(handler, self._guarded(behavior, method, rule))
 
     async def _caller(self, context: Context, method: str, rule: Rule | None) -> Principal:
         """The call's principal, or the call ends with its refusal."""

@@ -27,8 +27,9 @@ import hmac
 import logging
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from treadle.common import errors
@@ -333,32 +334,32 @@ class Authenticator:
         self._cache: dict[str, _Entry] = {}
         #: Look-ups in flight, shared by the calls that need the same key.
         self._reading: dict[str, asyncio.Future[_Entry | None]] = {}
-        #: Keys used since the last write: id -> (tenant, last use).
-        self._used: dict[str, tuple[str, datetime]] = {}
+        #: Keys used since the last write: id -> last use (epoch seconds).
+        self._used: dict[str, float] = {}
 
     async def authenticate(self, token: str) -> Principal:
+        """The caller `token` stands for. Every call of a replica comes here:
+        what a call with a cached key allocates is kept to a few objects."""
         key_id = key_id_of(token)
-        loop = asyncio.get_running_loop()
         entry = self._cache.get(key_id)
-        if entry is None or loop.time() - entry.read_at > self.cache_seconds:
+        if entry is None or asyncio.get_running_loop().time() - entry.read_at > self.cache_seconds:
             entry = await self._read(key_id)
-        prefix = f"{PREFIX}{key_id}"
         if entry is None or not hmac.compare_digest(token_hash(token), entry.secret_hash):
             raise errors.Unauthenticated(
-                f"API key {prefix} is not valid: no such key, or its secret does not match"
+                f"API key {PREFIX}{key_id} is not valid: no such key, or its secret does not match"
             )
         principal = entry.principal
         if entry.revoked_at is not None:
             raise errors.Unauthenticated(
-                f"API key {prefix} ({principal.key_name}) was revoked at "
+                f"API key {PREFIX}{key_id} ({principal.key_name}) was revoked at "
                 f"{entry.revoked_at.isoformat()}"
             )
-        now = self.clock()
-        if entry.expires_at is not None and entry.expires_at <= now:
+        if entry.expires_at is not None and entry.expires_at <= self.clock():
             raise errors.Unauthenticated(
-                f"API key {prefix} ({principal.key_name}) expired at {entry.expires_at.isoformat()}"
+                f"API key {PREFIX}{key_id} ({principal.key_name}) expired at "
+                f"{entry.expires_at.isoformat()}"
             )
-        self._used[key_id] = (principal.tenant, now)
+        self._used[key_id] = time.time()
         return principal
 
     async def _read(self, key_id: str) -> _Entry | None:
@@ -418,10 +419,17 @@ class Authenticator:
     async def flush(self) -> None:
         """Write the pending last-used times now (one statement)."""
         used, self._used = self._used, {}
-        if not used:
+        # A key's tenant is in its cached row (a key whose row is gone is left out).
+        rows = {key_id: self._cache.get(key_id) for key_id in used}
+        touched = {
+            key_id: (entry.principal.tenant, datetime.fromtimestamp(used[key_id], UTC))
+            for key_id, entry in rows.items()
+            if entry is not None
+        }
+        if not touched:
             return
         try:
-            await self.keys.touch(used)
+            await self.keys.touch(touched)
         except BaseException:
             for key_id, seen in used.items():
                 self._used.setdefault(key_id, seen)

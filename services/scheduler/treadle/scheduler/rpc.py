@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 
 from treadle.api.v1 import scheduler_pb2 as pb
 from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
-from treadle.common import errors, grpc_limits, stats_wire, status, telemetry, wire
+from treadle.common import errors, grpc_limits, grpc_wrap, stats_wire, status, telemetry, wire
 from treadle.common.audit import audit_event_to_proto
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
 from treadle.common.tasks import QueueUpdate, Submitted, Task, TaskSpec
@@ -478,46 +478,18 @@ def _refusing(behavior: Behavior) -> Behavior:
     return unary
 
 
-class DecodeGuard(grpc.aio.ServerInterceptor):
+class DecodeGuard(grpc_wrap.MethodWrapper):
     """Undecodable request bytes become INVALID_ARGUMENT on every method that takes
     one request (the deserializer's error would be grpc's UNKNOWN, with protobuf's
     text). Put it last, so that the other interceptors see the status."""
 
-    def __init__(self) -> None:
-        #: The wrapped handler of each method, made on its first call.
-        self._made: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        made = self._made.get(handler_call_details.method)
-        if made is not None and made[0] is handler:
-            return made[1]
-        wrapped = self._wrap(handler, handler_call_details.method)
-        if handler is not None:
-            self._made[handler_call_details.method] = (handler, wrapped)
-        return wrapped
-
-    @staticmethod
-    def _wrap(handler: Any, full_method: str) -> Any:
-        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+    def wrap(self, handler: Any, full_method: str) -> Any:
+        behavior = grpc_wrap.async_behavior(handler)
+        if behavior is None or handler.request_deserializer is None:
             return handler  # unknown (UNIMPLEMENTED), client-streaming (reflection) or raw
-        behavior = handler.unary_stream if handler.response_streaming else handler.unary_unary
-        if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
-            return handler
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.response_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
         method = full_method.rsplit("/", 1)[-1]
-        return make(
-            _refusing(behavior),
-            request_deserializer=_lenient(handler.request_deserializer, method),
-            response_serializer=handler.response_serializer,
+        return grpc_wrap.rewrapped(
+            handler, _refusing(behavior), _lenient(handler.request_deserializer, method)
         )
 
 
