@@ -60,6 +60,7 @@ class World:
     a_running: str
     a_keyed: str
     missing: str
+    a_key_id: str
 
 
 async def _wait(client: Client, task_id: str, state: TaskState) -> None:
@@ -108,6 +109,7 @@ async def world(database_url: str, schema: str) -> AsyncIterator[World]:
                 running.id,
                 keyed.id,
                 str(uuid.uuid4()),
+                a_key.removeprefix("trdl_").split("_")[0],
             )
             with contextlib.suppress(errors.TreadleError):
                 await a.cancel(running.id)
@@ -321,6 +323,33 @@ async def _list_audit_events(w: World) -> None:
     assert not _mentions([str(e) for e in mine], A_QUEUE, w.a_waiting, w.a_dead)
 
 
+async def _create_key(w: World) -> None:
+    made = await w.b.create_key("b-made", ["read"])
+    async with Client(w.replica.address, api_key=made.token) as made_b:
+        assert {t.id for t in (await made_b.list(page_size=1000)).tasks} & {w.a_done} == set()
+        await _same_refusal(made_b.get, w.a_done, w.missing)
+    assert "b-made" not in {k.name for k in await w.a.list_keys()}
+
+
+async def _list_keys(w: World) -> None:
+    mine = await w.b.list_keys()
+    assert mine and w.a_key_id not in {k.id for k in mine}
+    assert "a-admin" not in {k.name for k in mine}
+
+
+async def _revoke_key(w: World) -> None:
+    await _same_refusal(w.b.revoke_key, w.a_key_id, "0" * len(w.a_key_id))
+    assert {k.id: k.status for k in await w.a.list_keys()}[w.a_key_id] == "active"
+
+
+async def _rotate_key(w: World) -> None:
+    async def rotate(key_id: str) -> object:
+        return await w.b.rotate_key(key_id, 60)
+
+    await _same_refusal(rotate, w.a_key_id, "0" * len(w.a_key_id))
+    assert [k.id for k in await w.a.list_keys() if k.name == "a-admin"] == [w.a_key_id]
+
+
 RPC_CHECKS: dict[str, Callable[[World], Awaitable[None]]] = {
     "SubmitTask": _submit_task,
     "SubmitTasks": _submit_tasks,
@@ -350,6 +379,10 @@ RPC_CHECKS: dict[str, Callable[[World], Awaitable[None]]] = {
     "GetErrorPatterns": _get_error_patterns,
     "GetSystemHealth": _get_system_health,
     "ListAuditEvents": _list_audit_events,
+    "CreateKey": _create_key,
+    "ListKeys": _list_keys,
+    "RevokeKey": _revoke_key,
+    "RotateKey": _rotate_key,
 }
 
 

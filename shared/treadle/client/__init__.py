@@ -30,6 +30,7 @@ from treadle.common.errors import (
     Unauthenticated,
     Unavailable,
 )
+from treadle.common.keys_wire import KeyInfo, MadeKey
 from treadle.common.stats import (
     Alert,
     ErrorPattern,
@@ -63,6 +64,8 @@ __all__ = [
     "Granularity",
     "InvalidArgument",
     "InvalidState",
+    "KeyInfo",
+    "MadeKey",
     "NotFound",
     "Overview",
     "PermissionDenied",

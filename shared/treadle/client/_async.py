@@ -39,6 +39,7 @@ from treadle.common import (
 )
 from treadle.common.audit import AuditEvent, audit_event_from_proto
 from treadle.common.health import SchedulerHealth, scheduler_health_from_proto
+from treadle.common.keys_wire import KeyInfo, MadeKey, key_from_proto
 from treadle.common.stats import Granularity
 from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
 from treadle.common.tls import TLSConfig
@@ -571,6 +572,34 @@ class Client:
         return stats_wire.system_health_from_proto(reply)
 
     # -- audit log ------------------------------------------------------------
+
+    async def create_key(
+        self, name: str, scopes: Sequence[str], *, expires_in_seconds: float | None = None
+    ) -> MadeKey:
+        """A new API key of the caller's tenant (admin scope); its token is in
+        the reply and never again."""
+        request = pb.CreateKeyRequest(name=name, scopes=list(scopes))
+        if expires_in_seconds is not None:
+            request.expires_in_seconds = expires_in_seconds
+        reply = await self._call(self._stub.CreateKey, request)
+        return MadeKey(key_from_proto(reply.key), reply.token)
+
+    async def list_keys(self) -> builtins.list[KeyInfo]:
+        """The caller's tenant's API keys, oldest first (admin scope)."""
+        reply = await self._call(self._stub.ListKeys, pb.ListKeysRequest())
+        return [key_from_proto(k) for k in reply.keys]
+
+    async def revoke_key(self, key_id: str) -> KeyInfo:
+        """Refuse the key from now on (every replica within a few seconds)."""
+        reply = await self._call(self._stub.RevokeKey, pb.RevokeKeyRequest(id=key_id))
+        return key_from_proto(reply.key)
+
+    async def rotate_key(self, key_id: str, grace_seconds: float = 0.0) -> MadeKey:
+        """A new key with the old one's name and scopes; the old one keeps
+        working `grace_seconds` more. Returns the new key and its token."""
+        request = pb.RotateKeyRequest(id=key_id, grace_seconds=grace_seconds)
+        reply = await self._call(self._stub.RotateKey, request)
+        return MadeKey(key_from_proto(reply.key), reply.token)
 
     async def audit_events(
         self, *, limit: int | None = None, cursor: str | None = None

@@ -94,6 +94,10 @@ class SyncClient:
     error_patterns = _blocking(Client.error_patterns)
     system_health = _blocking(Client.system_health)
     audit_events = _blocking(Client.audit_events)
+    create_key = _blocking(Client.create_key)
+    list_keys = _blocking(Client.list_keys)
+    revoke_key = _blocking(Client.revoke_key)
+    rotate_key = _blocking(Client.rotate_key)
     wait = _blocking(Client.wait)
 
     def watch(self, task_id: str) -> Iterator[Task]:

@@ -98,6 +98,11 @@ RULES: dict[str, Rule] = {
     "GetErrorPatterns": READ,
     "GetSystemHealth": READ,
     "ListAuditEvents": ADMIN_READ,
+    # Key changes are audited by the key store, in their own transaction.
+    "CreateKey": ADMIN_READ,
+    "ListKeys": ADMIN_READ,
+    "RevokeKey": ADMIN_READ,
+    "RotateKey": ADMIN_READ,
 }
 
 

@@ -22,6 +22,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -33,10 +34,12 @@ from treadle.api.v1 import scheduler_pb2_grpc as pb_grpc
 from treadle.common import errors, grpc_limits, grpc_wrap, stats_wire, status, telemetry, wire
 from treadle.common.audit import audit_event_to_proto
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
+from treadle.common.keys_wire import key_to_proto
 from treadle.common.tasks import QueueUpdate, Submitted, Task, TaskSpec
-from treadle.scheduler import audit, principal
+from treadle.scheduler import audit, keys, model, principal
 from treadle.scheduler.audit import AuditLog
 from treadle.scheduler.core import Scheduler
+from treadle.scheduler.keys import ApiKey, KeyStore
 from treadle.scheduler.schedules import Schedules
 from treadle.scheduler.stats import Stats
 from treadle.scheduler.watch import Watchers
@@ -157,9 +160,11 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
         stats: Stats | None = None,
         health_report: HealthReport | None = None,
         audit_log: AuditLog | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         self.scheduler = scheduler
         self._audit_log = audit_log
+        self._keys = keys
         self._schedules = schedules
         self._health_report = health_report
         self._stats = stats
@@ -434,6 +439,72 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
             next_page_token=str(events[-1].id) if len(events) == limit else "",
         )
 
+    # -- API keys of the caller's tenant ---------------------------------------
+
+    @property
+    def keys(self) -> KeyStore:
+        if self._keys is None:
+            raise errors.Unavailable("API keys are not enabled on this server")
+        return self._keys
+
+    def _key(self, key: ApiKey) -> pb.ApiKey:
+        return key_to_proto(
+            id=key.id,
+            name=key.name,
+            scopes=[s.value for s in key.scopes],
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+            last_used_at=key.last_used_at,
+            rotated_from=key.rotated_from,
+            status=key.status(self.keys.clock()),
+        )
+
+    @_edge
+    async def CreateKey(
+        self, request: pb.CreateKeyRequest, context: Context
+    ) -> pb.CreateKeyResponse:
+        caller = principal.current()
+        expires_at = None
+        if request.HasField("expires_in_seconds"):
+            model.check_seconds(request.expires_in_seconds, "expires_in_seconds")
+            expires_at = self.keys.clock() + timedelta(seconds=request.expires_in_seconds)
+        made = await self.keys.create(
+            caller.tenant,
+            request.name,
+            keys.parse_scopes(list(request.scopes)),
+            actor=caller,
+            expires_at=expires_at,
+        )
+        return pb.CreateKeyResponse(key=self._key(made.key), token=made.token)
+
+    @_edge
+    async def ListKeys(self, request: pb.ListKeysRequest, context: Context) -> pb.ListKeysResponse:
+        found = await self.keys.list(principal.current().tenant)
+        return pb.ListKeysResponse(keys=[self._key(k) for k in found])
+
+    @_edge
+    async def RevokeKey(
+        self, request: pb.RevokeKeyRequest, context: Context
+    ) -> pb.RevokeKeyResponse:
+        caller = principal.current()
+        revoked = await self.keys.revoke(caller.tenant, request.id, actor=caller)
+        return pb.RevokeKeyResponse(key=self._key(revoked))
+
+    @_edge
+    async def RotateKey(
+        self, request: pb.RotateKeyRequest, context: Context
+    ) -> pb.RotateKeyResponse:
+        caller = principal.current()
+        model.check_seconds(request.grace_seconds, "grace_seconds")
+        made, old = await self.keys.rotate(
+            caller.tenant,
+            request.id,
+            actor=caller,
+            grace=timedelta(seconds=request.grace_seconds),
+        )
+        return pb.RotateKeyResponse(key=self._key(made.key), token=made.token, old=self._key(old))
+
 
 class _Undecodable:
     """What a guarded deserializer returns for bytes that are not the request message."""
@@ -511,6 +582,7 @@ class Server:
         credentials: grpc.ServerCredentials | None = None,
         options: Sequence[tuple[str, int]] | None = None,
         audit_log: AuditLog | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         """`credentials`: serve over TLS with them (`treadle.common.tls.ServerIdentity`);
         None: plaintext."""
@@ -519,7 +591,7 @@ class Server:
             options=grpc_limits.server_options() if options is None else list(options),
         )
         servicer = SchedulerServicer(
-            scheduler, schedules, watchers, stats, health_report, audit_log=audit_log
+            scheduler, schedules, watchers, stats, health_report, audit_log=audit_log, keys=keys
         )
         pb_grpc.add_SchedulerServiceServicer_to_server(servicer, self.server)
         self.health = health.aio.HealthServicer()

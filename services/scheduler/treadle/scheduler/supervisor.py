@@ -281,6 +281,7 @@ class Replica:
                 s.grpc_max_request_bytes, s.grpc_max_response_bytes, s.grpc_max_concurrent_streams
             ),
             audit_log=parts.audit_log,
+            keys=KeyStore(parts.store.pool),
         )
         self._opened.push_async_callback(self._server.stop, SERVER_GRACE)
         await self._server.start()

@@ -176,6 +176,26 @@ class SchedulerServiceStub:
                 request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/CreateKey',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/ListKeys',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/RevokeKey',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateKey = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/RotateKey',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RotateKeyRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RotateKeyResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -396,6 +416,34 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """API keys of the caller's tenant (admin scope): make one (its token is in
+        this reply and never again), list them, revoke one, or rotate one (a new
+        key with its name and scopes; the old one expires after the grace period).
+        Each is recorded in the audit log. Another tenant's key is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -538,6 +586,26 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CreateKeyRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListKeysRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'RotateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKey,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RotateKeyRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RotateKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1298,6 +1366,114 @@ class SchedulerService:
             '/treadle.api.v1.SchedulerService/ListAuditEvents',
             treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsRequest.SerializeToString,
             treadle_dot_api_dot_v1_dot_scheduler__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/CreateKey',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.CreateKeyRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/ListKeys',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.ListKeysRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/RevokeKey',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.RevokeKeyRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/RotateKey',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.RotateKeyRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.RotateKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

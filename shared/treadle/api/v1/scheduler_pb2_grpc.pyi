@@ -120,6 +120,15 @@ class SchedulerServiceStub:
     newest first: API keys made, revoked and rotated, and the admin calls that
     changed something (queues, schedules, cancel, retry). Needs the admin scope.
     """
+    CreateKey: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateKeyRequest, _scheduler_pb2.CreateKeyResponse]
+    """API keys of the caller's tenant (admin scope): make one (its token is in
+    this reply and never again), list them, revoke one, or rotate one (a new
+    key with its name and scopes; the old one expires after the grace period).
+    Each is recorded in the audit log. Another tenant's key is NOT_FOUND.
+    """
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListKeysRequest, _scheduler_pb2.ListKeysResponse]
+    RevokeKey: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RevokeKeyRequest, _scheduler_pb2.RevokeKeyResponse]
+    RotateKey: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RotateKeyRequest, _scheduler_pb2.RotateKeyResponse]
 
 @_typing.type_check_only
 class SchedulerServiceAsyncStub(SchedulerServiceStub):
@@ -211,6 +220,15 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     newest first: API keys made, revoked and rotated, and the admin calls that
     changed something (queues, schedules, cancel, retry). Needs the admin scope.
     """
+    CreateKey: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateKeyRequest, _scheduler_pb2.CreateKeyResponse]  # type: ignore[assignment]
+    """API keys of the caller's tenant (admin scope): make one (its token is in
+    this reply and never again), list them, revoke one, or rotate one (a new
+    key with its name and scopes; the old one expires after the grace period).
+    Each is recorded in the audit log. Another tenant's key is NOT_FOUND.
+    """
+    ListKeys: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListKeysRequest, _scheduler_pb2.ListKeysResponse]  # type: ignore[assignment]
+    RevokeKey: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RevokeKeyRequest, _scheduler_pb2.RevokeKeyResponse]  # type: ignore[assignment]
+    RotateKey: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RotateKeyRequest, _scheduler_pb2.RotateKeyResponse]  # type: ignore[assignment]
 
 class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     """SchedulerService stores tasks in PostgreSQL and runs them through the
@@ -467,5 +485,38 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         newest first: API keys made, revoked and rotated, and the admin calls that
         changed something (queues, schedules, cancel, retry). Needs the admin scope.
         """
+
+    @_abc_1.abstractmethod
+    def CreateKey(
+        self,
+        request: _scheduler_pb2.CreateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.CreateKeyResponse, _abc.Awaitable[_scheduler_pb2.CreateKeyResponse]]:
+        """API keys of the caller's tenant (admin scope): make one (its token is in
+        this reply and never again), list them, revoke one, or rotate one (a new
+        key with its name and scopes; the old one expires after the grace period).
+        Each is recorded in the audit log. Another tenant's key is NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _scheduler_pb2.ListKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ListKeysResponse, _abc.Awaitable[_scheduler_pb2.ListKeysResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeKey(
+        self,
+        request: _scheduler_pb2.RevokeKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.RevokeKeyResponse, _abc.Awaitable[_scheduler_pb2.RevokeKeyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RotateKey(
+        self,
+        request: _scheduler_pb2.RotateKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.RotateKeyResponse, _abc.Awaitable[_scheduler_pb2.RotateKeyResponse]]: ...
 
 def add_SchedulerServiceServicer_to_server(servicer: SchedulerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
