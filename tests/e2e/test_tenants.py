@@ -630,3 +630,25 @@ async def test_another_tenant_is_invisible_over_every_graphql_field(world: World
             assert failed == [], "\n".join(failed)
     finally:
         await gateway.stop()
+
+
+async def test_metrics_carry_the_tenant(world: World) -> None:
+    """Two tenants' queues of one name are two series, each with its tenant."""
+    from scrape import scrape
+
+    await world.b.submit("echo", 1, queue="default")
+    assert world.replica.metrics_server is not None
+    url = f"http://{world.replica.metrics_server.address}/metrics"
+
+    async def both_counted() -> bool:
+        scraped = await scrape(url)
+        submitted = "treadle_tasks_submitted_total"
+        depth = "treadle_queue_depth"
+        return (
+            scraped.value(submitted, tenant="a", queue="default") >= 1
+            and scraped.value(submitted, tenant="b", queue="default") >= 1
+            and scraped.value(depth, tenant="a", queue=A_QUEUE, state="QUEUED") == 1
+            and scraped.value(depth, tenant="b", queue=A_QUEUE, state="QUEUED") == 0
+        )
+
+    await until(both_counted)

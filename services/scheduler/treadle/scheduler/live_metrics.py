@@ -39,14 +39,18 @@ def _singles(
 
 
 class LiveCollector(Collector):
-    """Families read at scrape time from `state()`; `queue_label` bounds the
-    queue label as the other families do."""
+    """Families read at scrape time from `state()`; `queue_label` and
+    `tenant_label` bound those labels as the other families do."""
 
     def __init__(
-        self, state: Callable[[], ReplicaState], queue_label: Callable[[str], str]
+        self,
+        state: Callable[[], ReplicaState],
+        queue_label: Callable[[str], str],
+        tenant_label: Callable[[str], str],
     ) -> None:
         self.state = state
         self.queue_label = queue_label
+        self.tenant_label = tenant_label
 
     def collect(self) -> Iterator[Metric]:
         state = self.state()
@@ -152,35 +156,36 @@ class LiveCollector(Collector):
             "treadle_queue_depth",
             "Tasks waiting in each queue by state (QUEUED, SCHEDULED, RETRYING, DEAD), as of "
             "the last periodic round.",
-            labels=("queue", "state"),
+            labels=("tenant", "queue", "state"),
         )
         oldest = GaugeMetricFamily(
             "treadle_queue_oldest_task_age_seconds",
             "Seconds the oldest ready (QUEUED) task of each queue has waited; 0 when none.",
-            labels=("queue",),
+            labels=("tenant", "queue"),
         )
         running = GaugeMetricFamily(
             "treadle_queue_running_tasks",
             "Tasks RUNNING in each queue, on every replica.",
-            labels=("queue",),
+            labels=("tenant", "queue"),
         )
         limit = GaugeMetricFamily(
             "treadle_queue_max_concurrent",
             "Each queue's max_concurrent across replicas; 0 means no limit.",
-            labels=("queue",),
+            labels=("tenant", "queue"),
         )
         paused = GaugeMetricFamily(
-            "treadle_queue_paused", "1 while a queue is paused, else 0.", labels=("queue",)
+            "treadle_queue_paused", "1 while a queue is paused, else 0.", labels=("tenant", "queue")
         )
-        merged: dict[str, list[QueueBacklog]] = {}
+        merged: dict[tuple[str, str], list[QueueBacklog]] = {}
         for q in state.backlog.queues:
-            merged.setdefault(self.queue_label(q.queue), []).append(q)
-        for name, parts in sorted(merged.items()):
+            key = (self.tenant_label(q.tenant), self.queue_label(q.queue))
+            merged.setdefault(key, []).append(q)
+        for (tenant, name), parts in sorted(merged.items()):
             for depth_state in DEPTH_STATES:
                 counted = sum(getattr(q, depth_state.lower()) for q in parts)
-                depth.add_metric([name, depth_state], counted)
-            oldest.add_metric([name], max(q.oldest_queued_age_seconds for q in parts))
-            running.add_metric([name], sum(q.running for q in parts))
-            limit.add_metric([name], sum(q.max_concurrent or 0 for q in parts))
-            paused.add_metric([name], 1 if all(q.paused for q in parts) else 0)
+                depth.add_metric([tenant, name, depth_state], counted)
+            oldest.add_metric([tenant, name], max(q.oldest_queued_age_seconds for q in parts))
+            running.add_metric([tenant, name], sum(q.running for q in parts))
+            limit.add_metric([tenant, name], sum(q.max_concurrent or 0 for q in parts))
+            paused.add_metric([tenant, name], 1 if all(q.paused for q in parts) else 0)
         yield from (depth, oldest, running, limit, paused)

@@ -15,8 +15,10 @@ Where the numbers come from:
 
 Labels stay bounded: `task` is a registered handler name (else "other"),
 `queue` one of the first MAX_QUEUES queue names this replica meets (its
-handlers' queues first; else "other"), `query` a named query from `sql/`
-(else "other").
+handlers' queues first; else "other"), `tenant` one of the first MAX_TENANTS
+tenants (the default tenant first; else "other"), `query` a named query from
+`sql/` (else "other"). Per-task and per-queue series carry the tenant, so two
+tenants' queues of one name are two series.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from treadle.common.tasks import Submitted, Task, TaskState
 from treadle.scheduler.events import AppliedByLease, Events
 from treadle.scheduler.live_metrics import LiveCollector
 from treadle.scheduler.model import ClaimedTask, Outcome
+from treadle.scheduler.principal import DEFAULT_TENANT
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.state import ReplicaState
 
@@ -42,6 +45,8 @@ OUTCOMES = ("succeeded", "failed", "timed_out", "dead", "cancelled")
 POISON_STAGES = ("promote", "claim", "run", "record")
 #: Distinct queue names used as label values; later ones count as "other".
 MAX_QUEUES = 100
+#: Tenants named in labels; the rest are counted as OTHER.
+MAX_TENANTS = 100
 
 #: Seconds from due to start: a few milliseconds when idle, minutes in a backlog.
 LATENCY_BUCKETS = (
@@ -98,14 +103,15 @@ class SchedulerMetrics(Events):
         r = self.registry
         self._task_names = set(handlers.names)
         self._queue_names: set[str] = set()
+        self._tenant_names: set[str] = {DEFAULT_TENANT}
         for handler in handlers.handlers:
             self.queue_label(handler.queue)
-        self._by_task: dict[tuple[str, str], _TaskSeries] = {}
+        self._by_task: dict[tuple[str, str, str], _TaskSeries] = {}
 
         self.grpc = grpc_metrics.ServerMetrics(r)
         # Updated on the replica's event loop, per task or per statement: see loop_metrics.
         fast = LoopSeries()
-        qt = ("queue", "task")
+        qt = ("tenant", "queue", "task")
         # -- tasks ---------------------------------------------------------------
         self.tasks_submitted = fast.counter(
             "treadle_tasks_submitted_total",
@@ -116,7 +122,7 @@ class SchedulerMetrics(Events):
         self.tasks_deduplicated = fast.counter(
             "treadle_tasks_deduplicated_total",
             "Submissions that returned an existing task because its idempotency key was taken.",
-            ("queue",),
+            ("tenant", "queue"),
         )
         self.tasks_started = fast.counter(
             "treadle_tasks_started_total",
@@ -226,7 +232,7 @@ class SchedulerMetrics(Events):
             "Rounds of the periodic queries that failed (the gauges keep the last values).",
         )
         r.register(fast)
-        r.register(LiveCollector(state, self.queue_label))
+        r.register(LiveCollector(state, self.queue_label, self.tenant_label))
 
     # -- labels ---------------------------------------------------------------
 
@@ -241,12 +247,21 @@ class SchedulerMetrics(Events):
             return name
         return OTHER
 
-    def _labels(self, task: Task | ClaimedTask) -> tuple[str, str]:
-        return self.queue_label(task.queue), self.task_label(task.name)
+    def tenant_label(self, name: str) -> str:
+        if name in self._tenant_names:
+            return name
+        if len(self._tenant_names) < MAX_TENANTS:
+            self._tenant_names.add(name)
+            return name
+        return OTHER
+
+    def _labels(self, tenant: str, task: Task | ClaimedTask) -> tuple[str, str, str]:
+        return self.tenant_label(tenant), self.queue_label(task.queue), self.task_label(task.name)
 
     def _series(self, task: ClaimedTask) -> _TaskSeries:
-        """The series of a task's (bounded) queue and task labels, made once per pair."""
-        labels = self._labels(task)
+        """The series of a task's (bounded) tenant, queue and task labels, made
+        once per triple."""
+        labels = self._labels(task.tenant, task)
         series = self._by_task.get(labels)
         if series is None:
             series = self._by_task[labels] = _TaskSeries(
@@ -262,17 +277,17 @@ class SchedulerMetrics(Events):
     # -- events (events.Events) -------------------------------------------------
 
     def submitted(self, tenant: str, results: Iterable[Submitted]) -> None:
-        new: collections.Counter[tuple[str, str]] = collections.Counter()
-        existing: collections.Counter[str] = collections.Counter()
+        new: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        existing: collections.Counter[tuple[str, str]] = collections.Counter()
         for s in results:
             if s.existing:
-                existing[self.queue_label(s.task.queue)] += 1
+                existing[self.tenant_label(tenant), self.queue_label(s.task.queue)] += 1
             else:
-                new[self._labels(s.task)] += 1
+                new[self._labels(tenant, s.task)] += 1
         for labels, count in new.items():
             self.tasks_submitted.labels(*labels).inc(count)
-        for queue, count in existing.items():
-            self.tasks_deduplicated.labels(queue).inc(count)
+        for pair, count in existing.items():
+            self.tasks_deduplicated.labels(*pair).inc(count)
 
     def claimed(self, count: int, seconds: float) -> None:
         self.claim_batch.observe(count)
