@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import make_settings
+from support import make_settings, running_replica
 from tls_files import Pki
 
 from treadle.client import Client
@@ -117,3 +117,25 @@ def pki(tmp_path: Path) -> Pki:
     """Certificates made for this test (trustme): a CA, the scheduler's, a client's
     and one from another CA, as PEM files (`tls_files`)."""
     return Pki.make(tmp_path / "pki")
+
+
+@pytest.fixture
+async def tls_replica(database_url: str, schema: str, pki: Pki) -> AsyncIterator[Replica]:
+    """A replica serving TLS with `pki`'s certificate for localhost and 127.0.0.1."""
+    async with running_replica(
+        database_url, schema, tls_cert=str(pki.server.cert), tls_key=str(pki.server.key)
+    ) as replica:
+        yield replica
+
+
+@pytest.fixture
+async def mtls_replica(database_url: str, schema: str, pki: Pki) -> AsyncIterator[Replica]:
+    """A replica that also requires client certificates signed by `pki`'s CA."""
+    async with running_replica(
+        database_url,
+        schema,
+        tls_cert=str(pki.server.cert),
+        tls_key=str(pki.server.key),
+        tls_client_ca=str(pki.ca),
+    ) as replica:
+        yield replica

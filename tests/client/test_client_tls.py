@@ -4,7 +4,6 @@ must trust, and mutual TLS (the scheduler requires a client certificate)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,28 +13,6 @@ from tls_files import Pki, issue
 
 from treadle.client import Client, SyncClient, TaskState, TLSConfig, Unavailable
 from treadle.scheduler.supervisor import Replica
-
-
-@pytest.fixture
-async def tls_replica(database_url: str, schema: str, pki: Pki) -> AsyncIterator[Replica]:
-    """A replica serving TLS with a certificate for localhost and 127.0.0.1."""
-    async with running_replica(
-        database_url, schema, tls_cert=str(pki.server.cert), tls_key=str(pki.server.key)
-    ) as replica:
-        yield replica
-
-
-@pytest.fixture
-async def mtls_replica(database_url: str, schema: str, pki: Pki) -> AsyncIterator[Replica]:
-    """A replica that also requires client certificates signed by the test CA."""
-    async with running_replica(
-        database_url,
-        schema,
-        tls_cert=str(pki.server.cert),
-        tls_key=str(pki.server.key),
-        tls_client_ca=str(pki.ca),
-    ) as replica:
-        yield replica
 
 
 async def _submit_and_read(address: str, tls: TLSConfig | None) -> None:

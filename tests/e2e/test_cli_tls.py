@@ -11,12 +11,11 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from support import running_replica, treadle, until
+from support import treadle, until
 from tls_files import Pki
 
 from treadle.scheduler.supervisor import Replica
@@ -33,26 +32,6 @@ async def graphql(http: httpx.AsyncClient, query: str, **variables: Any) -> dict
     body: dict[str, Any] = reply.json()
     assert "errors" not in body, body
     return body["data"]  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-async def mtls_replica(database_url: str, schema: str, pki: Pki) -> AsyncIterator[Replica]:
-    async with running_replica(
-        database_url,
-        schema,
-        tls_cert=str(pki.server.cert),
-        tls_key=str(pki.server.key),
-        tls_client_ca=str(pki.ca),
-    ) as replica:
-        yield replica
-
-
-@pytest.fixture
-async def tls_replica(database_url: str, schema: str, pki: Pki) -> AsyncIterator[Replica]:
-    async with running_replica(
-        database_url, schema, tls_cert=str(pki.server.cert), tls_key=str(pki.server.key)
-    ) as replica:
-        yield replica
 
 
 async def test_submit_and_get_with_tls_ca(tls_replica: Replica, pki: Pki) -> None:

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from support import running_replica
 from tls_files import Pki
 
 from treadle.gateway.server import Gateway
@@ -16,18 +14,6 @@ from treadle.gateway.settings import Settings
 from treadle.scheduler.supervisor import Replica
 
 from .helpers import graphql_over, poll
-
-
-@pytest.fixture
-async def mtls_replica(database_url: str, schema: str, pki: Pki) -> AsyncIterator[Replica]:
-    async with running_replica(
-        database_url,
-        schema,
-        tls_cert=str(pki.server.cert),
-        tls_key=str(pki.server.key),
-        tls_client_ca=str(pki.ca),
-    ) as replica:
-        yield replica
 
 
 async def _https_gateway(replica: Replica, pki: Pki, **link: str) -> Gateway:
