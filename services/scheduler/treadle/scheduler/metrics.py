@@ -82,6 +82,26 @@ def timed_out(outcome: Outcome) -> bool:
     return outcome.error is not None and outcome.error.type == "TimeoutError"
 
 
+class _Bounded:
+    """A label's values: the first `limit` names met are themselves, the rest OTHER."""
+
+    __slots__ = ("limit", "names")
+
+    def __init__(self, limit: int, first: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self.names: set[str] = set()
+        for name in first:
+            self(name)
+
+    def __call__(self, name: str) -> str:
+        if name in self.names:
+            return name
+        if len(self.names) < self.limit:
+            self.names.add(name)
+            return name
+        return OTHER
+
+
 @dataclasses.dataclass(slots=True)
 class _TaskSeries:
     """The series of one (queue, task) pair."""
@@ -102,10 +122,10 @@ class SchedulerMetrics(Events):
         self.registry = exposition.new_registry("scheduler")
         r = self.registry
         self._task_names = set(handlers.names)
-        self._queue_names: set[str] = set()
-        self._tenant_names: set[str] = {DEFAULT_TENANT}
-        for handler in handlers.handlers:
-            self.queue_label(handler.queue)
+        #: The bounded queue and tenant labels (handlers' queues and the
+        #: default tenant named first).
+        self.queue_label = _Bounded(MAX_QUEUES, (h.queue for h in handlers.handlers))
+        self.tenant_label = _Bounded(MAX_TENANTS, (DEFAULT_TENANT,))
         self._by_task: dict[tuple[str, str, str], _TaskSeries] = {}
 
         self.grpc = grpc_metrics.ServerMetrics(r)
@@ -238,22 +258,6 @@ class SchedulerMetrics(Events):
 
     def task_label(self, name: str) -> str:
         return name if name in self._task_names else OTHER
-
-    def queue_label(self, name: str) -> str:
-        if name in self._queue_names:
-            return name
-        if len(self._queue_names) < MAX_QUEUES:
-            self._queue_names.add(name)
-            return name
-        return OTHER
-
-    def tenant_label(self, name: str) -> str:
-        if name in self._tenant_names:
-            return name
-        if len(self._tenant_names) < MAX_TENANTS:
-            self._tenant_names.add(name)
-            return name
-        return OTHER
 
     def _labels(self, tenant: str, task: Task | ClaimedTask) -> tuple[str, str, str]:
         return self.tenant_label(tenant), self.queue_label(task.queue), self.task_label(task.name)
