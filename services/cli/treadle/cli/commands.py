@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from treadle.cli import keys, queues, schedules, tenants
 from treadle.client import Client
 from treadle.common import config, process, wire
+from treadle.common.access import AccessSettings
 from treadle.common.errors import InvalidArgument
 from treadle.common.process import Command
 from treadle.common.tasks import Task, TaskSpec
@@ -135,8 +136,16 @@ def _client(args: argparse.Namespace, env: Mapping[str, str]) -> Client:
     """A client of the scheduler the command's flags and variables name,
     sending --api-key (TREADLE_API_KEY) if given."""
     settings = _connection(args, env)
-    api_key = args.api_key or env.get("TREADLE_API_KEY") or None
-    return Client(settings.scheduler_address, tls=settings.scheduler_tls, api_key=api_key)
+    return Client(
+        settings.scheduler_address, tls=settings.scheduler_tls, api_key=_api_key(args, env)
+    )
+
+
+def _api_key(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    """--api-key, else TREADLE_API_KEY (`AccessSettings.api_key`); None: none.
+    Only --api-key is read from `args` (`bench --auth` is not TREADLE_AUTH)."""
+    given = {"api_key": args.api_key}
+    return config.load(AccessSettings, env, given).api_key or None
 
 
 def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -221,7 +230,6 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     run: Awaitable[dict[str, Any]]
     if against:
         to = _connection(args, env)
-        api_key = args.api_key or env.get("TREADLE_API_KEY") or None
         run = bench.run(
             to.scheduler_address,
             args.tasks,
@@ -229,7 +237,7 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             args.name,
             args.delay,
             to.scheduler_tls,
-            api_key,
+            _api_key(args, env),
         )
     elif args.mode == "drain":
         run = benchmodes.drain(args.tasks, args.replicas, args.finished_rows)
