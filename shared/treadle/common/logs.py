@@ -9,6 +9,11 @@ fields are absent (JSON) or left off the line (text).
     2026-05-01T10:00:00.123Z INFO treadle.scheduler: replica r1 serving ... trace_id=... span_id=...
     {"time": "2026-05-01T10:00:00.123Z", "level": "INFO", "logger": "treadle.scheduler",
      "message": "...", "trace_id": "...", "span_id": "..."}
+
+A record may name its trace itself (`extra={"trace_id": ..., "span_id": ...}`:
+a task's, logged outside the task's span); the current span is then left
+alone. A `traceback` field (`extra=`, text already formatted: a failed task's
+short traceback) is a JSON key like any other, and goes below the text line.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from treadle.common import config, telemetry
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The `extra=` field holding a formatted traceback that is not the record's
+#: exception (shown below a text line, like one).
+TRACEBACK = "traceback"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +75,8 @@ def _time(record: logging.LogRecord) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """The classic line, with ` trace_id=… span_id=…` appended inside a span."""
+    """The classic line, with ` trace_id=… span_id=…` appended inside a span,
+    and a `traceback` field below it."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
@@ -78,11 +87,14 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         trace_id = getattr(record, "trace_id", None)
-        if trace_id is None:
-            return line
-        first, newline, rest = line.partition("\n")  # keep a traceback below the ids
-        span_id = getattr(record, "span_id", "")
-        return f"{first} trace_id={trace_id} span_id={span_id}{newline}{rest}"
+        if trace_id is not None:
+            first, newline, rest = line.partition("\n")  # keep a traceback below the ids
+            span_id = getattr(record, "span_id", "")
+            line = f"{first} trace_id={trace_id} span_id={span_id}{newline}{rest}"
+        shown = getattr(record, TRACEBACK, None)
+        if shown:
+            line = f"{line}\n{str(shown).rstrip()}"
+        return line
 
 
 class JsonFormatter(logging.Formatter):

@@ -214,6 +214,16 @@ def context_from(carrier: Mapping[str, str] | None) -> otel_context.Context:
     return propagate.extract(dict(carrier), context=otel_context.Context())
 
 
+def carrier_ids(carrier: object) -> tuple[str, str] | None:
+    """(trace_id, span_id) of the span a stored carrier names, as hex; None when
+    it names none (or is not a carrier: a row written by hand may hold anything)."""
+    if not isinstance(carrier, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in carrier.items()
+    ):
+        return None
+    return ids(trace.get_current_span(context_from(carrier)))
+
+
 def ids(span: trace.Span | None = None) -> tuple[str, str] | None:
     """(trace_id, span_id) of `span` (default: the current one) as hex; None outside a span."""
     span_context = (span or trace.get_current_span()).get_span_context()

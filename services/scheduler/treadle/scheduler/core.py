@@ -32,7 +32,7 @@ from treadle.common.tasks import (
     TaskState,
 )
 from treadle.common.telemetry import Carrier
-from treadle.scheduler import principal, tracing
+from treadle.scheduler import principal, task_log, tracing
 from treadle.scheduler.events import NOTHING, Events
 from treadle.scheduler.group import GroupInsert, store_each
 from treadle.scheduler.limits import Admission
@@ -269,10 +269,13 @@ class Scheduler(Collaborators):
         and its replica is told; it ends CANCELLED once its handler stops."""
         parsed = parse_task_id(task_id)
         tenant = principal.current().tenant
-        cancelled = await self.store.cancel(tenant, parsed)
-        if cancelled is not None:
+        stored = await self.store.cancel(tenant, parsed)
+        if stored is not None:
+            cancelled, trace_context = stored
             if cancelled.state is TaskState.CANCELLED:
                 self.events.cancelled(tenant, cancelled.queue)
+                task_log.cancelled_waiting(cancelled, tenant, trace_context)
+            # A running one is logged by the replica running it, when it ends.
             return cancelled
         task = found(await self.store.get(tenant, parsed), f"task {task_id}")
         raise InvalidState(f"task {task_id} has already finished ({task.state.value})")

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from opentelemetry import trace
 
-from treadle.common import wire
+from treadle.common import telemetry, wire
 from treadle.common.errors import InvalidArgument
 from treadle.common.health import ExecutorHealth
 from treadle.common.tasks import TaskError, TaskState
@@ -115,13 +115,16 @@ class Executor:
         A stored payload that cannot be decoded (a row written by hand: too
         deep, not standard JSON) is no attempt: that error propagates, and the
         worker ends the task DEAD. With tracing on, the attempt runs in its own
-        span (see `tracing`)."""
+        span (see `tracing`); a failed attempt's outcome names that span
+        (`Outcome.trace`), for its log line."""
         if self.tracer is None:
             return await self._run(task, handler)
         with tracing.attempt(self.tracer, task) as span:
             outcome = await self._run(task, handler)
             tracing.ended(span, outcome)
-            return outcome
+            if outcome.state is TaskState.SUCCEEDED:
+                return outcome
+            return dataclasses.replace(outcome, trace=telemetry.ids(span))
 
     async def _run(self, task: ClaimedTask, handler: Handler) -> Outcome:
         # The one place the scheduler decodes a payload: for the handler, as it runs.

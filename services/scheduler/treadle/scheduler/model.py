@@ -116,6 +116,9 @@ class Outcome:
     error: TaskError | None = None
     #: When a RETRYING task may run again.
     run_at: datetime | None = None
+    #: (trace_id, span_id) of the span a failed attempt ran in, as hex, for
+    #: its log line (None: tracing is off, or the attempt did not fail).
+    trace: tuple[str, str] | None = None
 
     @property
     def task_id(self) -> str:

@@ -13,7 +13,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -225,6 +225,10 @@ class Reclaimed:
     queue: str
     owner: str
     error: TaskError
+    name: str = ""
+    max_attempts: int = 0
+    #: The submitter's W3C trace context stored with the task (for its log line).
+    trace_context: Mapping[str, str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,13 +378,19 @@ class Store(postgres.PoolStore):
         rows = rows[:limit]
         return [_task(r) for r in rows], (rows[-1]["seq"] if more else None)
 
-    async def cancel(self, tenant: str, task_id: uuid.UUID) -> Task | None:
-        """Cancel a waiting task, or ask the replica running it to cancel it.
+    async def cancel(
+        self, tenant: str, task_id: uuid.UUID
+    ) -> tuple[Task, Mapping[str, str] | None] | None:
+        """Cancel a waiting task, or ask the replica running it to cancel it:
+        the task, and the trace context stored with it (for the log line).
         None when the task is missing or already finished."""
         rows = await self._fetch(
             "cancel_task", tenant=tenant, id=task_id, channel=self.cancel_channel
         )
-        return _task(rows[0]) if rows else None
+        if not rows:
+            return None
+        raw = rows[0]["trace_context"]
+        return _task(rows[0]), json.loads(raw) if raw else None
 
     async def _notify_ready(self, conn: Any) -> None:
         """Wake every replica's dispatcher: tasks are ready."""
@@ -660,6 +670,9 @@ class Store(postgres.PoolStore):
                 r["queue"],
                 r["lease_owner"],
                 _error(json.loads(r["error"])),
+                r["name"],
+                r["max_attempts"],
+                json.loads(r["trace_context"]) if r["trace_context"] else None,
             )
             for r in rows
         ]

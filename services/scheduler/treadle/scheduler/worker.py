@@ -38,6 +38,7 @@ from datetime import timedelta
 from treadle.common.errors import TreadleError
 from treadle.common.tasks import TaskError, TaskState
 from treadle.common.wakeup import wait_event
+from treadle.scheduler import task_log
 from treadle.scheduler.core import Collaborators
 from treadle.scheduler.executor import Executor
 from treadle.scheduler.loops import Backoff, Loop
@@ -141,7 +142,7 @@ class Worker(Collaborators):
             return False
         self._cancelled.add(task_id)
         entry[0].cancel()
-        log.info("cancelling running task %s", task_id)
+        log.debug("cancelling running task %s", task_id)  # logged at INFO once it ends
         return True
 
     def force(self) -> None:
@@ -224,6 +225,7 @@ class Worker(Collaborators):
         if task.cancel_requested or asked_early:
             cancelled = ended(task, TaskState.CANCELLED, self.clock())
             self.events.ended(task, cancelled, None)
+            task_log.attempt_ended(task, cancelled, ran=False)
             self._record(cancelled)
             return
         self.events.started(task)
@@ -233,6 +235,7 @@ class Worker(Collaborators):
 
     async def _attempt(self, task: ClaimedTask, handler: Handler) -> None:
         began = time.perf_counter()
+        poisoned = None  # logged when made
         try:
             outcome = await self.executor.run(task, handler)
         except asyncio.CancelledError:
@@ -240,18 +243,21 @@ class Worker(Collaborators):
                 raise  # shutting down: the task is handed back
             outcome = ended(task, TaskState.CANCELLED, self.clock())
         except Exception as exc:  # not the handler's own failure: that one is an outcome
-            outcome = self._poisoned(task, "run", f"running it failed: {exc!r}")
+            outcome = poisoned = self._poisoned(task, "run", f"running it failed: {exc!r}")
         if task.id in self._handed_back:
             return
         if task.id in self._cancelled:
             outcome = ended(task, TaskState.CANCELLED, self.clock())
         self.events.ended(task, outcome, time.perf_counter() - began)
+        if outcome is not poisoned:
+            # Decided here, once: the flush that records it in bulk logs nothing.
+            task_log.attempt_ended(task, outcome)
         self._record(outcome)
 
     def _poisoned(self, task: ClaimedTask, stage: str, reason: str) -> Outcome:
         """The DEAD outcome of a task whose stored row this replica could not
         handle at `stage`; told and logged once, here."""
-        log.warning("task %s cannot be handled (%s): %s; it ends DEAD", task.id, stage, reason)
+        task_log.poisoned(task.id, stage, reason, task=task)
         self.events.poisoned(task.id, stage, reason)
         now = self.clock()
         error = TaskError(
@@ -285,11 +291,7 @@ class Worker(Collaborators):
                 due, unschedulable = await self.store.next_due()
                 buried = await self.store.bury_unschedulable() if unschedulable else []
                 for task in buried:
-                    log.warning(
-                        "task %s cannot be handled (promote): %s; it ends DEAD",
-                        task.task_id,
-                        task.reason,
-                    )
+                    task_log.poisoned(task.task_id, "promote", task.reason, queue=task.queue)
                     self.events.poisoned(task.task_id, "promote", task.reason)
             except TreadleError as exc:
                 await backoff.failed("promote", exc)
@@ -353,6 +355,7 @@ class Worker(Collaborators):
                 owners = sorted({r.owner for r in reclaimed})
                 dead = [r for r in reclaimed if r.state is TaskState.DEAD]
                 self.events.reclaimed(reclaimed)
+                task_log.reclaimed(reclaimed)
                 log.warning(
                     "reclaimed %d task(s) whose lease expired (from %s)%s",
                     len(reclaimed),
@@ -461,9 +464,7 @@ class Worker(Collaborators):
                     failed_at=outcome.finished_at,
                 ),
             )
-            log.warning(
-                "task %s cannot be handled (record): %s; it ends DEAD", outcome.task_id, reason
-            )
+            task_log.poisoned(outcome.task_id, "record", reason)
             self.events.poisoned(outcome.task_id, "record", reason)
             try:
                 applied.update(await self.store.complete([dead]))

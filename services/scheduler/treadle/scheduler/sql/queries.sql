@@ -502,7 +502,8 @@ UPDATE replicas SET stopped_at = now(), last_heartbeat_at = now() WHERE id = $1;
 -- Take back up to $2 tasks whose lease expired (their replica died or lost the
 -- database for longer than a lease). One replica at a time reaps ($1 names the
 -- advisory lock). The lost attempt is not charged; after more than $3 losses
--- the task is DEAD. Returns each task, its old owner and its new state.
+-- the task is DEAD. Returns each task (its name, queue, max attempts and
+-- trace context, for the log line), its old owner and its new state.
 WITH lock AS (
     SELECT pg_try_advisory_xact_lock(hashtext($1)) AS held
 ), expired AS (
@@ -527,9 +528,10 @@ WITH lock AS (
         lease_owner = NULL, lease_expires_at = NULL
     FROM expired
     WHERE t.id = expired.id
-    RETURNING t.id, t.state, t.tenant, t.queue
+    RETURNING t.id, t.state, t.tenant, t.queue, t.name, t.max_attempts, t.trace_context
 )
-SELECT reclaimed.id, reclaimed.state, reclaimed.tenant, reclaimed.queue, expired.lease_owner,
+SELECT reclaimed.id, reclaimed.state, reclaimed.tenant, reclaimed.queue, reclaimed.name,
+       reclaimed.max_attempts, reclaimed.trace_context, expired.lease_owner,
        expired.error::text AS error
 FROM reclaimed JOIN expired USING (id);
 
