@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -15,6 +16,7 @@ from scrape import scrape
 from support import make_settings, running_replica
 
 from treadle.client import Client, TaskSpec, TaskState
+from treadle.common import logs
 from treadle.scheduler import postgres
 from treadle.scheduler.model import ClaimedTask, Lease, Outcome, check_spec
 from treadle.scheduler.registry import load_app
@@ -283,6 +285,15 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
     caplog.set_level(logging.INFO, logger="treadle.scheduler")
     (task_id,) = await submit(store)
     await store.claim("ghost-replica", 10, 30)  # a replica that then dies
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    conn = await asyncpg.connect(database_url)
+    try:  # as a traced submission stores it
+        await conn.execute(
+            f'UPDATE "{schema}".tasks SET trace_context = $1::jsonb',
+            json.dumps({"traceparent": f"00-{trace_id}-{span_id}-01"}),
+        )
+    finally:
+        await conn.close()
     # The replica's own lease is long (10 s) so that, on a loaded machine, a
     # stalled heartbeat cannot get its own attempt reclaimed too: only the
     # ghost's lease, expired by hand below, may be taken back.
@@ -301,12 +312,39 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
         assert worker.reclaimed_total == 1
         scraped = await scrape(metrics_url(replica))
         assert scraped.value("treadle_leases_reclaimed_total") == 1
-        (record,) = [r for r in caplog.records if "whose lease expired" in r.getMessage()]
+        (record,) = [r for r in caplog.records if r.getMessage().startswith("reclaimed ")]
         assert record.levelno == logging.WARNING
         assert record.name == "treadle.scheduler.worker"
         assert record.getMessage() == (
             "reclaimed 1 task(s) whose lease expired (from ghost-replica)"
         )
+        # And the task itself, at INFO, with its trace (text and JSON).
+        (line,) = [r for r in caplog.records if getattr(r, "task_id", None) == task_id]
+        assert (line.levelno, line.name) == (logging.INFO, "treadle.scheduler.tasks")
+        text = logs.TextFormatter().format(line)
+        assert text.endswith(
+            f" INFO treadle.scheduler.tasks: task {task_id} (echo, queue default) taken back "
+            "from replica ghost-replica, whose lease expired; queued again (attempt 1/1 not "
+            f"charged) trace_id={trace_id} span_id={span_id}"
+        )
+        fields = json.loads(logs.JsonFormatter().format(line))
+        assert {k: v for k, v in fields.items() if k not in ("time", "message")} == {
+            "level": "INFO",
+            "logger": "treadle.scheduler.tasks",
+            "event": "task_reclaimed",
+            "task_id": task_id,
+            "task_name": "echo",
+            "queue": "default",
+            "tenant": "default",
+            "state": "QUEUED",
+            "attempt": 1,
+            "max_attempts": 1,
+            "replica": "ghost-replica",
+            "error_type": "LeaseExpired",
+            "error_message": "replica ghost-replica stopped renewing its lease",
+            "trace_id": trace_id,
+            "span_id": span_id,
+        }
         async with Client(replica.address) as client:
             done = await client.wait(task_id, timeout=5)
         claims = await claims_of(database_url, schema, task_id)

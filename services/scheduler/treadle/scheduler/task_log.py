@@ -44,7 +44,9 @@ def _iso(at: datetime) -> str:
 
 
 def _duration(seconds: float) -> str:
-    """`2.5s`, `4m05s`, `3h02m`, `2d04h`."""
+    """`0.25s`, `2.5s`, `4m05s`, `3h02m`, `2d04h`."""
+    if seconds < 1:
+        return f"{seconds:.2f}s"
     if seconds < 60:
         return f"{seconds:.1f}s"
     whole = int(seconds)
@@ -160,15 +162,15 @@ def poisoned(
 def cancelled_waiting(task: Task, tenant: str, trace_context: Mapping[str, str] | None) -> None:
     """Log (INFO) that a task waiting to run (queued, scheduled or retrying) was cancelled."""
     log.info(
-        "%s cancelled while waiting (after %d of %d attempts)",
+        "%s cancelled while waiting for attempt %d/%d",
         _who(task.id, task.name, task.queue),
-        task.attempts,
+        task.attempts + 1,
         task.max_attempts,
         extra={
             "event": "task_cancelled",
             **_task(task.id, task.name, task.queue, tenant),
             "state": task.state.value,
-            "attempt": task.attempts,
+            "attempt": task.attempts + 1,  # the one it waited for
             "max_attempts": task.max_attempts,
             **_trace(None, trace_context),
         },
