@@ -79,6 +79,26 @@ def test_text_lines_end_with_the_ids_inside_a_span(logger: logging.Logger) -> No
     )
 
 
+def test_a_record_names_its_own_trace_and_a_traceback_field(logger: logging.Logger) -> None:
+    """Logged for a task outside its span: the task's ids win over the current
+    span's, and a `traceback` field goes below the text line, or is a JSON key."""
+    text, json_out = io.StringIO(), io.StringIO()
+    logger.addHandler(logs.handler(json_lines=False, stream=text))
+    logger.addHandler(logs.handler(json_lines=True, stream=json_out))
+    shown = "Traceback (most recent call last):\n  ...\nValueError: bad\n"
+    fields = {"trace_id": "a" * 32, "span_id": "b" * 16, logs.TRACEBACK: shown}
+    with TracerProvider().get_tracer("t").start_as_current_span("elsewhere"):
+        logger.error("task t-1 is DEAD", extra=fields)
+    first, *below = text.getvalue().splitlines()
+    assert first.endswith(
+        f" ERROR tests.logs: task t-1 is DEAD trace_id={'a' * 32} span_id={'b' * 16}"
+    )
+    assert below == ["Traceback (most recent call last):", "  ...", "ValueError: bad"]
+    record = json.loads(json_out.getvalue())
+    assert (record["trace_id"], record["span_id"]) == ("a" * 32, "b" * 16)
+    assert record["traceback"] == shown
+
+
 def test_setup_logging_replaces_the_plain_stream_handlers() -> None:
     root = logging.getLogger()
     before = root.handlers[:]

@@ -82,3 +82,7 @@ def test_carrier_round_trip() -> None:
     )
     empty = trace.get_current_span(telemetry.context_from(None)).get_span_context()
     assert not empty.is_valid
+    # A stored carrier names the same ids; anything else (a row written by hand) none.
+    assert telemetry.carrier_ids(carrier) == ids
+    for junk in (None, {}, [], {"traceparent": 7}, {"traceparent": "00-zz"}, "text"):
+        assert telemetry.carrier_ids(junk) is None
