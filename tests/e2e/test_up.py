@@ -113,10 +113,31 @@ async def test_up_serves_graphql_and_grpc_then_stops_on_sigint(pg_dir: Path) -> 
             for task_id, payload in ((graphql_id, {"hello": "bar"}), (grpc_id, {"via": "grpc"})):
                 assert await finished(http, task_id) == {"state": "SUCCEEDED", "result": payload}
 
+            # A task that fails, retries once, and is DEAD: both show in the log.
+            failing = await graphql(
+                http,
+                'mutation { submitTask(input: {name: "fail", payload: {message: "no luck"}, '
+                "maxAttempts: 2, retry: {baseSeconds: 0.05}}) { id } }",
+            )
+            failing_id = failing["submitTask"]["id"]
+            async with asyncio.timeout(10):
+                while (await finished(http, failing_id))["state"] != "DEAD":
+                    await asyncio.sleep(0.05)
+
         proc.send_signal(signal.SIGINT)
         rest = (await asyncio.wait_for(proc.stdout.read(), timeout=20)).decode()
         assert await proc.wait() == 0, rest
-        assert "Traceback" not in rest
+        lines = rest.splitlines()
+        who = f"task {failing_id} (fail, queue default)"
+        (warning,) = [line for line in lines if f"WARNING treadle.scheduler.tasks: {who}" in line]
+        assert f"{who} attempt 1/2 failed: RuntimeError: no luck; retrying at " in warning
+        (error,) = [
+            i for i, line in enumerate(lines) if f"ERROR treadle.scheduler.tasks: {who}" in line
+        ]
+        assert lines[error].endswith(f"{who} is DEAD after attempt 2/2: RuntimeError: no luck")
+        # Below it, the handler's short traceback: the only one in the output.
+        assert lines[error + 1] == "Traceback (most recent call last):"
+        assert rest.count("Traceback") == 1
         assert "cancelled and awaited" in rest
         assert "treadle-dispatch" in rest
         assert postgres_processes(data_dir) == [], "the embedded PostgreSQL stopped too"
