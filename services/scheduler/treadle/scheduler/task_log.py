@@ -130,7 +130,7 @@ def attempt_ended(task: ClaimedTask, outcome: Outcome, ran: bool = True) -> None
             who,
             attempt,
             shown,
-            extra={"event": "task_dead", logs.TRACEBACK: error.traceback, **fields},
+            extra={"event": "task_dead", **fields, logs.TRACEBACK: error.traceback},
         )
 
 
@@ -140,15 +140,17 @@ def poisoned(
     reason: str,
     task: ClaimedTask | None = None,
     queue: str | None = None,
+    tenant: str | None = None,
 ) -> None:
     """Log (ERROR) that a task whose stored row could not be handled at `stage`
-    ends DEAD; `task` or `queue` say what is known of it."""
-    fields: dict[str, Any] = {"event": "task_dead", "task_id": task_id, "state": "DEAD"}
+    ends DEAD; `task`, or `queue` and `tenant`, say what is known of it."""
+    fields: dict[str, Any] = {"event": "task_dead", "task_id": task_id}
     if task is not None:
         fields |= _task(task.id, task.name, task.queue, task.tenant)
         fields |= _trace(None, task.trace_context)
     elif queue is not None:
-        fields["queue"] = queue
+        fields |= {"queue": queue, "tenant": tenant}
+    fields["state"] = "DEAD"
     fields |= {"error_type": "PoisonTask", "error_message": _cut(reason), "stage": stage}
     log.error(
         "task %s cannot be handled (%s): %s; it ends DEAD",

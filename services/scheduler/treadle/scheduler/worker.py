@@ -291,7 +291,9 @@ class Worker(Collaborators):
                 due, unschedulable = await self.store.next_due()
                 buried = await self.store.bury_unschedulable() if unschedulable else []
                 for task in buried:
-                    task_log.poisoned(task.task_id, "promote", task.reason, queue=task.queue)
+                    task_log.poisoned(
+                        task.task_id, "promote", task.reason, queue=task.queue, tenant=task.tenant
+                    )
                     self.events.poisoned(task.task_id, "promote", task.reason)
             except TreadleError as exc:
                 await backoff.failed("promote", exc)
