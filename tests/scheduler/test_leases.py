@@ -17,7 +17,7 @@ from support import make_settings, running_replica
 
 from treadle.client import Client, TaskSpec, TaskState
 from treadle.common import logs
-from treadle.scheduler import postgres
+from treadle.scheduler import postgres, task_log
 from treadle.scheduler.model import ClaimedTask, Lease, Outcome, check_spec
 from treadle.scheduler.registry import load_app
 from treadle.scheduler.store import Store
@@ -137,16 +137,27 @@ async def test_heartbeat_extends_only_leases_still_held(
 
 
 async def test_a_task_that_keeps_losing_its_replica_ends_dead(
-    store: Store, database_url: str, schema: str
+    store: Store, database_url: str, schema: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="treadle.scheduler.tasks")
     (task_id,) = await submit(store)
     for _ in range(3):
         await store.claim("crashy", 10, 30)
         await expire_leases(database_url, schema)
-        assert (await store.reap(100, max_reclaims=2))[0].state in (
-            TaskState.QUEUED,
-            TaskState.DEAD,
-        )
+        reclaimed = await store.reap(100, max_reclaims=2)
+        assert reclaimed[0].state in (TaskState.QUEUED, TaskState.DEAD)
+        task_log.reclaimed(reclaimed)  # as the reaper logs them
+    # Twice taken back (INFO), then DEAD (ERROR), each once; no trace stored, no ids.
+    assert [(r.levelname, getattr(r, "event", None)) for r in caplog.records] == [
+        ("INFO", "task_reclaimed"),
+        ("INFO", "task_reclaimed"),
+        ("ERROR", "task_dead"),
+    ]
+    assert caplog.records[-1].getMessage() == (
+        f"task {task_id} (echo, queue default) is DEAD: it lost its replica too often "
+        "(LeaseExpired: replica crashy stopped renewing its lease)"
+    )
+    assert not any(hasattr(r, "trace_id") for r in caplog.records)
     task = await store.get("default", uuid.UUID(task_id))
     assert task is not None
     assert task.state is TaskState.DEAD
