@@ -113,7 +113,12 @@ async def test_a_poison_row_is_logged_once(
     assert (await client.wait(task.id, timeout=10)).state is TaskState.DEAD
     await still_runs_echo(client)
     said = [r for r in caplog.records if task.id in r.getMessage()]
-    assert len([r for r in said if "cannot be handled" in r.getMessage()]) == 1
+    (line,) = [r for r in said if "cannot be handled" in r.getMessage()]
+    assert (line.levelname, line.name, getattr(line, "event", None)) == (
+        "ERROR",
+        "treadle.scheduler.tasks",
+        "task_dead",
+    )
 
 
 async def test_infinite_times_read_as_the_earliest_and_latest(
