@@ -142,7 +142,12 @@ def treadle_up(database_url: str, **settings: str) -> Iterator[Live]:
             proc.kill()
             proc.wait()
         reader.join(timeout=5)
-        asyncio.run(_drop(database_url, schema))
+        proc.stdout.close()
+        # On a thread of its own: Playwright's sync API keeps an event loop
+        # running on this one while the browser is open.
+        dropping = threading.Thread(target=asyncio.run, args=(_drop(database_url, schema),))
+        dropping.start()
+        dropping.join(timeout=30)
 
 
 @dataclasses.dataclass
@@ -187,3 +192,29 @@ def watch(context: Any) -> Watched:
 def screenshot(page: Any, name: str) -> None:
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@contextlib.contextmanager
+def browser() -> Iterator[Any]:
+    """Headless system Chromium under Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    path = chromium()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=path, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@contextlib.contextmanager
+def tab(browser: Any, base_url: str) -> Iterator[tuple[Any, Watched]]:
+    """A fresh browser context (its own session storage) with one page, watched."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    seen = watch(context)
+    try:
+        yield context.new_page(), seen
+    finally:
+        context.close()
