@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -197,9 +198,11 @@ def screenshot(page: Any, name: str) -> None:
 @contextlib.contextmanager
 def browser() -> Iterator[Any]:
     """Headless system Chromium under Playwright."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     path = chromium()
+    # Generous waits: the tests share two cores with the rest of the suite.
+    expect.set_options(timeout=10_000)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=path, headless=True)
         try:
@@ -218,3 +221,11 @@ def tab(browser: Any, base_url: str) -> Iterator[tuple[Any, Watched]]:
         yield context.new_page(), seen
     finally:
         context.close()
+
+
+def show(page: Any, view: str) -> None:
+    """Go to a console view (`#/tasks?queue=q`) and wait until <main> shows it
+    (not the view before it, still on screen while the new one loads)."""
+    page.goto(f"/{view}")
+    shown = page.evaluate("window.location.hash") or "#/"
+    page.locator(f"main[data-shown={json.dumps(shown)}]").wait_for()

@@ -10,10 +10,11 @@ import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
-from browser_support import Live, screenshot, tab, treadle_up
+from browser_support import Live, screenshot, show, tab, treadle_up
 from playwright.sync_api import Page, expect
 
 SUBMIT = """mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }"""
@@ -60,23 +61,23 @@ def test_every_page_loads_with_data(page: Page, live: Live) -> None:
         "errors": ("#/errors", "table"),
     }
     for name, (path, ready) in pages.items():
-        page.goto(f"/{path}")
+        show(page, path)
         page.locator(ready).first.wait_for(state="attached")
         expect(page.locator("main h1")).not_to_contain_text("Could not load")
         screenshot(page, name)
     # The overview's figures, charts and queue table.
-    page.goto("/#/")
+    show(page, "#/")
     expect(page.locator(".figure").first).to_contain_text("tasks/s")
     expect(page.locator(".chart canvas")).to_have_count(3)
     expect(page.locator('tr[data-id="default"]')).to_contain_text("no limit")
     # The task page: the failure, its traceback, the timeline; times absolute in a title.
-    page.goto(f"/#/task/{failed}")
+    show(page, f"#/task/{failed}")
     expect(page.locator(".errors")).to_contain_text("ValueError")
     expect(page.locator(".traceback")).to_contain_text("boom: x")
     expect(page.locator(".timeline")).to_contain_text("attempt 1 failed")
     assert page.locator("time").first.get_attribute("title")
     # The error patterns name the failure and link to an example.
-    page.goto("/#/errors")
+    show(page, "#/errors")
     expect(page.locator("main table")).to_contain_text("ValueError")
     expect(page.locator(f'a[href="#/task/{failed}"]')).to_be_visible()
     # Keyboard: the first Tab reaches the skip link, focus is visible there.
@@ -86,18 +87,19 @@ def test_every_page_loads_with_data(page: Page, live: Live) -> None:
 
 def test_failing_task_goes_dead_live_and_succeeds_when_retried(page: Page, live: Live) -> None:
     # `flaky` fails its first run per key and succeeds after: one attempt, so DEAD.
+    # Its queue is paused until the page shows the task, so the page sees it change.
+    live.graphql('mutation { pauseQueue(name: "default") { paused } }')
     key = uuid.uuid4().hex
-    task = submit(
-        live, name="flaky", payload={"key": key, "fail": 1}, maxAttempts=1, delaySeconds=1.5
-    )
-    page.goto(f"/#/task/{task}")
-    state_of(page).to_have_text("SCHEDULED")
+    task = submit(live, name="flaky", payload={"key": key, "fail": 1}, maxAttempts=1)
+    show(page, f"#/task/{task}")
+    state_of(page).to_have_text("QUEUED")
     expect(page.locator("#live")).to_have_text("live")
+    live.graphql('mutation { resumeQueue(name: "default") { paused } }')
     # No reload: the subscription moves it on.
     state_of(page).to_have_text("DEAD")
     expect(page.locator(".errors")).to_contain_text("flaky failure 1")
 
-    page.goto("/#/dead")
+    show(page, "#/dead")
     row = page.locator(f'tr[data-id="{task}"]')
     row.locator("input.pick").check()
     expect(page.locator(".bulk")).to_contain_text("1 task selected")
@@ -108,38 +110,38 @@ def test_failing_task_goes_dead_live_and_succeeds_when_retried(page: Page, live:
     dialog.get_by_role("button", name="Confirm").click()
     expect(page.locator(".status-line")).to_contain_text("1 task retried")
 
-    page.goto(f"/#/task/{task}")
+    show(page, f"#/task/{task}")
     state_of(page).to_have_text("SUCCEEDED")
     expect(page.locator(".timeline")).to_contain_text("succeeded")
 
 
 def test_a_paused_queue_holds_its_tasks_until_resumed(page: Page, live: Live) -> None:
-    page.goto("/#/queues")
+    show(page, "#/queues")
     row = page.locator('tr[data-id="math"]')
     row.get_by_role("button", name="Pause").click()
     page.locator("#confirm-dialog").get_by_role("button", name="Pause").click()
     expect(row).to_contain_text("paused")
 
     task = submit(live, name="square", payload={"x": 7})
-    page.goto("/#/tasks?queue=math&state=QUEUED")
+    show(page, "#/tasks?queue=math&state=QUEUED")
     expect(page.locator(f'tr[data-id="{task}"]')).to_contain_text("QUEUED")
-    page.goto("/#/")
+    show(page, "#/")
     expect(page.locator('tr[data-id="math"]')).to_contain_text("paused")
-    page.goto(f"/#/task/{task}")
+    show(page, f"#/task/{task}")
     state_of(page).to_have_text("QUEUED")
     page.wait_for_timeout(500)  # a running queue would have started it by now
     state_of(page).to_have_text("QUEUED")
 
-    page.goto("/#/queues")
+    show(page, "#/queues")
     page.locator('tr[data-id="math"]').get_by_role("button", name="Resume").click()
     expect(page.locator('tr[data-id="math"]')).to_contain_text("running")
-    page.goto(f"/#/task/{task}")
+    show(page, f"#/task/{task}")
     state_of(page).to_have_text("SUCCEEDED")
     expect(page.locator(".two")).to_contain_text('"value": 49')
 
 
 def test_queue_and_schedule_changes_from_the_pages(page: Page, live: Live) -> None:
-    page.goto("/#/queues")
+    show(page, "#/queues")
     page.locator('tr[data-id="default"]').get_by_role("button", name="Edit").click()
     form = page.get_by_role("form", name="Edit queue default")
     form.get_by_label("Max concurrent").fill("3")
@@ -153,7 +155,7 @@ def test_queue_and_schedule_changes_from_the_pages(page: Page, live: Live) -> No
         "maxConcurrent": 3
     }
 
-    page.goto("/#/schedules")
+    show(page, "#/schedules")
     form = page.get_by_role("form", name="Create a schedule")
     form.get_by_label("Name", exact=True).fill("every-minute")
     form.get_by_label("Cron").fill("* * * * *")
@@ -172,7 +174,7 @@ def test_queue_and_schedule_changes_from_the_pages(page: Page, live: Live) -> No
 def test_graphiql_runs_a_query_with_no_network(page: Page, live: Live) -> None:
     """Every request to another host is refused (and recorded: none may be tried)."""
     query = "{ overview { totalQueues activeReplicas } }"
-    page.goto(f"/graphql?q={httpx.QueryParams({'q': query})['q']}")
+    page.goto(f"/graphql?q={quote(query)}")
     expect(page.locator(".graphiql-container")).to_be_visible()
     page.locator(".graphiql-execute-button").click()
     expect(page.locator(".graphiql-response")).to_contain_text('"activeReplicas": 1')
@@ -190,3 +192,47 @@ def test_pages_forbid_other_origins(live: Live) -> None:
     assert asset.status_code == 200 and asset.headers["content-type"].startswith(
         ("text/javascript", "application/javascript")
     )
+
+
+def test_tasks_filter_and_page_both_ways(page: Page, live: Live) -> None:
+    made = [submit(live, name="noop", payload=i) for i in range(7)]
+    keyed = submit(live, name="noop", payload="k", idempotencyKey=f"console-{uuid.uuid4().hex}")
+    newest_first = [keyed, *reversed(made)]
+
+    def shown() -> list[str]:
+        """The ids listed, once the page shows the view its URL names."""
+        view = page.evaluate("window.location.hash")
+        page.locator(f'main[data-shown="{view}"]').wait_for()
+        return [r.get_attribute("data-id") or "" for r in page.locator("main tbody tr").all()]
+
+    # The filter form writes the URL; three a page.
+    show(page, "#/tasks")
+    shown()
+    form = page.get_by_role("search")
+    form.get_by_label("Name").fill("noop")
+    form.get_by_label("Per page").select_option("20")
+    form.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"#/tasks\?name=noop&size=20$"))
+    show(page, "#/tasks?name=noop&size=3")
+    assert shown() == newest_first[:3]
+    page.get_by_role("link", name="Older →").click()
+    assert shown() == newest_first[3:6]
+    page.get_by_role("link", name="Older →").click()
+    assert shown() == newest_first[6:]
+    assert page.get_by_role("link", name="Older →").count() == 0
+    page.get_by_role("link", name="← Newer").click()
+    assert shown() == newest_first[3:6]
+    page.get_by_role("link", name="← Newer").click()
+    assert shown() == newest_first[:3]
+
+    # The idempotency key, a time range, a task id.
+    key = live.graphql("query($id: ID!) { task(id: $id) { idempotencyKey } }", id=keyed)
+    show(page, f"#/tasks?key={key['task']['idempotencyKey']}")
+    assert shown() == [keyed]
+    show(page, "#/tasks?name=noop&since=2999-01-01T00:00:00.000Z")
+    expect(page.locator("main")).to_contain_text("No tasks match.")
+    show(page, "#/tasks")
+    shown()
+    page.get_by_role("search").get_by_label("Task id").fill(made[0])
+    page.get_by_role("search").get_by_role("button", name="Apply").click()
+    expect(page.locator(".fields")).to_contain_text(made[0])

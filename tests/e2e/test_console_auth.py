@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser_support import Live, screenshot, tab, treadle_up
+from browser_support import Live, screenshot, show, tab, treadle_up
 from playwright.sync_api import Page, expect
 
 
@@ -40,7 +40,7 @@ def test_the_console_asks_for_a_key_once_and_uses_it(page: Page, live: Live, tok
     )
     task = submitted["submitTask"]["id"]
 
-    page.goto("/#/")
+    page.goto("/#/")  # not `show`: the page waits for the key
     dialog = page.locator("#key-dialog")
     expect(dialog).to_be_visible()
     screenshot(page, "key")
@@ -53,7 +53,7 @@ def test_the_console_asks_for_a_key_once_and_uses_it(page: Page, live: Live, tok
     expect(page.locator('tr[data-id="default"]')).to_be_visible()
 
     # The subscription carries the key too: the running task finishes live.
-    page.goto(f"/#/task/{task}")
+    show(page, f"#/task/{task}")
     expect(page.locator(".fields .state")).to_have_text("SUCCEEDED", timeout=15_000)
 
     # Kept for the session: a reload does not ask again.

@@ -53,12 +53,18 @@ async function show() {
     fill(main, el("h1", {}, "Not found"), notice("error", `There is no page “${name}”.`));
     return;
   }
+  main.setAttribute("aria-busy", "true");
   try {
     const cleanup = await page.render(main, params);
     if (which !== shown) cleanup?.();
     else stop = cleanup ?? null;
   } catch (err) {
     if (which === shown) fill(main, el("h1", {}, "Could not load this page"), notice("error", err.message));
+  }
+  if (which === shown) {
+    main.removeAttribute("aria-busy");
+    // Which view <main> shows now (the tests wait for it).
+    main.dataset.shown = window.location.hash || "#/";
   }
 }
 

@@ -7,12 +7,13 @@ import { count, duration, el, fill, notice, plural, stateBadge, table, time } fr
 
 export const STATES = ["QUEUED", "SCHEDULED", "RUNNING", "RETRYING", "SUCCEEDED", "DEAD", "CANCELLED"];
 const FINISHED = new Set(["SUCCEEDED", "DEAD", "CANCELLED"]);
+const PAGE_SIZES = [20, 50, 100, 200];
 const PAGE_SIZE = 50;
 
 // The page size is a literal, not a variable: the gateway's cost estimate
 // counts a variable page size as the largest one allowed.
-function query(backward) {
-  const page = backward ? `last: ${PAGE_SIZE}, before: $cursor` : `first: ${PAGE_SIZE}, after: $cursor`;
+function query(backward, size) {
+  const page = backward ? `last: ${size}, before: $cursor` : `first: ${size}, after: $cursor`;
   return `query Tasks($queue: String, $states: [TaskState!], $name: String,
       $createdAfter: DateTime, $createdBefore: DateTime, $idempotencyKey: String, $cursor: String) {
     tasks(queue: $queue, states: $states, name: $name, createdAfter: $createdAfter,
@@ -59,13 +60,13 @@ function variables(params, fixedStates) {
   return v;
 }
 
-function filterForm(params, queues, { base, fixedStates }) {
+function filterForm(params, queues, { base, fixedStates, size }) {
   const onsubmit = (event) => {
     event.preventDefault();
     const form = new FormData(event.target);
     const next = new URLSearchParams();
     for (const [name, value] of form) {
-      if (!value) continue;
+      if (!value || (name === "size" && Number(value) === PAGE_SIZE)) continue;
       next.append(name, ["since", "until"].includes(name) ? fromLocal(value) : value);
     }
     const id = next.get("id");
@@ -86,6 +87,7 @@ function filterForm(params, queues, { base, fixedStates }) {
     el("label", {}, "before ", el("input", { name: "until", type: "datetime-local", value: localInput(params.get("until")) })),
     el("label", {}, "Idempotency key ", el("input", { name: "key", value: params.get("key") ?? "", size: 12 })),
     el("label", {}, "Task id ", el("input", { name: "id", size: 14, placeholder: "go to a task" })),
+    el("label", {}, "Per page ", el("select", { name: "size" }, [...new Set([...PAGE_SIZES, size])].sort((a, b) => a - b).map((n) => el("option", { value: n, selected: n === size }, n)))),
     el("button", { type: "submit", class: "primary" }, "Apply"),
     el("a", { href: `#/${base}`, class: "reset" }, "Reset"),
   );
@@ -98,7 +100,8 @@ function filterForm(params, queues, { base, fixedStates }) {
 export async function taskList(main, params, options) {
   const { title, base, fixedStates = null, actions = [], intro = null } = options;
   const vars = variables(params, fixedStates);
-  const QUERY = query(Boolean(params.get("before")));
+  const size = Math.min(Math.max(Number.parseInt(params.get("size"), 10) || PAGE_SIZE, 1), 200);
+  const QUERY = query(Boolean(params.get("before")), size);
   const data = await gql(QUERY, vars);
   const page = data.tasks;
   const rows = page.nodes;
@@ -169,12 +172,16 @@ export async function taskList(main, params, options) {
   ];
 
   const listing = el("div", { class: "scroll" });
+  // Coming back from an older page, newer ones exist, and the other way round.
+  const info = page.pageInfo;
+  const newer = (info.hasPreviousPage || Boolean(params.get("after"))) && info.startCursor;
+  const older = (info.hasNextPage || Boolean(params.get("before"))) && info.endCursor;
   const nav = el(
     "nav",
     { class: "pager", "aria-label": "Pages of tasks" },
-    page.pageInfo.hasPreviousPage && page.pageInfo.startCursor ? el("a", { href: link(page.pageInfo.startCursor, "before"), rel: "prev" }, "← Newer") : el("span", { class: "muted" }, "← Newer"),
+    newer ? el("a", { href: link(info.startCursor, "before"), rel: "prev" }, "← Newer") : el("span", { class: "muted" }, "← Newer"),
     el("span", { class: "muted" }, `${plural(rows.length, "task")} on this page`),
-    page.pageInfo.hasNextPage && page.pageInfo.endCursor ? el("a", { href: link(page.pageInfo.endCursor, "after"), rel: "next" }, "Older →") : el("span", { class: "muted" }, "Older →"),
+    older ? el("a", { href: link(info.endCursor, "after"), rel: "next" }, "Older →") : el("span", { class: "muted" }, "Older →"),
   );
 
   // Live: each unfinished task on the page follows its own taskUpdates
@@ -222,7 +229,7 @@ export async function taskList(main, params, options) {
     main,
     el("h1", {}, title),
     intro,
-    filterForm(params, data.queues, { base, fixedStates }),
+    filterForm(params, data.queues, { base, fixedStates, size }),
     actions.length ? el("div", { class: "bulk" }, counter, bulkButtons) : null,
     status,
     listing,
