@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -98,8 +98,12 @@ async def _drop(database_url: str, schema: str) -> None:
 
 
 @contextlib.contextmanager
-def treadle_up(database_url: str, **settings: str) -> Iterator[Live]:
-    """`treadle up` on a schema of its own with the tests' task app, until the block ends."""
+def treadle_up(
+    database_url: str, while_starting: Callable[[], object] = lambda: None, **settings: str
+) -> Iterator[Live]:
+    """`treadle up` on a schema of its own with the tests' task app, until the
+    block ends. `while_starting` is called while it starts (to launch the
+    browser meanwhile)."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
     http_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TREADLE_")}
@@ -130,6 +134,7 @@ def treadle_up(database_url: str, **settings: str) -> Iterator[Live]:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
+        while_starting()
         deadline = time.monotonic() + 30
         while not up.wait(0.1):
             assert proc.poll() is None, "treadle up exited early:\n" + "".join(output)

@@ -6,6 +6,7 @@ tests/screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterator
@@ -21,8 +22,10 @@ SUBMIT = """mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id 
 
 
 @pytest.fixture(scope="module")
-def live(database_url: str) -> Iterator[Live]:
-    with treadle_up(database_url) as running:
+def live(database_url: str, request: pytest.FixtureRequest) -> Iterator[Live]:
+    # The browser starts while treadle up does.
+    browser = functools.partial(request.getfixturevalue, "chromium_browser")
+    with treadle_up(database_url, browser) as running:
         yield running
 
 

@@ -4,6 +4,7 @@ request and on its WebSocket, and asks again when the key is refused."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,8 +15,10 @@ from playwright.sync_api import Page, expect
 
 
 @pytest.fixture(scope="module")
-def live(database_url: str) -> Iterator[Live]:
-    with treadle_up(database_url, TREADLE_AUTH="keys") as running:
+def live(database_url: str, request: pytest.FixtureRequest) -> Iterator[Live]:
+    # The browser starts while treadle up does.
+    browser = functools.partial(request.getfixturevalue, "chromium_browser")
+    with treadle_up(database_url, browser, TREADLE_AUTH="keys") as running:
         yield running
 
 
