@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,15 @@ def page(chromium_browser: Any, live: Live) -> Iterator[Page]:
 
 def submit(live: Live, **task: Any) -> str:
     return str(live.graphql(SUBMIT, input=task)["submitTask"]["id"])
+
+
+def dead(live: Live, task: str) -> None:
+    """Wait until the task is DEAD (through GraphQL)."""
+    query = "query($id: ID!) { task(id: $id) { state } }"
+    deadline = time.monotonic() + 10
+    while live.graphql(query, id=task)["task"]["state"] != "DEAD":
+        assert time.monotonic() < deadline, f"task {task} did not go DEAD"
+        time.sleep(0.05)
 
 
 def state_of(page: Page) -> Any:
@@ -116,6 +126,20 @@ def test_failing_task_goes_dead_live_and_succeeds_when_retried(page: Page, live:
     show(page, f"#/task/{task}")
     state_of(page).to_have_text("SUCCEEDED")
     expect(page.locator(".timeline")).to_contain_text("succeeded")
+
+
+def test_every_dead_letter_the_filters_match_is_deleted_in_batches(page: Page, live: Live) -> None:
+    doomed = [submit(live, name="permanent", payload=i) for i in range(3)]
+    for task in doomed:
+        dead(live, task)
+    show(page, "#/dead?name=permanent&size=2")  # more than one page
+    page.get_by_role("button", name="Delete all matching…").click()
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_contain_text("Delete all 3 matching tasks?")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(page.locator(".status-line")).to_contain_text("3 tasks deleted")
+    expect(page.locator("main")).to_contain_text("No tasks match.")
+    assert live.graphql('{ tasks(name: "permanent") { nodes { id } } }')["tasks"]["nodes"] == []
 
 
 def test_a_paused_queue_holds_its_tasks_until_resumed(page: Page, live: Live) -> None:

@@ -60,6 +60,17 @@ function variables(params, fixedStates) {
   return v;
 }
 
+/** The TaskSelection of every task the filters match (null: the filters say
+ *  more than a selection can: an idempotency key). */
+function selectionOf(vars) {
+  if (vars.idempotencyKey) return null;
+  const selection = {};
+  for (const name of ["queue", "states", "name", "createdAfter", "createdBefore"]) {
+    if (vars[name]) selection[name] = vars[name];
+  }
+  return selection;
+}
+
 function filterForm(params, queues, { base, fixedStates, size }) {
   const onsubmit = (event) => {
     event.preventDefault();
@@ -98,7 +109,7 @@ function filterForm(params, queues, { base, fixedStates, size }) {
  * fixedStates (states the page always shows), actions (["retry", ...]), intro}.
  */
 export async function taskList(main, params, options) {
-  const { title, base, fixedStates = null, actions = [], intro = null } = options;
+  const { title, base, fixedStates = null, actions = [], intro = null, allMatching = false } = options;
   const vars = variables(params, fixedStates);
   const size = Math.min(Math.max(Number.parseInt(params.get("size"), 10) || PAGE_SIZE, 1), 200);
   const QUERY = query(Boolean(params.get("before")), size);
@@ -120,6 +131,12 @@ export async function taskList(main, params, options) {
   const bulkButtons = actions.map((name) =>
     el("button", { type: "button", "data-action": name, disabled: true, onclick: () => bulk(name, [...selected]) }, `${ACTIONS[name].verb} selected`),
   );
+  const matching = allMatching ? selectionOf(vars) : null;
+  const allButtons = matching
+    ? actions.map((name) =>
+        el("button", { type: "button", "data-action": `${name}-all`, onclick: () => bulkAll(name, matching) }, `${ACTIONS[name].verb} all matching…`),
+      )
+    : [];
   const counter = el("span", { class: "muted" }, "none selected");
   const onSelect = () => {
     counter.textContent = selected.size ? `${plural(selected.size, "task")} selected` : "none selected";
@@ -156,6 +173,42 @@ export async function taskList(main, params, options) {
       await refresh();
     } catch (err) {
       fill(status, notice("error", `${action.verb} failed: ${err.message}`));
+    }
+  }
+
+  // Every task the filters match, however many pages: counted first for the
+  // confirmation, then done by the server in batches until none is left.
+  async function bulkAll(name, selection) {
+    const action = ACTIONS[name];
+    let total;
+    try {
+      total = (await gql(`query Count($selection: TaskSelection!) { taskCount(selection: $selection) }`, { selection })).taskCount;
+    } catch (err) {
+      fill(status, notice("error", `Could not count the tasks: ${err.message}`));
+      return;
+    }
+    if (!total) {
+      fill(status, notice("info", "No task matches the filters."));
+      return;
+    }
+    const ok = await confirm(
+      `${action.verb} all ${plural(total, "matching task")}?`,
+      `${action.verb} every task the filters match (${plural(total, "task")} now), in batches on the server. Only ${action.applies} tasks change.`,
+    );
+    if (!ok) return;
+    let done = 0;
+    try {
+      for (;;) {
+        const reply = await gql(`mutation Bulk($selection: TaskSelection!) { ${action.mutation}(selection: $selection) { affected more } }`, { selection: { ...selection, limit: 500 } });
+        const result = reply[action.mutation];
+        done += result.affected;
+        fill(status, notice("info", `${count(done)} of about ${count(total)} ${action.done}…`));
+        if (!result.more || result.affected === 0) break;
+      }
+      fill(status, notice("ok", `${plural(done, "task")} ${action.done}.`));
+      await refresh();
+    } catch (err) {
+      fill(status, notice("error", `${action.verb} stopped after ${count(done)}: ${err.message}`));
     }
   }
 
@@ -230,7 +283,7 @@ export async function taskList(main, params, options) {
     el("h1", {}, title),
     intro,
     filterForm(params, data.queues, { base, fixedStates, size }),
-    actions.length ? el("div", { class: "bulk" }, counter, bulkButtons) : null,
+    actions.length ? el("div", { class: "bulk" }, counter, bulkButtons, allButtons) : null,
     status,
     listing,
     nav,

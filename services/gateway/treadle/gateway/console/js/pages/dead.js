@@ -9,6 +9,7 @@ export function render(main, params) {
     base: "dead",
     fixedStates: ["DEAD"],
     actions: ["retry", "purge"],
+    allMatching: true,
     intro: el("p", { class: "muted" }, "Tasks that failed every attempt. Retrying one gives it fresh attempts; deleting one removes it for good."),
   });
 }
