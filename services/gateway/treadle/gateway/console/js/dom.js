@@ -57,9 +57,10 @@ export function percent(fraction) {
   return fraction === null || fraction === undefined ? "–" : `${numbers.format(fraction * 100)} %`;
 }
 
-/** Tasks per second: "12.3 /s". */
+/** A task rate: "12.3 tasks/s", or per minute when under one a second ("4 tasks/min"). */
 export function rate(perSecond) {
-  return `${numbers.format(perSecond)} tasks/s`;
+  const r = Number(perSecond);
+  return r > 0 && r < 1 ? `${numbers.format(r * 60)} tasks/min` : `${numbers.format(r)} tasks/s`;
 }
 
 const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
