@@ -114,11 +114,13 @@ function client() {
   return socket;
 }
 
+/** A new WebSocket, with the key as it is now (a page's subscriptions start again when shown). */
 function restartSocket() {
   if (socket) {
     socket.dispose();
     socket = null;
   }
+  client();
 }
 
 /**
