@@ -63,36 +63,35 @@ def test_every_page_loads_with_data(page: Page, live: Live) -> None:
         'mutation { createSchedule(input: {name: "nightly", cron: "0 3 * * *", '
         'task: {name: "noop"}}) { name } }'
     )
+    dead(live, failed)
+    overview, task, errors = "#/", f"#/task/{failed}", "#/errors"
     pages = {
-        "overview": ("#/", "table"),
+        "overview": (overview, "table"),
         "tasks": ("#/tasks", f'tr[data-id="{done}"]'),
-        "task": (f"#/task/{failed}", ".traceback"),
+        "task": (task, ".traceback"),
         "dead": ("#/dead", f'tr[data-id="{failed}"]'),
         "queues": ("#/queues", 'tr[data-id="default"]'),
         "schedules": ("#/schedules", 'tr[data-id="nightly"]'),
         "replicas": ("#/replicas", ".tag.ok"),
-        "errors": ("#/errors", "table"),
+        "errors": (errors, "table"),
     }
     for name, (path, ready) in pages.items():
         show(page, path)
         page.locator(ready).first.wait_for(state="attached")
         expect(page.locator("main h1")).not_to_contain_text("Could not load")
+        if path == overview:  # figures, charts, the queue table
+            expect(page.locator(".figure").first).to_contain_text(re.compile(r"tasks/(s|min)"))
+            expect(page.locator(".chart canvas")).to_have_count(3)
+            expect(page.locator('tr[data-id="default"]')).to_contain_text("no limit")
+        elif path == task:  # the failure, its traceback, the timeline; absolute times in titles
+            expect(page.locator(".errors")).to_contain_text("ValueError")
+            expect(page.locator(".traceback")).to_contain_text("boom: x")
+            expect(page.locator(".timeline")).to_contain_text("attempt 1 failed")
+            assert page.locator("time").first.get_attribute("title")
+        elif path == errors:  # the failure, with a link to the task
+            expect(page.locator("main table")).to_contain_text("ValueError")
+            expect(page.locator(f'a[href="#/task/{failed}"]')).to_be_visible()
         screenshot(page, name)
-    # The overview's figures, charts and queue table.
-    show(page, "#/")
-    expect(page.locator(".figure").first).to_contain_text(re.compile(r"tasks/(s|min)"))
-    expect(page.locator(".chart canvas")).to_have_count(3)
-    expect(page.locator('tr[data-id="default"]')).to_contain_text("no limit")
-    # The task page: the failure, its traceback, the timeline; times absolute in a title.
-    show(page, f"#/task/{failed}")
-    expect(page.locator(".errors")).to_contain_text("ValueError")
-    expect(page.locator(".traceback")).to_contain_text("boom: x")
-    expect(page.locator(".timeline")).to_contain_text("attempt 1 failed")
-    assert page.locator("time").first.get_attribute("title")
-    # The error patterns name the failure and link to an example.
-    show(page, "#/errors")
-    expect(page.locator("main table")).to_contain_text("ValueError")
-    expect(page.locator(f'a[href="#/task/{failed}"]')).to_be_visible()
     # Keyboard: the first Tab reaches the skip link, focus is visible there.
     page.keyboard.press("Tab")
     expect(page.locator("a.skip")).to_be_focused()
