@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.synced
 
-.PHONY: up test fuzz install bytecode protos check-protos lint typecheck buf-lint bench clean
+.PHONY: up test fuzz install bytecode protos check-protos lint typecheck buf-lint vendor bench clean
 
 # Bytecode is compiled here, ahead: uv writes none by default, and where
 # PYTHONDONTWRITEBYTECODE is set Python never writes it, so every process would
@@ -28,7 +28,10 @@ install: $(STAMP) bytecode
 up: $(STAMP) bytecode
 	exec $(BIN)/treadle up
 
+# System programs some tests drive (chromium, wrk, promtool): installed from
+# Debian when missing and possible, else their tests skip (fail in CI).
 test: $(STAMP) bytecode
+	@scripts/system_tools.sh
 	$(BIN)/python -m pytest
 
 # The property-based suite with many more examples, a random seed and shrinking
@@ -55,6 +58,11 @@ typecheck: $(STAMP)
 buf-lint:
 	npm install --silent --no-audit --no-fund
 	cd protos && ../node_modules/.bin/buf lint
+
+# Copy the console's browser assets (versions from package-lock.json) into the
+# gateway package; commit the result (docs/console.md).
+vendor:
+	$(PYTHON) scripts/vendor_assets.py
 
 bench: $(STAMP)
 	$(BIN)/treadle bench -n 10000

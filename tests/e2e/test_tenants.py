@@ -208,6 +208,51 @@ async def _retry_task(w: World) -> None:
     assert (await w.a.get(w.a_dead)).state is TaskState.DEAD, "untouched"
 
 
+async def _count_tasks(w: World) -> None:
+    theirs = [w.a_done, w.a_dead, w.a_waiting, w.a_running, w.a_keyed]
+    assert await w.b.count_tasks(ids=theirs) == 0
+    assert await w.b.count_tasks(queue=A_QUEUE) == 0
+    assert await w.b.count_tasks(states=["DEAD", "RUNNING"]) == 0
+    assert await w.a.count_tasks(ids=theirs) == len(theirs)
+
+
+async def _untouched(w: World) -> None:
+    """A's tasks are as they were, whatever B's bulk actions did."""
+    assert (await w.a.get(w.a_dead)).state is TaskState.DEAD
+    assert (await w.a.get(w.a_done)).state is TaskState.SUCCEEDED
+    assert (await w.a.get(w.a_waiting)).state is TaskState.QUEUED
+    running = await w.a.get(w.a_running)
+    assert running.state is TaskState.RUNNING and not running.cancel_requested
+
+
+async def _retry_tasks(w: World) -> None:
+    done = await w.b.retry_tasks(ids=[w.a_dead])
+    assert (done.affected, done.more) == (0, False)
+    assert not set((await w.b.retry_tasks(queue=A_QUEUE)).ids) | set(
+        (await w.b.retry_tasks()).ids
+    ) & {w.a_dead}
+    await _untouched(w)
+
+
+async def _cancel_tasks(w: World) -> None:
+    done = await w.b.cancel_tasks(ids=[w.a_waiting, w.a_running])
+    assert (done.affected, done.more) == (0, False)
+    assert (await w.b.cancel_tasks(queue=A_QUEUE)).affected == 0
+    await _untouched(w)
+
+
+async def _purge_tasks(w: World) -> None:
+    done = await w.b.purge_tasks(ids=[w.a_done, w.a_dead])
+    assert (done.affected, done.more) == (0, False)
+    purged = await w.b.purge_tasks()  # every finished task of B's
+    assert not set(purged.ids) & {w.a_done, w.a_dead}
+    await _untouched(w)
+    mine, _ = await w.b.audit_events()
+    assert "PurgeTasks" in {e.action for e in mine}, "recorded, in B's log"
+    theirs, _ = await w.a.audit_events()
+    assert "PurgeTasks" not in {e.action for e in theirs}
+
+
 async def _watch_task(w: World) -> None:
     async def first(task_id: str) -> object:
         async for task in w.b.watch(task_id):
@@ -320,7 +365,11 @@ async def _list_audit_events(w: World) -> None:
     mine, _ = await w.b.audit_events()
     assert mine, "B's own admin calls are there"
     assert {e.tenant for e in mine} == {"b"} and "a-admin" not in {e.key_name for e in mine}
-    assert not _mentions([str(e) for e in mine], A_QUEUE, w.a_waiting, w.a_dead)
+    # B's bulk calls are recorded with the selection B sent (A's ids and queue
+    # among them, by the checks above): that tells B nothing it did not know.
+    bulk = {"RetryTasks", "CancelTasks", "PurgeTasks"}
+    told = [str(e) for e in mine if e.action not in bulk]
+    assert not _mentions(told, A_QUEUE, w.a_waiting, w.a_dead)
 
 
 async def _create_key(w: World) -> None:
@@ -360,6 +409,10 @@ RPC_CHECKS: dict[str, Callable[[World], Awaitable[None]]] = {
     "CancelTask": _cancel_task,
     "RetryTask": _retry_task,
     "WatchTask": _watch_task,
+    "CountTasks": _count_tasks,
+    "RetryTasks": _retry_tasks,
+    "CancelTasks": _cancel_tasks,
+    "PurgeTasks": _purge_tasks,
     "ListQueues": _list_queues,
     "GetQueue": _get_queue,
     "UpdateQueue": _update_queue,
@@ -443,6 +496,35 @@ async def _g_tasks(g: Http) -> None:
     assert body["data"]["tasks"]["nodes"] == []
 
 
+async def _g_task_count(g: Http) -> None:
+    w = g.world
+    query = "query($s: TaskSelection!) { taskCount(selection: $s) }"
+    body = await g(query, s={"ids": [w.a_done, w.a_dead, w.a_waiting]})
+    assert body["data"]["taskCount"] == 0, body
+    assert (await g(query, s={"queue": A_QUEUE}))["data"]["taskCount"] == 0
+
+
+async def _g_bulk(g: Http, field: str, ids: list[str]) -> None:
+    query = f"mutation($s: TaskSelection!) {{ {field}(selection: $s) {{ affected ids more }} }}"
+    for selection in ({"ids": ids}, {"queue": A_QUEUE}):
+        body = await g(query, s=selection)
+        assert body["data"][field]["affected"] == 0, body
+    _clean(g, await g(query, s={}))
+    await _untouched(g.world)
+
+
+async def _g_retry_tasks(g: Http) -> None:
+    await _g_bulk(g, "retryTasks", [g.world.a_dead])
+
+
+async def _g_cancel_tasks(g: Http) -> None:
+    await _g_bulk(g, "cancelTasks", [g.world.a_waiting, g.world.a_running])
+
+
+async def _g_purge_tasks(g: Http) -> None:
+    await _g_bulk(g, "purgeTasks", [g.world.a_done, g.world.a_dead])
+
+
 async def _g_queues(g: Http) -> None:
     _clean(g, await g("{ queues { name } }"))
 
@@ -496,7 +578,9 @@ async def _g_audit_events(g: Http) -> None:
     assert events, "B's own admin calls are there"
     assert not {e["id"] for e in events} & {str(e.id) for e in theirs}
     assert "a-admin" not in {e["keyName"] for e in events}
-    _clean(g, body)
+    # B's bulk calls name the queue B sent (see _list_audit_events).
+    bulk = {"RetryTasks", "CancelTasks", "PurgeTasks"}
+    _clean(g, [e for e in events if e["action"] not in bulk])
 
 
 async def _g_submit_task(g: Http) -> None:
@@ -580,6 +664,10 @@ async def _g_task_updates(g: Http) -> None:
 GRAPHQL_CHECKS: dict[str, Callable[[Http], Awaitable[None]]] = {
     "task": _g_task,
     "tasks": _g_tasks,
+    "taskCount": _g_task_count,
+    "retryTasks": _g_retry_tasks,
+    "cancelTasks": _g_cancel_tasks,
+    "purgeTasks": _g_purge_tasks,
     "queues": _g_queues,
     "queue": _g_queue,
     "schedules": _g_schedules,

@@ -51,6 +51,10 @@ def estimate(document: str) -> int:
         ("query($n: Int!) { tasks(first: $n) { nodes { id } } }", 1 + 1 + 1000),
         # ... and so does a literal past it.
         ("{ tasks(first: 100000) { nodes { id } } }", 1 + 1 + 1000),
+        # Paging backward: the larger of `first` (default 50) and `last`.
+        ("{ tasks(last: 200) { nodes { id } } }", 1 + 1 + 200),
+        ("{ tasks(last: 5) { nodes { id } } }", 1 + 1 + 50),
+        ("query($n: Int) { tasks(last: $n) { nodes { id } } }", 1 + 1 + 1000),
         ("{ errorPatterns { type queues } }", 1 + 10 * 2),
         ("{ errorPatterns(limit: 3) { type } }", 1 + 3),
         # Lists without a page size count 10 items; lists of scalars count 1.

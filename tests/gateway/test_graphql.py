@@ -41,6 +41,16 @@ query List($queue: String, $state: TaskState, $first: Int!, $after: String) {
   }
 }
 """
+PAGE = """
+query Page($states: [TaskState!], $name: String, $key: String, $since: DateTime,
+           $first: Int! = 50, $after: String, $last: Int, $before: String) {
+  tasks(states: $states, name: $name, idempotencyKey: $key, createdAfter: $since,
+        first: $first, after: $after, last: $last, before: $before) {
+    nodes { id traceId }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+  }
+}
+"""
 
 
 async def submit(gql: GraphQL, **task: Any) -> dict[str, Any]:
@@ -138,7 +148,7 @@ async def test_list_pages_and_filters(gql: GraphQL) -> None:
     body = await gql(LIST, queue="default", first=2, after=cursor)
     page = body["data"]["tasks"]
     assert [n["id"] for n in page["nodes"]] == [ids[0]]
-    assert page["pageInfo"] == {"hasNextPage": False, "endCursor": None}
+    assert page["pageInfo"] == {"hasNextPage": False, "endCursor": page["edges"][0]["cursor"]}
 
     body = await gql(LIST, queue="other", first=10)
     assert [n["id"] for n in body["data"]["tasks"]["nodes"]] == [other]
@@ -148,6 +158,41 @@ async def test_list_pages_and_filters(gql: GraphQL) -> None:
     body = await gql(LIST, state="SUCCEEDED", first=10)
     assert body["data"]["tasks"]["nodes"] == []
     assert body["data"]["tasks"]["pageInfo"] == {"hasNextPage": False, "endCursor": None}
+
+
+async def test_list_pages_back_and_forth_with_new_filters(gql: GraphQL) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    ids = [(await submit(gql, name="echo", payload=i, runAt=later))["id"] for i in range(5)]
+    keyed = (await submit(gql, name="sleep", idempotencyKey="k-1", runAt=later))["id"]
+    newest_first = [keyed, *reversed(ids)]
+
+    first = (await gql(PAGE, first=2))["data"]["tasks"]
+    assert [n["id"] for n in first["nodes"]] == newest_first[:2]
+    assert first["pageInfo"]["hasNextPage"] and not first["pageInfo"]["hasPreviousPage"]
+    second = (await gql(PAGE, first=2, after=first["pageInfo"]["endCursor"]))["data"]["tasks"]
+    assert [n["id"] for n in second["nodes"]] == newest_first[2:4]
+    assert second["pageInfo"]["hasNextPage"] and second["pageInfo"]["hasPreviousPage"]
+    # Back from the second page to the first, still newest first.
+    back = (await gql(PAGE, last=2, before=second["pageInfo"]["startCursor"]))["data"]["tasks"]
+    assert [n["id"] for n in back["nodes"]] == newest_first[:2]
+    assert back["pageInfo"]["hasNextPage"] and not back["pageInfo"]["hasPreviousPage"]
+    # `last` alone: the oldest tasks.
+    oldest = (await gql(PAGE, last=2))["data"]["tasks"]
+    assert [n["id"] for n in oldest["nodes"]] == newest_first[-2:]
+    assert oldest["pageInfo"]["hasPreviousPage"] and not oldest["pageInfo"]["hasNextPage"]
+
+    by_name = (await gql(PAGE, name="sleep"))["data"]["tasks"]["nodes"]
+    assert [n["id"] for n in by_name] == [keyed]
+    assert by_name[0]["traceId"] is None or len(by_name[0]["traceId"]) == 32
+    assert [n["id"] for n in (await gql(PAGE, key="k-1"))["data"]["tasks"]["nodes"]] == [keyed]
+    states = (await gql(PAGE, states=["SCHEDULED", "DEAD"]))["data"]["tasks"]["nodes"]
+    assert len(states) == 6
+    future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    assert (await gql(PAGE, since=future))["data"]["tasks"]["nodes"] == []
+
+    body = await gql(PAGE, first=2, after=first["pageInfo"]["endCursor"], last=2)
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_ARGUMENT"
+    assert "not both" in body["errors"][0]["message"]
 
 
 async def test_cancel_a_scheduled_task_then_again(gql: GraphQL) -> None:
@@ -289,3 +334,38 @@ def test_a_task_shown_is_not_kept() -> None:
     del task, shown
     gc.collect()
     assert gone() is None
+
+
+BULK = """
+mutation Bulk($selection: TaskSelection!) {
+  cancelTasks(selection: $selection) { affected ids more }
+}
+"""
+COUNT = "query Count($selection: TaskSelection!) { taskCount(selection: $selection) }"
+
+
+async def test_count_and_bulk_actions(gql: GraphQL) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    ids = [(await submit(gql, name="echo", payload=i, runAt=later))["id"] for i in range(3)]
+    waiting = {"states": ["SCHEDULED"]}
+    assert (await gql(COUNT, selection=waiting))["data"]["taskCount"] == 3
+
+    body = await gql(BULK, selection={**waiting, "limit": 2})
+    assert body["data"]["cancelTasks"]["affected"] == 2 and body["data"]["cancelTasks"]["more"]
+    body = await gql(BULK, selection=waiting)
+    assert body["data"]["cancelTasks"] == {"affected": 1, "ids": [ids[2]], "more": False}
+
+    retried = await gql(
+        "mutation($s: TaskSelection!) { retryTasks(selection: $s) { affected more } }",
+        s={"ids": ids[:2]},
+    )
+    assert retried["data"]["retryTasks"] == {"affected": 2, "more": False}, retried
+    for task_id in ids[:2]:
+        assert (await finished(gql, task_id))["state"] == "SUCCEEDED"
+    purge = "mutation($s: TaskSelection!) { purgeTasks(selection: $s) { affected ids } }"
+    body = await gql(purge, s={"states": ["SUCCEEDED"], "finishedBefore": later})
+    assert sorted(body["data"]["purgeTasks"]["ids"]) == sorted(ids[:2]), body
+    assert (await gql(COUNT, selection={}))["data"]["taskCount"] == 1
+
+    body = await gql(BULK, selection={"limit": 0, "ids": ["nope"]})
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_ARGUMENT", body

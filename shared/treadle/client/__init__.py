@@ -43,6 +43,7 @@ from treadle.common.stats import (
     Trends,
 )
 from treadle.common.tasks import (
+    BulkResult,
     Queue,
     RetryPolicy,
     Schedule,
@@ -50,6 +51,7 @@ from treadle.common.tasks import (
     Task,
     TaskError,
     TaskPage,
+    TaskSelection,
     TaskSpec,
     TaskState,
 )
@@ -58,6 +60,7 @@ from treadle.common.tls import TLSConfig
 __all__ = [
     "Alert",
     "AuditEvent",
+    "BulkResult",
     "Client",
     "DeadlineExceeded",
     "ErrorPattern",
@@ -81,6 +84,7 @@ __all__ = [
     "Task",
     "TaskError",
     "TaskPage",
+    "TaskSelection",
     "TaskSpec",
     "TaskState",
     "TreadleError",

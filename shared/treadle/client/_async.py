@@ -16,7 +16,16 @@ import contextlib
 import contextvars
 import copy
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -57,6 +66,7 @@ _SERVICE_CONFIG = json.dumps(
                     {"service": "treadle.api.v1.SchedulerService", "method": "GetTask"},
                     {"service": "treadle.api.v1.SchedulerService", "method": "GetTasks"},
                     {"service": "treadle.api.v1.SchedulerService", "method": "ListTasks"},
+                    {"service": "treadle.api.v1.SchedulerService", "method": "CountTasks"},
                     {"service": "treadle.api.v1.SchedulerService", "method": "WatchTask"},
                     {"service": "treadle.api.v1.SchedulerService", "method": "GetQueueStats"},
                     {"service": "treadle.api.v1.SchedulerService", "method": "ListQueueStats"},
@@ -171,6 +181,54 @@ def _error(exc: grpc.aio.AioRpcError) -> errors.TreadleError:
     return status.from_grpc(exc.code(), exc.details() or "", retry_after)
 
 
+def _state(state: TaskState | str | None, field: str = "state") -> TaskState | None:
+    return None if state is None else wire.as_enum(TaskState, state, field)
+
+
+def _states(states: Iterable[TaskState | str]) -> tuple[TaskState, ...]:
+    if isinstance(states, str | TaskState):  # one state given alone
+        states = (states,)
+    return tuple(wire.as_enum(TaskState, s, "states") for s in states)
+
+
+def _policy(retry: RetryPolicy | Mapping[str, float]) -> RetryPolicy:
+    """A retry policy given as one, or as a mapping of its fields."""
+    if isinstance(retry, RetryPolicy):
+        return retry
+    try:
+        return RetryPolicy(**retry)
+    except TypeError as exc:
+        raise errors.InvalidArgument(
+            f"retry {dict(retry)!r} is not a retry policy: {exc}"
+        ) from None
+
+
+def _selection(
+    ids: Iterable[str],
+    queue: str | None,
+    states: Iterable[TaskState | str],
+    name: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    finished_before: datetime | None,
+    limit: int | None,
+) -> pb.TaskSelection:
+    if isinstance(ids, str):
+        ids = (ids,)
+    return wire.selection_to_proto(
+        tasks.TaskSelection(
+            ids=tuple(ids),
+            queue=queue or None,
+            states=_states(states),
+            name=name or None,
+            created_after=created_after,
+            created_before=created_before,
+            finished_before=finished_before,
+            limit=limit,
+        )
+    )
+
+
 class Client:
     """An async client for one scheduler address (any replica will do)."""
 
@@ -261,7 +319,7 @@ class Client:
         idempotency_key: str | None = None,
         delay_seconds: float | None = None,
         timeout_seconds: float | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | Mapping[str, float] | None = None,
         wait_for_rate_limit: bool = False,
     ) -> Task:
         """Submit one task; returns it as stored (state QUEUED or SCHEDULED).
@@ -282,7 +340,7 @@ class Client:
             idempotency_key=idempotency_key,
             delay_seconds=delay_seconds,
             timeout_seconds=timeout_seconds,
-            retry=retry,
+            retry=None if retry is None else _policy(retry),
         )
         return (await self.submit_spec(spec, wait_for_rate_limit=wait_for_rate_limit)).task
 
@@ -377,34 +435,141 @@ class Client:
         self,
         *,
         queue: str | None = None,
-        state: TaskState | None = None,
+        state: TaskState | str | None = None,
         page_size: int | None = None,
         cursor: str | None = None,
+        states: Iterable[TaskState | str] = (),
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        idempotency_key: str | None = None,
+        backward: bool = False,
     ) -> tasks.TaskPage:
-        """One page of tasks, newest first; pass `next_cursor` back for the next page."""
+        """One page of tasks, newest first, matching every filter given
+        (`state` and `states`: any of them; a state as `TaskState` or its name).
+        Pass `next_cursor` back as `cursor` for the page of older tasks, or
+        `previous_cursor` with `backward=True` for the page of newer ones."""
         request = pb.ListTasksRequest(
             queue=queue or "",
-            state=wire.state_to_proto(state),
+            state=wire.state_to_proto(_state(state)),
+            states=wire.states_to_proto(_states(states)),
             page_size=page_size or 0,
             page_token=cursor or "",
+            name=name or "",
+            idempotency_key=idempotency_key or "",
+            backward=backward,
         )
+        wire.time_to_proto(created_after, request.created_after, "created_after")
+        wire.time_to_proto(created_before, request.created_before, "created_before")
         reply = await self._call(self._stub.ListTasks, request)
         return tasks.TaskPage(
-            [wire.task_from_proto(t) for t in reply.tasks], reply.next_page_token or None
+            [wire.task_from_proto(t) for t in reply.tasks],
+            reply.next_page_token or None,
+            reply.previous_page_token or None,
+            tuple(reply.cursors),
         )
 
     async def iter_tasks(
-        self, *, queue: str | None = None, state: TaskState | None = None, page_size: int = 500
+        self,
+        *,
+        queue: str | None = None,
+        state: TaskState | str | None = None,
+        page_size: int = 500,
+        **filters: Any,
     ) -> AsyncIterator[Task]:
-        """Every matching task, newest first, fetched a page at a time."""
+        """Every matching task, newest first, fetched a page at a time;
+        `filters`: those of `list`."""
         cursor: str | None = None
         while True:
-            page = await self.list(queue=queue, state=state, page_size=page_size, cursor=cursor)
+            page = await self.list(
+                queue=queue, state=state, page_size=page_size, cursor=cursor, **filters
+            )
             for task in page.tasks:
                 yield task
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    async def count_tasks(
+        self,
+        *,
+        ids: Iterable[str] = (),
+        queue: str | None = None,
+        states: Iterable[TaskState | str] = (),
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_before: datetime | None = None,
+    ) -> int:
+        """How many tasks match every filter given (none: all the caller's)."""
+        selection = _selection(
+            ids, queue, states, name, created_after, created_before, finished_before, None
+        )
+        reply = await self._call(self._stub.CountTasks, pb.CountTasksRequest(selection=selection))
+        return reply.count
+
+    async def retry_tasks(
+        self,
+        *,
+        ids: Iterable[str] = (),
+        queue: str | None = None,
+        states: Iterable[TaskState | str] = (),
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> tasks.BulkResult:
+        """Requeue, as `retry` does, one batch (at most `limit`, default 500) of
+        the DEAD or CANCELLED tasks matching every filter given; call again
+        while the result's `more` is true. Admin scope."""
+        selection = _selection(
+            ids, queue, states, name, created_after, created_before, finished_before, limit
+        )
+        reply = await self._call(self._stub.RetryTasks, pb.RetryTasksRequest(selection=selection))
+        return tasks.BulkResult(reply.affected, tuple(reply.ids), reply.more)
+
+    async def cancel_tasks(
+        self,
+        *,
+        ids: Iterable[str] = (),
+        queue: str | None = None,
+        states: Iterable[TaskState | str] = (),
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> tasks.BulkResult:
+        """Cancel, as `cancel` does, one batch of the unfinished tasks matching
+        every filter given (RUNNING ones: asked to cancel); call again while
+        `more` is true. Admin scope."""
+        selection = _selection(
+            ids, queue, states, name, created_after, created_before, finished_before, limit
+        )
+        reply = await self._call(self._stub.CancelTasks, pb.CancelTasksRequest(selection=selection))
+        return tasks.BulkResult(reply.affected, tuple(reply.ids), reply.more)
+
+    async def purge_tasks(
+        self,
+        *,
+        ids: Iterable[str] = (),
+        queue: str | None = None,
+        states: Iterable[TaskState | str] = (),
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        finished_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> tasks.BulkResult:
+        """Delete one batch of the finished (SUCCEEDED, DEAD, CANCELLED) tasks
+        matching every filter given; call again while `more` is true. Admin
+        scope; recorded in the audit log."""
+        selection = _selection(
+            ids, queue, states, name, created_after, created_before, finished_before, limit
+        )
+        reply = await self._call(self._stub.PurgeTasks, pb.PurgeTasksRequest(selection=selection))
+        return tasks.BulkResult(reply.affected, tuple(reply.ids), reply.more)
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a waiting task at once; for a running task, ask its replica to
@@ -450,7 +615,7 @@ class Client:
         max_concurrent: int | None = None,
         max_attempts: int | None = None,
         timeout_seconds: float | None = None,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | Mapping[str, float] | None = None,
         start_limit: int | None = None,
         start_window_seconds: float | None = None,
         start_limit_key: str | None = None,
@@ -472,7 +637,7 @@ class Client:
             start_limit_key=start_limit_key,
         )
         if retry is not None:
-            request.retry.CopyFrom(wire.retry_to_proto(retry))
+            request.retry.CopyFrom(wire.retry_to_proto(_policy(retry)))
         reply = await self._call(self._stub.UpdateQueue, request)
         return wire.queue_from_proto(reply.queue)
 
@@ -535,11 +700,12 @@ class Client:
         *,
         since: datetime | None = None,
         until: datetime | None = None,
-        granularity: Granularity = Granularity.HOUR,
+        granularity: Granularity | str = Granularity.HOUR,
         queues: Sequence[str] = (),
     ) -> stats.Trends:
         """Per-hour or per-day counts from `since` (default: 24 h before `until`,
         rounded down) until `until` (default: now), over `queues` (default: all)."""
+        granularity = wire.as_enum(Granularity, granularity, "granularity")
         request = pb.GetTrendsRequest(
             granularity=stats_wire.granularity_to_proto(granularity), queues=list(queues)
         )

@@ -85,6 +85,8 @@ class Task:
     cancel_requested: bool = False
     timeout_seconds: float | None = None
     retry: RetryPolicy = RetryPolicy()
+    #: The trace id (32 hex digits) of the trace it was submitted in; None: none.
+    trace_id: str | None = None
 
     @functools.cached_property
     def payload(self) -> Any:
@@ -126,10 +128,56 @@ class Submitted:
 
 @dataclasses.dataclass(frozen=True)
 class TaskPage:
-    """One page of a task listing; `next_cursor` is None on the last page."""
+    """One page of a task listing, newest first. `next_cursor` pages on to
+    older tasks (None on the last page); `previous_cursor`, listed backward,
+    to newer ones (None when there are none). `cursors`: each task's own
+    position, in order (to page after or before it)."""
 
     tasks: list[Task]
     next_cursor: str | None
+    previous_cursor: str | None = None
+    cursors: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFilter:
+    """What a task listing shows: tasks matching every field given (None or
+    empty: any)."""
+
+    queue: str | None = None
+    #: Any of these states.
+    states: tuple[TaskState, ...] = ()
+    name: str | None = None
+    #: Created at or after / before.
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    idempotency_key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSelection:
+    """The tasks a bulk action (count, retry, cancel, purge) acts on: those
+    matching every field given (None or empty: any). `limit`: the most one
+    call changes (None: the scheduler's default, 500)."""
+
+    ids: tuple[str, ...] = ()
+    queue: str | None = None
+    states: tuple[TaskState, ...] = ()
+    name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    finished_before: datetime | None = None
+    limit: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BulkResult:
+    """What one batch of a bulk action did: how many tasks it changed, their
+    ids, and whether matching tasks remain that another call would change."""
+
+    affected: int
+    ids: tuple[str, ...]
+    more: bool
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
@@ -205,6 +206,31 @@ def clean_carrier(received: Mapping[str, str]) -> Carrier | None:
     carrier: Carrier = {}
     propagate.inject(carrier, context=context)
     return carrier or None
+
+
+#: The trace id in a traceparent (W3C: version-traceid-parentid-flags), in a
+#: carrier or in its JSON text.
+_TRACEPARENT = re.compile(r'traceparent"?\s*[:=]?\s*"?[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-')
+
+
+def trace_id_of(carrier: Mapping[str, str] | str | None) -> str | None:
+    """The trace id (32 hex digits) of a stored W3C trace context, given as a
+    carrier or as its JSON text; None when it holds no valid one."""
+    if not carrier:
+        return None
+    if isinstance(carrier, str):
+        match = _TRACEPARENT.search(carrier)
+        trace_id = match[1] if match else None
+    else:
+        parts = carrier.get("traceparent", "").split("-")
+        trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+    if (
+        trace_id is None
+        or trace_id == "0" * 32
+        or not all(c in "0123456789abcdef" for c in trace_id)
+    ):
+        return None
+    return trace_id
 
 
 def context_from(carrier: Mapping[str, str] | None) -> otel_context.Context:

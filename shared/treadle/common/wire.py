@@ -59,6 +59,7 @@ from treadle.common.tasks import (
     Schedule,
     Task,
     TaskError,
+    TaskSelection,
     TaskSpec,
     TaskState,
 )
@@ -272,6 +273,21 @@ def enum_from_proto(
     return cls(known.name.removeprefix(_prefix(values)))
 
 
+def as_enum(cls: type[E], value: E | str, field: str) -> E:
+    """`value` as a member of `cls`: a member itself, or its value or name as
+    a string in any case (`"dead"`, `TaskState.DEAD`); anything else is
+    `InvalidArgument` naming `field` and the values it may take."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        for member in cls:
+            if text.upper() in (str(member.value).upper(), member.name.upper()):
+                return member
+    known = ", ".join(str(m.value) for m in cls)
+    raise InvalidArgument(f"{field} {value!r} is not one of {known}")
+
+
 # -- the codec -------------------------------------------------------------------------
 
 #: Every codec by its dataclass, so a codec finds those of its nested types.
@@ -427,6 +443,25 @@ _SPEC = Codec(
     rename={"payload_json": "payload"},
     decode={"payload_json": lambda m: m.payload or "null"},
 )
+
+
+def states_from_proto(values: Any, field: str = "states") -> tuple[TaskState, ...]:
+    states = tuple(state_from_proto(v, field) for v in values)
+    if None in states:
+        raise InvalidArgument(f"{field} must not hold TASK_STATE_UNSPECIFIED")
+    return typing.cast(tuple[TaskState, ...], states)
+
+
+def states_to_proto(states: Any) -> list[pb.TaskState.ValueType]:
+    return [state_to_proto(s) for s in states]
+
+
+_SELECTION = Codec(
+    TaskSelection,
+    pb.TaskSelection,
+    encode={"states": states_to_proto},
+    decode={"states": lambda m: states_from_proto(m.states)},
+)
 _QUEUE = Codec(Queue, pb.Queue)
 _SCHEDULE = Codec(Schedule, pb.Schedule, decode={"timezone": lambda m: m.timezone or "UTC"})
 _REPLICA = Codec(ReplicaInfo, pb.Replica)
@@ -441,5 +476,7 @@ queue_to_proto = _QUEUE.to_proto
 queue_from_proto = _QUEUE.from_proto
 schedule_to_proto = _SCHEDULE.to_proto
 schedule_from_proto = _SCHEDULE.from_proto
+selection_to_proto = _SELECTION.to_proto
+selection_from_proto = _SELECTION.from_proto
 replica_to_proto = _REPLICA.to_proto
 replica_from_proto = _REPLICA.from_proto

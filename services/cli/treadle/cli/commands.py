@@ -46,6 +46,7 @@ def task_json(task: Task) -> str:
 
 UP_BANNER = """
 Treadle is up. Press Ctrl-C to stop.
+  console    {http}/  (the web console, in a browser)
   GraphQL    {http}/graphql  (POST; GraphiQL when opened in a browser)
   health     {http}/health, {http}/health/detailed
   metrics    {http}/metrics (gateway), http://{metrics}/metrics (scheduler)

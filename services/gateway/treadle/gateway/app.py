@@ -1,5 +1,5 @@
 """The Starlette application: `/graphql` (with GraphiQL and WebSocket subscriptions),
-`/health`, `/health/detailed` and `/metrics`.
+`/health`, `/health/detailed`, `/metrics`, and the web console at `/` (`console`).
 
 `lifespan` owns the one scheduler client, opened at start-up and closed at
 shut-down, and hands it to requests through the lifespan state.
@@ -33,7 +33,7 @@ from strawberry.types.unset import UnsetType
 from treadle.client import Client
 from treadle.common import access, telemetry, wire
 from treadle.common.errors import InvalidArgument
-from treadle.gateway import cors, health, limits, tracing
+from treadle.gateway import console, cors, health, limits, tracing
 from treadle.gateway.metrics import GatewayMetrics
 from treadle.gateway.schema import Context, create_schema
 from treadle.gateway.settings import Settings
@@ -70,6 +70,9 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise ConnectionRejectionError({"message": "authorization must be a string"})
             context.client = caller_client(context.request, given)
         return await super().on_ws_connect(context)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return console.graphiql(request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -162,6 +165,7 @@ def create_app(
                 methods=["GET"],
             ),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
+            *console.routes(),
         ],
         lifespan=lifespan,
         middleware=[

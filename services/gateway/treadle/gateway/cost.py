@@ -41,6 +41,7 @@ from graphql import (
     GraphQLObjectType,
     InlineFragmentNode,
     IntValueNode,
+    NullValueNode,
     OperationDefinitionNode,
     SelectionNode,
     VisitorAction,
@@ -54,7 +55,7 @@ from treadle.common.errors import InvalidArgument
 #: Items a list without a page size counts for.
 LIST_SIZE = 10
 #: The page-size arguments, with the largest value the scheduler accepts.
-PAGE_SIZES = {"first": 1000, "limit": 100}
+PAGE_SIZES = {"first": 1000, "last": 1000, "limit": 100}
 
 
 class CostLimit(ValidationRule):
@@ -138,18 +139,27 @@ class CostLimit(ValidationRule):
 
 
 def _page_size(node: FieldNode, arguments: dict[str, Any]) -> int | None:
-    """The page size a field asks for, or None when it has no page-size argument."""
+    """The page size a field asks for (the largest of its page-size arguments
+    given or defaulted), or None when it has no page-size argument."""
+    sizes = []
+    unsized = []
     for name, largest in PAGE_SIZES.items():
         if name not in arguments:
             continue
         given = next((a.value for a in node.arguments or () if a.name.value == name), None)
         if given is None:
             default = arguments[name].default_value
-            return min(max(default, 0), largest) if isinstance(default, int) else largest
-        if isinstance(given, IntValueNode):
-            return min(max(int(given.value), 0), largest)
-        return largest  # a variable: any value up to the largest
-    return None
+            if isinstance(default, int):
+                sizes.append(min(max(default, 0), largest))
+            else:
+                unsized.append(largest)  # no default: as large as it may be
+        elif isinstance(given, IntValueNode):
+            sizes.append(min(max(int(given.value), 0), largest))
+        elif not isinstance(given, NullValueNode):
+            sizes.append(largest)  # a variable: any value up to the largest
+    if sizes:
+        return max(sizes)
+    return max(unsized) if unsized else None
 
 
 def rule(max_cost: int) -> type[CostLimit]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -42,6 +43,7 @@ from treadle.gateway.stats import SCALARS, StatsQuery
 from treadle.gateway.types import (
     AuditEvent,
     AuditPage,
+    BulkResult,
     CreateScheduleInput,
     Queue,
     Replica,
@@ -49,6 +51,7 @@ from treadle.gateway.types import (
     SubmitTaskInput,
     Task,
     TaskConnection,
+    TaskSelectionInput,
     TaskState,
     UpdateQueueInput,
     from_domain,
@@ -87,18 +90,83 @@ async def list_tasks(
     info: Info,
     queue: str | None = None,
     state: TaskState | None = None,
+    states: list[TaskState] | None = None,
+    name: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    idempotency_key: str | None = None,
     first: int = 50,
     after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> TaskConnection:
-    if first < 1:
-        raise InvalidArgument(f"first must be at least 1, got {first}")
+    backward = last is not None or before is not None
+    if backward and after is not None:
+        raise InvalidArgument("give `after` (paging forward) or `before`/`last`, not both")
+    size = last if last is not None else first
+    if size < 1:
+        raise InvalidArgument(
+            f"{'last' if last is not None else 'first'} must be at least 1, got {size}"
+        )
     page = await info.context.client.list(
         queue=queue,
         state=state,
-        page_size=first,
-        cursor=after,
+        states=states or (),
+        name=name,
+        created_after=created_after,
+        created_before=created_before,
+        idempotency_key=idempotency_key,
+        page_size=size,
+        cursor=before if backward else after,
+        backward=backward,
     )
     return TaskConnection.from_page(page)
+
+
+async def task_count(info: Info, selection: TaskSelectionInput) -> int:
+    chosen = selection.selection()
+    return await info.context.client.count_tasks(
+        ids=chosen.ids,
+        queue=chosen.queue,
+        states=chosen.states,
+        name=chosen.name,
+        created_after=chosen.created_after,
+        created_before=chosen.created_before,
+        finished_before=chosen.finished_before,
+    )
+
+
+async def _bulk(info: Info, action: str, selection: TaskSelectionInput) -> BulkResult:
+    chosen = selection.selection()
+    client = info.context.client
+    call = {
+        "retry": client.retry_tasks,
+        "cancel": client.cancel_tasks,
+        "purge": client.purge_tasks,
+    }[action]
+    done = await call(
+        ids=chosen.ids,
+        queue=chosen.queue,
+        states=chosen.states,
+        name=chosen.name,
+        created_after=chosen.created_after,
+        created_before=chosen.created_before,
+        finished_before=chosen.finished_before,
+        limit=chosen.limit,
+    )
+    return BulkResult.from_result(done)
+
+
+async def retry_tasks(info: Info, selection: TaskSelectionInput) -> BulkResult:
+    return await _bulk(info, "retry", selection)
+
+
+async def cancel_tasks(info: Info, selection: TaskSelectionInput) -> BulkResult:
+    return await _bulk(info, "cancel", selection)
+
+
+async def purge_tasks(info: Info, selection: TaskSelectionInput) -> BulkResult:
+    return await _bulk(info, "purge", selection)
 
 
 async def submit(info: Info, input: SubmitTaskInput) -> Task:
@@ -201,7 +269,12 @@ class Query(StatsQuery):
     )
     tasks: TaskConnection = strawberry.field(
         resolver=list_tasks,
-        description="Tasks newest first, `first` at a time, filtered by queue and state.",
+        description="Tasks newest first, matching every filter given (`state` and `states`: "
+        "any of them), `first` at a time after `after`; with `last` and/or `before`, the "
+        "`last` tasks just newer than `before` (without it, the oldest), still newest first.",
+    )
+    task_count: int = strawberry.field(
+        resolver=task_count, description="How many tasks the selection matches."
     )
     schedules: list[Schedule] = strawberry.field(
         resolver=list_schedules, description="Every cron schedule, by name."
@@ -236,6 +309,21 @@ class Mutation:
     )
     retry_task: Task = strawberry.mutation(
         resolver=retry, description="Requeue a DEAD or CANCELLED task with fresh attempts."
+    )
+    retry_tasks: BulkResult = strawberry.mutation(
+        resolver=retry_tasks,
+        description="Requeue one batch (`limit`) of the selection's DEAD or CANCELLED tasks; "
+        "call again while `more` is true.",
+    )
+    cancel_tasks: BulkResult = strawberry.mutation(
+        resolver=cancel_tasks,
+        description="Cancel one batch of the selection's unfinished tasks (running ones on "
+        "the replica running them); call again while `more` is true.",
+    )
+    purge_tasks: BulkResult = strawberry.mutation(
+        resolver=purge_tasks,
+        description="Delete one batch of the selection's finished tasks (SUCCEEDED, DEAD, "
+        "CANCELLED); call again while `more` is true. Admin scope.",
     )
     update_queue: Queue = strawberry.mutation(
         resolver=update_queue, description="Change a queue's settings."

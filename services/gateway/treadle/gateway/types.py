@@ -199,6 +199,10 @@ class Task:
         description="Time limit per attempt; null: none."
     )
     retry: RetryPolicy
+    trace_id: str | None = strawberry.field(
+        description="The trace id (32 hex digits) of the trace the task was submitted in; "
+        "null when none."
+    )
     existing: bool | None = strawberry.field(
         default=None,
         description=(
@@ -230,6 +234,7 @@ class Task:
             cancel_requested=task.cancel_requested,
             timeout_seconds=task.timeout_seconds,
             retry=RetryPolicy.from_policy(task.retry),
+            trace_id=task.trace_id,
             existing=existing,
             source=task,
         )
@@ -238,19 +243,25 @@ class Task:
 @strawberry.type
 class TaskEdge:
     node: Task
-    cursor: str | None = strawberry.field(
-        description=(
-            "Pass as `after` to continue after this task. Only the last edge of a page "
-            "that has a next page carries one: the scheduler's cursors are per page."
-        )
+    cursor: str = strawberry.field(
+        description="This task's position: pass as `after` for the tasks older than it, "
+        "or as `before` for the newer ones."
     )
 
 
 @strawberry.type
 class PageInfo:
-    has_next_page: bool
+    has_next_page: bool = strawberry.field(description="Older tasks follow this page.")
+    has_previous_page: bool = strawberry.field(
+        description="Newer tasks precede this page (known when paging backward, or after a cursor)."
+    )
+    start_cursor: str | None = strawberry.field(
+        description="The first edge's cursor: pass as `before` (with `last`) for the "
+        "previous page; null when the page is empty."
+    )
     end_cursor: str | None = strawberry.field(
-        description="Pass as `after` for the next page; null on the last page."
+        description="The last edge's cursor: pass as `after` for the next page; null when "
+        "the page is empty."
     )
 
 
@@ -263,16 +274,68 @@ class TaskConnection:
     @classmethod
     def from_page(cls, page: tasks.TaskPage) -> TaskConnection:
         nodes = [Task.from_task(t) for t in page.tasks]
-        edges = [
-            TaskEdge(node=node, cursor=page.next_cursor if i == len(nodes) - 1 else None)
-            for i, node in enumerate(nodes)
-        ]
+        edges = [TaskEdge(node=n, cursor=c) for n, c in zip(nodes, page.cursors, strict=True)]
         return cls(
             edges=edges,
             nodes=nodes,
             page_info=PageInfo(
-                has_next_page=page.next_cursor is not None, end_cursor=page.next_cursor
+                has_next_page=page.next_cursor is not None,
+                has_previous_page=page.previous_cursor is not None,
+                start_cursor=page.cursors[0] if page.cursors else None,
+                end_cursor=page.cursors[-1] if page.cursors else None,
             ),
+        )
+
+
+@strawberry.input(
+    name="TaskSelection",
+    description="The tasks a bulk action or a count applies to: those matching every field "
+    "given (a field left out matches every task).",
+)
+class TaskSelectionInput:
+    ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Only these tasks (at most 1,000)."
+    )
+    queue: str | None = None
+    states: list[TaskState] | None = strawberry.field(
+        default=None, description="Only tasks in any of these states."
+    )
+    name: str | None = strawberry.field(default=None, description="Only tasks of this name.")
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    finished_before: datetime | None = None
+    limit: int | None = strawberry.field(
+        default=None,
+        description="The most tasks one call changes: 1..1000, default 500 (a count ignores it).",
+    )
+
+    def selection(self) -> tasks.TaskSelection:
+        return tasks.TaskSelection(
+            ids=tuple(str(i) for i in self.ids or ()),
+            queue=self.queue,
+            states=tuple(self.states or ()),
+            name=self.name,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            finished_before=self.finished_before,
+            limit=self.limit,
+        )
+
+
+@strawberry.type(description="What one call of a bulk action did.")
+class BulkResult:
+    affected: int = strawberry.field(description="Tasks changed by this call.")
+    ids: list[strawberry.ID] = strawberry.field(description="Their ids.")
+    more: bool = strawberry.field(
+        description="Matching tasks remain that another call would change: call again."
+    )
+
+    @classmethod
+    def from_result(cls, result: tasks.BulkResult) -> BulkResult:
+        return cls(
+            affected=result.affected,
+            ids=[strawberry.ID(i) for i in result.ids],
+            more=result.more,
         )
 
 

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import typing
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -79,6 +80,10 @@ RULES: dict[str, Rule] = {
     "WatchTask": READ_OWN,
     "CancelTask": ADMIN_CHANGE,
     "RetryTask": ADMIN_CHANGE,
+    "CountTasks": READ_OWN,
+    "RetryTasks": ADMIN_CHANGE,
+    "CancelTasks": ADMIN_CHANGE,
+    "PurgeTasks": ADMIN_CHANGE,
     "ListQueues": READ,
     "GetQueue": READ,
     "UpdateQueue": ADMIN_CHANGE,
@@ -144,8 +149,11 @@ def bearer_token(metadata: Any) -> str:
 
 def _target(request: Message) -> str:
     """What an admin call acted on: the request's `id` or `name`, else that of
-    the message it carries (CreateSchedule's schedule)."""
+    the message it carries (CreateSchedule's schedule); for a bulk call, the
+    queue its selection names (the whole selection is the change)."""
     fields = request.DESCRIPTOR.fields_by_name
+    if "selection" in fields:
+        return str(typing.cast(Any, request).selection.queue)
     for name in ("id", "name"):
         if name in fields:
             return str(getattr(request, name))

@@ -16,18 +16,22 @@ import dataclasses
 import functools
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 
 from opentelemetry import trace
 
 from treadle.common import wire
 from treadle.common.errors import InvalidArgument, InvalidState, NotFound
 from treadle.common.tasks import (
+    BulkResult,
     Queue,
     QueueUpdate,
     ReplicaInfo,
     Submitted,
     Task,
+    TaskFilter,
     TaskPage,
+    TaskSelection,
     TaskSpec,
     TaskState,
 )
@@ -42,6 +46,7 @@ from treadle.scheduler.model import (
     check_name,
     check_queue_update,
     check_spec,
+    check_time,
     found,
     parse_task_id,
 )
@@ -49,8 +54,21 @@ from treadle.scheduler.registry import Registry
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.store import Store
 
+#: A listing's filter that keeps every task.
+EVERY_TASK = TaskFilter()
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: Tasks one call of a bulk action changes at most, and when the caller does not say.
+MAX_BULK = 1000
+DEFAULT_BULK = 500
+#: The states each bulk action acts on (those its one-task call allows).
+BULK_STATES: dict[str, frozenset[TaskState]] = {
+    "retry": frozenset({TaskState.DEAD, TaskState.CANCELLED}),
+    "cancel": frozenset(
+        {TaskState.QUEUED, TaskState.SCHEDULED, TaskState.RETRYING, TaskState.RUNNING}
+    ),
+    "purge": frozenset({TaskState.SUCCEEDED, TaskState.DEAD, TaskState.CANCELLED}),
+}
 MAX_BATCH = 10_000
 #: Longer than any cursor `encode_cursor` makes.
 MAX_CURSOR_LENGTH = 64
@@ -74,6 +92,42 @@ def decode_cursor(cursor: str) -> int:
         return seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument(f"invalid page cursor {wire.shown(cursor)}") from None
+
+
+def _check_filter(where: TaskFilter) -> None:
+    if where.queue:
+        check_name(where.queue, "queue")
+    if where.name:
+        check_name(where.name, "name")
+    if where.idempotency_key:
+        check_name(where.idempotency_key, "idempotency_key")
+    _check_range(where.created_after, where.created_before)
+
+
+def _check_range(after: datetime | None, before: datetime | None) -> None:
+    for value, field in ((after, "created_after"), (before, "created_before")):
+        if value is not None:
+            check_time(value, field)
+    if after is not None and before is not None and after > before:
+        raise InvalidArgument(
+            f"created_after {after.isoformat()} is later than created_before {before.isoformat()}"
+        )
+
+
+def _check_selection(selection: TaskSelection) -> None:
+    if len(selection.ids) > MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            f"at most {MAX_PAGE_SIZE} ids per selection, got {len(selection.ids)}"
+        )
+    for task_id in selection.ids:
+        parse_task_id(task_id)
+    if selection.queue:
+        check_name(selection.queue, "queue")
+    if selection.name:
+        check_name(selection.name, "name")
+    _check_range(selection.created_after, selection.created_before)
+    if selection.finished_before is not None:
+        check_time(selection.finished_before, "finished_before")
 
 
 @dataclasses.dataclass(eq=False)
@@ -247,22 +301,83 @@ class Scheduler(Collaborators):
 
     async def list(
         self,
-        queue: str | None = None,
-        state: TaskState | None = None,
+        where: TaskFilter = EVERY_TASK,
         page_size: int | None = None,
         cursor: str | None = None,
+        backward: bool = False,
     ) -> TaskPage:
-        if queue:
-            check_name(queue, "queue")
+        """A page of the tasks `where` matches, newest first: older than
+        `cursor` (None: the newest), or, `backward`, the newer ones just past
+        it (None: the oldest)."""
+        _check_filter(where)
         size = page_size or DEFAULT_PAGE_SIZE
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
-        before = decode_cursor(cursor) if cursor else None
+        at = decode_cursor(cursor) if cursor else None
         caller = principal.current()
-        tasks, last_seq = await self.store.page(
-            caller.tenant, queue or None, state, before, size, caller.submitted_by
-        )
-        return TaskPage(tasks, encode_cursor(last_seq) if last_seq is not None else None)
+        states = set(where.states)
+        plain = where == TaskFilter(queue=where.queue, states=where.states) and len(states) <= 1
+        if plain and not backward:
+            # The common listings, each with a statement of its own (their indexes).
+            tasks, seqs, more = await self.store.page(
+                caller.tenant,
+                where.queue or None,
+                next(iter(states), None),
+                at,
+                size,
+                caller.submitted_by,
+            )
+        else:
+            tasks, seqs, more = await self.store.page_filtered(
+                caller.tenant, where, at, size, caller.submitted_by, backward
+            )
+        cursors = tuple(encode_cursor(seq) for seq in seqs)
+        # Past the page in its direction: `more`. Behind it: whatever lies
+        # past the cursor it started from, when it had one (from the cursor
+        # itself when the page is empty).
+        older: str | None
+        newer: str | None
+        if backward:
+            newer = cursors[0] if more else None
+            older = cursors[-1] if cursors else None
+            if at is None:
+                older = None
+            elif not cursors:
+                older = encode_cursor(at + 1)
+        else:
+            older = cursors[-1] if more else None
+            newer = cursors[0] if cursors else None
+            if not at:
+                newer = None
+            elif not cursors:
+                newer = encode_cursor(at - 1)
+        return TaskPage(tasks, older, newer, cursors)
+
+    async def count(self, selection: TaskSelection) -> int:
+        """How many of the caller's tasks `selection` matches."""
+        _check_selection(selection)
+        caller = principal.current()
+        return await self.store.count(caller.tenant, selection, caller.submitted_by)
+
+    async def bulk(self, action: str, selection: TaskSelection) -> BulkResult:
+        """One batch of `action` (retry, cancel, purge; `BULK_STATES`) on the
+        tasks `selection` matches, in one transaction; tasks the action does not
+        apply to are left alone."""
+        _check_selection(selection)
+        limit = selection.limit or DEFAULT_BULK
+        if not 1 <= limit <= MAX_BULK:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_BULK}, got {limit}")
+        acting_on = BULK_STATES[action]
+        states = acting_on & set(selection.states) if selection.states else acting_on
+        if not states:
+            return BulkResult(0, (), False)
+        tenant = principal.current().tenant
+        changed, more = await self.store.bulk(action, tenant, selection, sorted(states), limit)
+        if action == "cancel":
+            for task in changed:
+                if task.state is TaskState.CANCELLED:
+                    self.events.cancelled(tenant, task.queue)
+        return BulkResult(len(changed), tuple(c.task_id for c in changed), more)
 
     async def cancel(self, task_id: str) -> Task:
         """Cancel a waiting task at once. A running one is marked cancel-requested

@@ -35,7 +35,7 @@ from treadle.common import errors, grpc_limits, grpc_wrap, stats_wire, status, t
 from treadle.common.audit import audit_event_to_proto
 from treadle.common.health import SchedulerHealth, scheduler_health_to_proto
 from treadle.common.keys_wire import key_to_proto
-from treadle.common.tasks import QueueUpdate, Submitted, Task, TaskSpec
+from treadle.common.tasks import BulkResult, QueueUpdate, Submitted, Task, TaskFilter, TaskSpec
 from treadle.scheduler import audit, keys, model, principal
 from treadle.scheduler.audit import AuditLog
 from treadle.scheduler.core import Scheduler
@@ -227,16 +227,59 @@ class SchedulerServicer(pb_grpc.SchedulerServiceServicer):
     async def ListTasks(
         self, request: pb.ListTasksRequest, context: Context
     ) -> pb.ListTasksResponse:
-        page = await self.scheduler.list(
+        state = wire.state_from_proto(request.state)
+        states = wire.states_from_proto(request.states)
+        where = TaskFilter(
             queue=request.queue or None,
-            state=wire.state_from_proto(request.state),
+            states=tuple(dict.fromkeys((*states, *([state] if state else [])))),
+            name=request.name or None,
+            created_after=wire.time_from_proto(request, "created_after"),
+            created_before=wire.time_from_proto(request, "created_before"),
+            idempotency_key=request.idempotency_key or None,
+        )
+        page = await self.scheduler.list(
+            where,
             page_size=request.page_size or None,
             cursor=request.page_token or None,
+            backward=request.backward,
         )
         return pb.ListTasksResponse(
             tasks=[wire.task_to_proto(t) for t in page.tasks],
             next_page_token=page.next_cursor or "",
+            previous_page_token=page.previous_cursor or "",
+            cursors=page.cursors,
         )
+
+    @_edge
+    async def CountTasks(
+        self, request: pb.CountTasksRequest, context: Context
+    ) -> pb.CountTasksResponse:
+        selection = wire.selection_from_proto(request.selection)
+        return pb.CountTasksResponse(count=await self.scheduler.count(selection))
+
+    async def _bulk(self, action: str, selection: pb.TaskSelection) -> BulkResult:
+        return await self.scheduler.bulk(action, wire.selection_from_proto(selection))
+
+    @_edge
+    async def RetryTasks(
+        self, request: pb.RetryTasksRequest, context: Context
+    ) -> pb.RetryTasksResponse:
+        done = await self._bulk("retry", request.selection)
+        return pb.RetryTasksResponse(affected=done.affected, ids=done.ids, more=done.more)
+
+    @_edge
+    async def CancelTasks(
+        self, request: pb.CancelTasksRequest, context: Context
+    ) -> pb.CancelTasksResponse:
+        done = await self._bulk("cancel", request.selection)
+        return pb.CancelTasksResponse(affected=done.affected, ids=done.ids, more=done.more)
+
+    @_edge
+    async def PurgeTasks(
+        self, request: pb.PurgeTasksRequest, context: Context
+    ) -> pb.PurgeTasksResponse:
+        done = await self._bulk("purge", request.selection)
+        return pb.PurgeTasksResponse(affected=done.affected, ids=done.ids, more=done.more)
 
     @_edge
     async def CancelTask(

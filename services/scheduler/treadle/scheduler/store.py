@@ -27,8 +27,11 @@ from treadle.common.tasks import (
     Submitted,
     Task,
     TaskError,
+    TaskFilter,
+    TaskSelection,
     TaskState,
 )
+from treadle.common.telemetry import trace_id_of
 from treadle.scheduler import postgres
 from treadle.scheduler.listener import cancel_channel, ready_channel
 from treadle.scheduler.model import Applied, ClaimedTask, Lease, NewTask, Outcome, unrunnable
@@ -140,6 +143,7 @@ def _task(row: asyncpg.Record) -> Task:
         errors=tuple(_error(e) for e in errors) if isinstance(errors, list) else (),
         timeout_seconds=timeout if timeout is None or math.isfinite(timeout) else None,
         retry=_shown_retry(row),
+        trace_id=trace_id_of(row["trace_context"]),
     )
 
 
@@ -204,6 +208,7 @@ def _inserted(new: NewTask, row: asyncpg.Record) -> Task:
         idempotency_key=new.idempotency_key,
         timeout_seconds=row["timeout_seconds"],
         retry=_retry(row),
+        trace_id=trace_id_of(new.trace_context),
     )
 
 
@@ -212,6 +217,21 @@ def _backoff(retry: RetryPolicy | None) -> tuple[float | None, float | None, flo
     if retry is None:
         return None, None, None
     return retry.base_seconds, retry.factor, retry.max_seconds
+
+
+def _ids(selection: TaskSelection) -> list[uuid.UUID] | None:
+    """The selection's ids (checked by the caller), None when it names none."""
+    return [uuid.UUID(i) for i in selection.ids] or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Changed:
+    """A task a bulk action changed: its id, queue and state after it
+    (RUNNING: asked to cancel; for a purge, the state it was deleted in)."""
+
+    task_id: str
+    queue: str
+    state: TaskState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,8 +356,9 @@ class Store(postgres.PoolStore):
         before_seq: int | None,
         limit: int,
         submitted_by: str | None = None,
-    ) -> tuple[list[Task], int | None]:
-        """A page of tasks, newest first, and the cursor for the next page (or None)."""
+    ) -> tuple[list[Task], list[int], bool]:
+        """A page of tasks, newest first, older than `before_seq` (None: from
+        the newest), with their seqs and whether older ones remain."""
         if queue is not None and state is not None:
             rows = await self._fetch(
                 "list_tasks_by_queue_state",
@@ -376,7 +397,148 @@ class Store(postgres.PoolStore):
             )
         more = len(rows) > limit
         rows = rows[:limit]
-        return [_task(r) for r in rows], (rows[-1]["seq"] if more else None)
+        return [_task(r) for r in rows], [r["seq"] for r in rows], more
+
+    async def page_filtered(
+        self,
+        tenant: str,
+        where: TaskFilter,
+        cursor_seq: int | None,
+        limit: int,
+        submitted_by: str | None = None,
+        backward: bool = False,
+    ) -> tuple[list[Task], list[int], bool]:
+        """Up to `limit` tasks matching `where`, newest first, with their seqs
+        and whether more lie beyond them: older than `cursor_seq` (None: from
+        the newest), or, `backward`, the newer ones just past it (None: from
+        the oldest)."""
+        states = [s.value for s in where.states] or None
+        if backward:
+            rows = await self._fetch(
+                "list_tasks_backward",
+                tenant=tenant,
+                submitted_by=submitted_by,
+                queue=where.queue,
+                states=states,
+                name=where.name,
+                created_after=where.created_after,
+                created_before=where.created_before,
+                idempotency_key=where.idempotency_key,
+                after_seq=cursor_seq or 0,
+                limit=limit + 1,
+            )
+        else:
+            rows = await self._fetch(
+                "list_tasks_filtered",
+                tenant=tenant,
+                submitted_by=submitted_by,
+                queue=where.queue,
+                states=states,
+                name=where.name,
+                created_after=where.created_after,
+                created_before=where.created_before,
+                idempotency_key=where.idempotency_key,
+                before_seq=cursor_seq,
+                limit=limit + 1,
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        if backward:
+            rows.reverse()
+        return [_task(r) for r in rows], [r["seq"] for r in rows], more
+
+    async def count(
+        self, tenant: str, selection: TaskSelection, submitted_by: str | None = None
+    ) -> int:
+        """How many tasks `selection` matches."""
+        count: int = await self._fetchval(
+            "count_tasks",
+            tenant=tenant,
+            submitted_by=submitted_by,
+            ids=_ids(selection),
+            queue=selection.queue,
+            states=[s.value for s in selection.states] or None,
+            name=selection.name,
+            created_after=selection.created_after,
+            created_before=selection.created_before,
+            finished_before=selection.finished_before,
+        )
+        return count
+
+    async def bulk(
+        self,
+        action: str,
+        tenant: str,
+        selection: TaskSelection,
+        states: Sequence[TaskState],
+        limit: int,
+    ) -> tuple[list[Changed], bool]:
+        """One batch of `action` (retry, cancel or purge) on up to `limit`
+        tasks `selection` matches in `states`, in one transaction: the tasks
+        changed, and whether matching tasks in those states remain that
+        another batch would change."""
+        ids = _ids(selection)
+        acting_on = [s.value for s in states]
+        async with postgres.acquired(self.pool) as conn, conn.transaction():
+            if action == "retry":
+                rows = await postgres.fetch(
+                    conn,
+                    "retry_tasks",
+                    tenant=tenant,
+                    ids=ids,
+                    queue=selection.queue,
+                    states=acting_on,
+                    name=selection.name,
+                    created_after=selection.created_after,
+                    created_before=selection.created_before,
+                    finished_before=selection.finished_before,
+                    limit=limit,
+                )
+                if rows:
+                    await self._notify_ready(conn)
+            elif action == "cancel":
+                rows = await postgres.fetch(
+                    conn,
+                    "cancel_tasks",
+                    tenant=tenant,
+                    ids=ids,
+                    queue=selection.queue,
+                    states=acting_on,
+                    name=selection.name,
+                    created_after=selection.created_after,
+                    created_before=selection.created_before,
+                    finished_before=selection.finished_before,
+                    limit=limit,
+                    channel=self.cancel_channel,
+                )
+            else:
+                rows = await postgres.fetch(
+                    conn,
+                    "purge_tasks",
+                    tenant=tenant,
+                    ids=ids,
+                    queue=selection.queue,
+                    states=acting_on,
+                    name=selection.name,
+                    created_after=selection.created_after,
+                    created_before=selection.created_before,
+                    finished_before=selection.finished_before,
+                    limit=limit,
+                )
+            more = await postgres.fetchval(
+                conn,
+                "bulk_remaining",
+                tenant=tenant,
+                ids=ids,
+                queue=selection.queue,
+                states=acting_on,
+                name=selection.name,
+                created_after=selection.created_after,
+                created_before=selection.created_before,
+                finished_before=selection.finished_before,
+            )
+        changed = [Changed(str(r["id"]), r["queue"], TaskState(r["state"])) for r in rows]
+        return changed, bool(more)
 
     async def cancel(
         self, tenant: str, task_id: uuid.UUID

@@ -81,6 +81,26 @@ class SchedulerServiceStub:
                 request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.WatchTaskRequest.SerializeToString,
                 response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.WatchTaskResponse.FromString,
                 _registered_method=True)
+        self.CountTasks = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/CountTasks',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CountTasksRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CountTasksResponse.FromString,
+                _registered_method=True)
+        self.RetryTasks = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/RetryTasks',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RetryTasksRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RetryTasksResponse.FromString,
+                _registered_method=True)
+        self.CancelTasks = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/CancelTasks',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CancelTasksRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CancelTasksResponse.FromString,
+                _registered_method=True)
+        self.PurgeTasks = channel.unary_unary(
+                '/treadle.api.v1.SchedulerService/PurgeTasks',
+                request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.SerializeToString,
+                response_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.FromString,
+                _registered_method=True)
         self.ListQueues = channel.unary_unary(
                 '/treadle.api.v1.SchedulerService/ListQueues',
                 request_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.ListQueuesRequest.SerializeToString,
@@ -271,6 +291,41 @@ class SchedulerServiceServicer:
     def WatchTask(self, request, context):
         """WatchTask streams the task now and after every change of state, and ends
         after a terminal state (SUCCEEDED, DEAD, CANCELLED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountTasks(self, request, context):
+        """CountTasks counts the tasks a selection matches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryTasks(self, request, context):
+        """RetryTasks requeues, as RetryTask does, one batch of the DEAD or CANCELLED
+        tasks a selection matches, in one transaction; the others are left alone.
+        Call it again while `more` says such tasks remain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelTasks(self, request, context):
+        """CancelTasks cancels, as CancelTask does, one batch of the QUEUED,
+        SCHEDULED or RETRYING tasks a selection matches (and asks the replicas
+        running its RUNNING ones to cancel them), in one transaction; finished
+        tasks are left alone. Call it again while `more` is true.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeTasks(self, request, context):
+        """PurgeTasks deletes one batch of the finished (SUCCEEDED, DEAD, CANCELLED)
+        tasks a selection matches, in one transaction; unfinished tasks are left
+        alone. Call it again while `more` is true. Needs the admin scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -491,6 +546,26 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.WatchTask,
                     request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.WatchTaskRequest.FromString,
                     response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.WatchTaskResponse.SerializeToString,
+            ),
+            'CountTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTasks,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CountTasksRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CountTasksResponse.SerializeToString,
+            ),
+            'RetryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryTasks,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RetryTasksRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.RetryTasksResponse.SerializeToString,
+            ),
+            'CancelTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTasks,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CancelTasksRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.CancelTasksResponse.SerializeToString,
+            ),
+            'PurgeTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeTasks,
+                    request_deserializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.FromString,
+                    response_serializer=treadle_dot_api_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.SerializeToString,
             ),
             'ListQueues': grpc.unary_unary_rpc_method_handler(
                     servicer.ListQueues,
@@ -853,6 +928,114 @@ class SchedulerService:
             '/treadle.api.v1.SchedulerService/WatchTask',
             treadle_dot_api_dot_v1_dot_scheduler__pb2.WatchTaskRequest.SerializeToString,
             treadle_dot_api_dot_v1_dot_scheduler__pb2.WatchTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/CountTasks',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.CountTasksRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.CountTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/RetryTasks',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.RetryTasksRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.RetryTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/CancelTasks',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.CancelTasksRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.CancelTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/treadle.api.v1.SchedulerService/PurgeTasks',
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.PurgeTasksRequest.SerializeToString,
+            treadle_dot_api_dot_v1_dot_scheduler__pb2.PurgeTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

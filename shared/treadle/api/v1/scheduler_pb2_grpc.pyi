@@ -71,6 +71,24 @@ class SchedulerServiceStub:
     """WatchTask streams the task now and after every change of state, and ends
     after a terminal state (SUCCEEDED, DEAD, CANCELLED).
     """
+    CountTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CountTasksRequest, _scheduler_pb2.CountTasksResponse]
+    """CountTasks counts the tasks a selection matches."""
+    RetryTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.RetryTasksRequest, _scheduler_pb2.RetryTasksResponse]
+    """RetryTasks requeues, as RetryTask does, one batch of the DEAD or CANCELLED
+    tasks a selection matches, in one transaction; the others are left alone.
+    Call it again while `more` says such tasks remain.
+    """
+    CancelTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTasksRequest, _scheduler_pb2.CancelTasksResponse]
+    """CancelTasks cancels, as CancelTask does, one batch of the QUEUED,
+    SCHEDULED or RETRYING tasks a selection matches (and asks the replicas
+    running its RUNNING ones to cancel them), in one transaction; finished
+    tasks are left alone. Call it again while `more` is true.
+    """
+    PurgeTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.PurgeTasksRequest, _scheduler_pb2.PurgeTasksResponse]
+    """PurgeTasks deletes one batch of the finished (SUCCEEDED, DEAD, CANCELLED)
+    tasks a selection matches, in one transaction; unfinished tasks are left
+    alone. Call it again while `more` is true. Needs the admin scope.
+    """
     ListQueues: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListQueuesRequest, _scheduler_pb2.ListQueuesResponse]
     """ListQueues lists every queue that has been used or configured."""
     GetQueue: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetQueueRequest, _scheduler_pb2.GetQueueResponse]
@@ -170,6 +188,24 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     WatchTask: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchTaskRequest, _scheduler_pb2.WatchTaskResponse]  # type: ignore[assignment]
     """WatchTask streams the task now and after every change of state, and ends
     after a terminal state (SUCCEEDED, DEAD, CANCELLED).
+    """
+    CountTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CountTasksRequest, _scheduler_pb2.CountTasksResponse]  # type: ignore[assignment]
+    """CountTasks counts the tasks a selection matches."""
+    RetryTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.RetryTasksRequest, _scheduler_pb2.RetryTasksResponse]  # type: ignore[assignment]
+    """RetryTasks requeues, as RetryTask does, one batch of the DEAD or CANCELLED
+    tasks a selection matches, in one transaction; the others are left alone.
+    Call it again while `more` says such tasks remain.
+    """
+    CancelTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CancelTasksRequest, _scheduler_pb2.CancelTasksResponse]  # type: ignore[assignment]
+    """CancelTasks cancels, as CancelTask does, one batch of the QUEUED,
+    SCHEDULED or RETRYING tasks a selection matches (and asks the replicas
+    running its RUNNING ones to cancel them), in one transaction; finished
+    tasks are left alone. Call it again while `more` is true.
+    """
+    PurgeTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.PurgeTasksRequest, _scheduler_pb2.PurgeTasksResponse]  # type: ignore[assignment]
+    """PurgeTasks deletes one batch of the finished (SUCCEEDED, DEAD, CANCELLED)
+    tasks a selection matches, in one transaction; unfinished tasks are left
+    alone. Call it again while `more` is true. Needs the admin scope.
     """
     ListQueues: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListQueuesRequest, _scheduler_pb2.ListQueuesResponse]  # type: ignore[assignment]
     """ListQueues lists every queue that has been used or configured."""
@@ -321,6 +357,48 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.WatchTaskResponse], _abc.AsyncIterator[_scheduler_pb2.WatchTaskResponse]]:
         """WatchTask streams the task now and after every change of state, and ends
         after a terminal state (SUCCEEDED, DEAD, CANCELLED).
+        """
+
+    @_abc_1.abstractmethod
+    def CountTasks(
+        self,
+        request: _scheduler_pb2.CountTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.CountTasksResponse, _abc.Awaitable[_scheduler_pb2.CountTasksResponse]]:
+        """CountTasks counts the tasks a selection matches."""
+
+    @_abc_1.abstractmethod
+    def RetryTasks(
+        self,
+        request: _scheduler_pb2.RetryTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.RetryTasksResponse, _abc.Awaitable[_scheduler_pb2.RetryTasksResponse]]:
+        """RetryTasks requeues, as RetryTask does, one batch of the DEAD or CANCELLED
+        tasks a selection matches, in one transaction; the others are left alone.
+        Call it again while `more` says such tasks remain.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelTasks(
+        self,
+        request: _scheduler_pb2.CancelTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.CancelTasksResponse, _abc.Awaitable[_scheduler_pb2.CancelTasksResponse]]:
+        """CancelTasks cancels, as CancelTask does, one batch of the QUEUED,
+        SCHEDULED or RETRYING tasks a selection matches (and asks the replicas
+        running its RUNNING ones to cancel them), in one transaction; finished
+        tasks are left alone. Call it again while `more` is true.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeTasks(
+        self,
+        request: _scheduler_pb2.PurgeTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.PurgeTasksResponse, _abc.Awaitable[_scheduler_pb2.PurgeTasksResponse]]:
+        """PurgeTasks deletes one batch of the finished (SUCCEEDED, DEAD, CANCELLED)
+        tasks a selection matches, in one transaction; unfinished tasks are left
+        alone. Call it again while `more` is true. Needs the admin scope.
         """
 
     @_abc_1.abstractmethod
