@@ -72,12 +72,8 @@ def age(seconds: float) -> str:
     seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
-            return (
-                f"{seconds / size:.0f}{unit}"
-                if seconds < 10 * size
-                else f"{seconds // size:.0f}{unit}"
-            )
-    return f"{seconds:.0f}s"
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 def ago(when: datetime | None, now: datetime | None = None) -> str:
