@@ -4,14 +4,20 @@ test in queues of its own)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import pty
+import select
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from support import running_replica, treadle
+from support import TREADLE, running_replica, treadle
 
 from treadle.client import Client, TaskState
 from treadle.scheduler.supervisor import Replica
@@ -117,6 +123,47 @@ async def test_stats_and_top(shared: tuple[Replica, Client]) -> None:
         assert "throughput" in out
     code, _, err = await cli(shared, "top", "--interval", "0")
     assert code == 1 and "--interval must be more than 0" in err
+
+
+def _read_until(fd: int, needle: bytes, count: int, timeout: float) -> bytes:
+    """What a terminal shows, read until `needle` appeared `count` times."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while seen.count(needle) < count and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            seen += os.read(fd, 65536)
+    return seen
+
+
+async def test_top_refreshes_on_a_terminal_and_leaves_on_ctrl_c(
+    shared: tuple[Replica, Client],
+) -> None:
+    terminal, child = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *TREADLE,
+        "top",
+        "--interval",
+        "0.2",
+        "--address",
+        shared[0].address,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    os.close(child)
+    try:
+        shown = await asyncio.to_thread(_read_until, terminal, b"treadle top", 2, 30)
+        assert shown.count(b"treadle top") >= 2, shown[-500:]  # refreshed
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+        rest = await asyncio.to_thread(_read_until, terminal, b"\x1b[?1049l", 1, 5)
+        assert b"Traceback" not in shown + rest
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(terminal)
 
 
 async def test_bulk_actions_count_confirm_and_work_in_batches(
