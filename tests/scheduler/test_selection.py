@@ -56,6 +56,14 @@ async def test_list_filters_page_both_ways_and_take_state_names(client: Client) 
     assert len((await client.list(states=["scheduled", TaskState.DEAD])).tasks) == 6
     assert (await client.list(state="dead")).tasks == []
     assert len([t async for t in client.iter_tasks(state="SCHEDULED", name="echo")]) == 5
+    # Other enums and policies too: a granularity by name, a retry policy as a mapping.
+    assert (await client.trends(granularity="day")).granularity.value == "DAY"
+    policy = await client.submit("echo", 3, run_at=LATER, retry={"base_seconds": 0.5})
+    assert policy.retry.base_seconds == 0.5
+    with pytest.raises(InvalidArgument, match="granularity 'weekly' is not one of HOUR, DAY"):
+        await client.trends(granularity="weekly")
+    with pytest.raises(InvalidArgument, match="is not a retry policy"):
+        await client.submit("echo", retry={"base": 1})
     with pytest.raises(InvalidArgument, match="state 'DEADISH' is not one of QUEUED"):
         await client.list(state="DEADISH")
     with pytest.raises(InvalidArgument, match=r"created_after .* is later than created_before"):

@@ -25,6 +25,11 @@ examples:
   treadle up                                  # embedded PostgreSQL + scheduler + gateway
   treadle submit echo --payload '{"hi": 1}' --wait
   treadle get 4f6c0a52-...
+  treadle tasks --queue emails --state DEAD --since 1h   # a table; --json for scripts
+  treadle task 4f6c0a52-...                   # every attempt's error and traceback
+  treadle stats                               # every queue at a glance; treadle top: live
+  treadle retry --dead --queue emails         # counts, asks, then retries in batches
+  treadle purge --state SUCCEEDED --older-than 1d --yes
   treadle schedule create nightly --cron '0 3 * * *' --task echo
   treadle schedule list
   treadle keys create --tenant acme --scope submit,read --name ci-deploy
@@ -75,7 +80,7 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         _add_scheduler(sub)
         return parser
 
-    from treadle.cli import keys, queues, schedules, tenants
+    from treadle.cli import keys, monitor, queues, schedules, tasks, tenants
     from treadle.gateway import __main__ as gateway
     from treadle.gateway.settings import Settings as GatewaySettings
 
@@ -146,23 +151,12 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
     )
     _add_address(submit)
 
-    for name, text, description in (
-        ("get", "print a task as JSON", "Print a task as JSON."),
-        (
-            "cancel",
-            "cancel a task",
-            "Cancel a waiting task at once; a running one is cancelled on the replica "
-            "running it. Prints the task as JSON.",
-        ),
-        (
-            "retry",
-            "requeue a DEAD or CANCELLED task",
-            "Requeue a DEAD or CANCELLED task with fresh attempts. Prints it as JSON.",
-        ),
-    ):
-        one = sub.add_parser(name, help=text, description=description)
-        one.add_argument("id", help="task id")
-        _add_address(one)
+    get = sub.add_parser("get", help="print a task as JSON", description="Print a task as JSON.")
+    get.add_argument("id", help="task id")
+    _add_address(get)
+
+    tasks.add_parsers(sub, _add_address)
+    monitor.add_parsers(sub, _add_address)
 
     queues.add_parser(sub, _add_address)
     schedules.add_parser(sub, _add_address)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from treadle.cli import keys, queues, schedules, tenants
+from treadle.cli import _show, keys, monitor, queues, schedules, tasks, tenants
 from treadle.client import Client
 from treadle.common import config, process, wire
 from treadle.common.access import AccessSettings
@@ -31,15 +31,8 @@ EXAMPLE_APP = "treadle.scheduler.example"
 
 
 def task_json(task: Task) -> str:
-    def encode(value: Any) -> Any:
-        if isinstance(value, datetime):
-            return value.isoformat()
-        raise TypeError(type(value).__name__)
-
-    # The payload and result as JSON values, where their texts stand in the task.
-    data = {k.removesuffix("_json"): v for k, v in dataclasses.asdict(task).items()}
-    data["payload"], data["result"] = task.payload, task.result
-    return json.dumps(data, default=encode, indent=2)
+    """The task as JSON text: the payload and result as JSON values."""
+    return _show.dumps(_show.task_dict(task))
 
 
 # -- services -----------------------------------------------------------------
@@ -207,12 +200,17 @@ async def _get(client: Client, args: argparse.Namespace) -> str:
     return task_json(await client.get(args.id))
 
 
-async def _cancel(client: Client, args: argparse.Namespace) -> str:
-    return task_json(await client.cancel(args.id))
+def _client_command(act: Callable[[Client, argparse.Namespace], Awaitable[int]]) -> Command:
+    """A command that does `act` with a client of the scheduler; its exit status."""
 
+    def command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+        async def call() -> int:
+            async with _client(args, env) as client:
+                return await act(client, args)
 
-async def _retry(client: Client, args: argparse.Namespace) -> str:
-    return task_json(await client.retry(args.id))
+        return process.run_async(call())
+
+    return command
 
 
 def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -278,8 +276,15 @@ COMMANDS: dict[str, Command] = {
     "migrate": cmd_migrate,
     "submit": cmd_submit,
     "get": _with_client(_get),
-    "cancel": _with_client(_cancel),
-    "retry": _with_client(_retry),
+    "tasks": _client_command(tasks.run_tasks),
+    "dead": _client_command(tasks.run_tasks),
+    "task": _client_command(tasks.run_task),
+    "watch": _client_command(tasks.run_watch),
+    "cancel": _client_command(tasks.run_bulk),
+    "retry": _client_command(tasks.run_bulk),
+    "purge": _client_command(tasks.run_bulk),
+    "stats": _client_command(monitor.run_stats),
+    "top": _client_command(monitor.run_top),
     "queue": _with_client(queues.run),
     "schedule": _with_client(schedules.run),
     "keys": keys.run_keys,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from treadle.cli._duration import parse_duration
 from treadle.cli._table import table
 from treadle.common import config, process
 from treadle.common.errors import InvalidArgument
@@ -29,9 +29,6 @@ if TYPE_CHECKING:  # imported when a command runs: asyncpg is not needed to pars
 
 T = TypeVar("T")
 AddDatabase = Callable[[argparse.ArgumentParser], None]
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 KEYS_EPILOG = """\
 examples:
@@ -54,14 +51,6 @@ examples:
   treadle audit --tenant acme --limit 200
   treadle audit --json | jq '.[] | select(.action == "RevokeKey")'
 """
-
-
-def parse_duration(text: str, flag: str) -> timedelta:
-    """`90d`, `24h`, `30m`, `45s`, `2w`, or seconds (`3600`)."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise InvalidArgument(f"{flag} {text!r} is not a duration such as 90d, 24h, 30m or 3600")
-    return timedelta(seconds=float(match[1]) * _UNIT[match[2]])
 
 
 def add_parsers(sub: Any, add_database: AddDatabase) -> None:

@@ -746,7 +746,7 @@ class ListTasksRequest(_message.Message):
     def created_before(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___TaskState.ValueType]:
-        """Only tasks in any of these states (with `state`, in any of them all)."""
+        """Only tasks in any of these states (`state`, when set, is one more)."""
 
     def __init__(
         self,
