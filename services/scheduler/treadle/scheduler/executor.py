@@ -33,6 +33,7 @@ from treadle.scheduler import tracing
 from treadle.scheduler.loops import Clock
 from treadle.scheduler.model import ClaimedTask, Outcome, after_failure, ended
 from treadle.scheduler.registry import Handler, Permanent
+from treadle.tasks import TaskContext
 
 TRACEBACK_FRAMES = 8
 
@@ -75,11 +76,14 @@ class Executor:
         #: Each sync handler's call in the pool (queued or running), by task id.
         self._calls: dict[str, concurrent.futures.Future[object]] = {}
 
-    async def _call(self, task: ClaimedTask, handler: Handler, payload: object) -> object:
+    async def _call(
+        self, task: ClaimedTask, handler: Handler, payload: object, context: TaskContext | None
+    ) -> object:
+        invoke = handler.definition.invoke
         if handler.is_async:
-            return await handler.fn(payload)
+            return await invoke(payload, context)
         # The thread sees the attempt's context (its span, for logs and child spans).
-        call = functools.partial(contextvars.copy_context().run, handler.fn, payload)
+        call = functools.partial(contextvars.copy_context().run, invoke, payload, context)
         submitted = self._pool.submit(self._counted, call)
         self._calls[task.id] = submitted
         try:
@@ -109,31 +113,39 @@ class Executor:
         """Threads, those busy, and calls waiting (for metrics and GetHealth)."""
         return ExecutorHealth(threads=self.threads, busy=self.busy, queued=self.queued)
 
-    async def run(self, task: ClaimedTask, handler: Handler) -> Outcome:
+    async def run(
+        self, task: ClaimedTask, handler: Handler, context: TaskContext | None = None
+    ) -> Outcome:
         """Run one attempt. Cancellation propagates; anything else the handler
         raises becomes a failed attempt that is retried or ends the task DEAD.
         A stored payload that cannot be decoded (a row written by hand: too
         deep, not standard JSON) is no attempt: that error propagates, and the
-        worker ends the task DEAD. With tracing on, the attempt runs in its own
-        span (see `tracing`)."""
+        worker ends the task DEAD; one that does not fit the handler's payload
+        type fails the task for good (`InvalidPayload`). With tracing on, the
+        attempt runs in its own span (see `tracing`). `context`: what a
+        handler that asks for a `TaskContext` gets."""
         if self.tracer is None:
-            return await self._run(task, handler)
+            return await self._run(task, handler, context)
         with tracing.attempt(self.tracer, task) as span:
-            outcome = await self._run(task, handler)
+            outcome = await self._run(task, handler, context)
             tracing.ended(span, outcome)
             return outcome
 
-    async def _run(self, task: ClaimedTask, handler: Handler) -> Outcome:
+    async def _run(
+        self, task: ClaimedTask, handler: Handler, context: TaskContext | None
+    ) -> Outcome:
         # The one place the scheduler decodes a payload: for the handler, as it runs.
         # Checked at submit, so no depth limit here but Python's own; a stored
         # payload that cannot be decoded raises InvalidArgument (see `run`).
         payload = wire.decode_json(task.payload_json, max_depth=None)
         deadline = asyncio.timeout(task.timeout_seconds)
         try:
+            typed = handler.definition.load(payload)
             async with deadline:
-                value = await self._call(task, handler, payload)
+                value = await self._call(task, handler, typed, context)
             try:
-                result_json = wire.encode_json(value, "handler result", self.max_result_depth)
+                result = handler.definition.dump(value)
+                result_json = wire.encode_json(result, "handler result", self.max_result_depth)
             except InvalidArgument as exc:  # not standard JSON, too deep, NUL...
                 raise Permanent(exc.message) from None
             return ended(task, TaskState.SUCCEEDED, self.clock(), result_json)
