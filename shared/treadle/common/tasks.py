@@ -85,6 +85,11 @@ class Task:
     cancel_requested: bool = False
     timeout_seconds: float | None = None
     retry: RetryPolicy = RetryPolicy()
+    #: What the handler last reported (`TaskContext.heartbeat`): how far it
+    #: got (0..1), its message, and when; None until it reports.
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_at: datetime | None = None
 
     @functools.cached_property
     def payload(self) -> Any:

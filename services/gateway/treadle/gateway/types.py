@@ -199,6 +199,16 @@ class Task:
         description="Time limit per attempt; null: none."
     )
     retry: RetryPolicy
+    progress: float | None = strawberry.field(
+        default=None,
+        description="How far the handler got, 0..1, as it last reported; null: not reported.",
+    )
+    progress_message: str | None = strawberry.field(
+        default=None, description="The handler's message with its last progress report."
+    )
+    progress_at: datetime | None = strawberry.field(
+        default=None, description="When the handler last reported its progress."
+    )
     existing: bool | None = strawberry.field(
         default=None,
         description=(
@@ -230,6 +240,9 @@ class Task:
             cancel_requested=task.cancel_requested,
             timeout_seconds=task.timeout_seconds,
             retry=RetryPolicy.from_policy(task.retry),
+            progress=task.progress,
+            progress_message=task.progress_message,
+            progress_at=task.progress_at,
             existing=existing,
             source=task,
         )

@@ -48,6 +48,7 @@ from treadle.scheduler.model import (
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.store import Store
+from treadle.tasks import TaskOptions
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -74,6 +75,18 @@ def decode_cursor(cursor: str) -> int:
         return seq
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument(f"invalid page cursor {wire.shown(cursor)}") from None
+
+
+def declared(spec: TaskSpec, options: TaskOptions) -> TaskSpec:
+    """`spec` with what it leaves unset taken from its task's declared options
+    (max_attempts, timeout, retry; the queue is the handler's): the call wins
+    over the task, the task over the queue's settings and the global defaults."""
+    return dataclasses.replace(
+        spec,
+        max_attempts=spec.max_attempts or options.max_attempts,
+        timeout_seconds=spec.timeout_seconds or options.timeout,
+        retry=spec.retry or options.retry,
+    )
 
 
 @dataclasses.dataclass(eq=False)
@@ -118,6 +131,7 @@ class Scheduler(Collaborators):
                     f"known tasks: {', '.join(self.registry.names) or 'none'}"
                 )
             default_queue = handler.queue if handler else ""
+            spec = self.with_declared(spec)
             return check_spec(
                 spec,
                 default_queue,
@@ -132,6 +146,12 @@ class Scheduler(Collaborators):
             if index is None:
                 raise
             raise InvalidArgument(f"task {index}: {exc.message}") from None
+
+    def with_declared(self, spec: TaskSpec) -> TaskSpec:
+        """`spec` with what it leaves unset taken from its task's declared
+        options, when this replica registers the task (`declared`)."""
+        handler = self.registry.get(spec.name)
+        return spec if handler is None else declared(spec, handler.options)
 
     @functools.cached_property
     def _grouped(self) -> GroupInsert:

@@ -150,6 +150,8 @@ class Executor:
                 raise Permanent(exc.message) from None
             return ended(task, TaskState.SUCCEEDED, self.clock(), result_json)
         except TimeoutError as exc:
+            if context is not None:
+                context.cancelled.set()  # a sync handler runs on in its thread: tell it
             now = self.clock()
             error = error_of(exc, task.attempts, now)
             if deadline.expired() and task.timeout_seconds is not None:

@@ -34,6 +34,7 @@ import dataclasses
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from treadle.common.errors import TreadleError
 from treadle.common.tasks import TaskError, TaskState
@@ -43,6 +44,8 @@ from treadle.scheduler.executor import Executor
 from treadle.scheduler.loops import Backoff, Loop
 from treadle.scheduler.model import Applied, ClaimedTask, Lease, Outcome, ended
 from treadle.scheduler.registry import Handler
+from treadle.tasks import TaskContext
+from treadle.tasks._context import trace_id_of
 
 log = logging.getLogger("treadle.scheduler.worker")
 
@@ -66,6 +69,8 @@ class Worker(Collaborators):
             max_result_depth=self.settings.max_payload_depth,
         )
         self._running: dict[str, tuple[asyncio.Task[None], ClaimedTask]] = {}
+        #: The TaskContext of each running task whose handler asked for one.
+        self._contexts: dict[str, TaskContext] = {}
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._outcomes: list[Outcome] = []
@@ -140,6 +145,7 @@ class Worker(Collaborators):
                 self._early_cancels[task_id] = now
             return False
         self._cancelled.add(task_id)
+        self._stop_context(task_id)
         entry[0].cancel()
         log.info("cancelling running task %s", task_id)
         return True
@@ -227,14 +233,52 @@ class Worker(Collaborators):
             self._record(cancelled)
             return
         self.events.started(task)
-        runner = asyncio.create_task(self._attempt(task, handler), name=f"treadle-task-{task.id}")
+        context = self._context(task) if handler.definition.context_parameter else None
+        runner = asyncio.create_task(
+            self._attempt(task, handler, context), name=f"treadle-task-{task.id}"
+        )
         self._running[task.id] = (runner, task)
         runner.add_done_callback(lambda _: self._finished(task.id))
 
-    async def _attempt(self, task: ClaimedTask, handler: Handler) -> None:
+    def _context(self, task: ClaimedTask) -> TaskContext:
+        """The TaskContext of `task`'s attempt: its `heartbeat` stores progress
+        under the attempt's lease; `cancelled` is set by `_stop_context`."""
+        timeout = task.timeout_seconds
+        lease = task.lease
+
+        async def report(progress: float | None, message: str | None) -> bool:
+            try:
+                return await self.store.progress(lease, progress, message)
+            except TreadleError as exc:  # the database is away: the work goes on
+                log.warning("could not store the progress of task %s: %s", lease.task_id, exc)
+                return True
+
+        context = TaskContext(
+            id=task.id,
+            name=task.name,
+            queue=task.queue,
+            attempt=task.attempts,
+            max_attempts=task.max_attempts,
+            deadline=self.clock() + timedelta(seconds=timeout) if timeout else None,
+            trace_id=trace_id_of(dict[str, Any](task.trace_context or {})),
+            _reporter=report,
+            _loop=asyncio.get_running_loop(),
+        )
+        self._contexts[task.id] = context
+        return context
+
+    def _stop_context(self, task_id: str) -> None:
+        """Tell a running handler to stop (cancelled, lease lost, handed back)."""
+        context = self._contexts.get(task_id)
+        if context is not None:
+            context.cancelled.set()
+
+    async def _attempt(
+        self, task: ClaimedTask, handler: Handler, context: TaskContext | None = None
+    ) -> None:
         began = time.perf_counter()
         try:
-            outcome = await self.executor.run(task, handler)
+            outcome = await self.executor.run(task, handler, context)
         except asyncio.CancelledError:
             if task.id not in self._cancelled or task.id in self._handed_back:
                 raise  # shutting down: the task is handed back
@@ -268,6 +312,7 @@ class Worker(Collaborators):
 
     def _finished(self, task_id: str) -> None:
         self._running.pop(task_id, None)
+        self._contexts.pop(task_id, None)
         self._cancelled.discard(task_id)
         self._slot_free.set()
         if self.settings.concurrency - len(self._running) == 1:
@@ -329,6 +374,7 @@ class Worker(Collaborators):
                     continue  # it finished while we were renewing
                 self.leases_lost_total += 1
                 self._handed_back.add(task_id)
+                self._stop_context(task_id)
                 entry[0].cancel()
                 log.warning("lost the lease of task %s; cancelled it here", task_id)
             for task_id, cancel_requested in kept.items():
@@ -503,6 +549,7 @@ class Worker(Collaborators):
         left = [task.lease for _, task in self._running.values()]
         for lease in left:
             self._handed_back.add(lease.task_id)
+            self._stop_context(lease.task_id)
         for runner, _ in list(self._running.values()):
             runner.cancel()
         if self._running:
