@@ -198,12 +198,13 @@ class TaskRef(Generic[P, R]):
     ) -> TaskSpec:
         """The submission `defer` sends: the call's arguments over the task's options."""
         o = self.options
+        payload_json = self.encode(payload)  # first: the key function may read any field
         key = idempotency_key
         if key is None and o.idempotency_key is not None:
             key = o.idempotency_key(payload)
         return TaskSpec(
             name=self.name,
-            payload_json=self.encode(payload),
+            payload_json=payload_json,
             queue=queue or o.queue,
             priority=priority if priority is not None else (o.priority or 0),
             run_at=run_at,
