@@ -7,7 +7,7 @@ what `@task` returns, still callable like the function it decorates.
 
 Options, from the strongest: the arguments of one `defer` call, the task's
 declared options (`@task(...)`, `task_ref(...)`), the queue's settings
-(`treadle queues set`), the global defaults (1 attempt, no time limit,
+(`treadle queue update`), the global defaults (1 attempt, no time limit,
 backoff 1 s doubling up to 300 s). The replica that registers a task applies
 its declared queue, max_attempts, timeout and retry to any submission of it
 that leaves them unset, by name too; priority and the idempotency key

@@ -277,7 +277,7 @@ class Schedules:
         if sync.stale:
             log.warning(
                 "schedules declared in code earlier are no longer declared: %s; they still "
-                "fire: delete them (treadle schedules delete NAME) or start a replica with "
+                "fire: delete them (treadle schedule delete NAME) or start a replica with "
                 "--prune-schedules (TREADLE_PRUNE_SCHEDULES=1)",
                 sync.stale,
             )
