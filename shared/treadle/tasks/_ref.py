@@ -94,6 +94,11 @@ def _check_options(name: str, options: TaskOptions) -> None:
         )
 
 
+def _first(given: T | None, default: T | None) -> T | None:
+    """The call's value unless it gives none (None; a 0 is a value, checked later)."""
+    return default if given is None else given
+
+
 def _seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
@@ -206,13 +211,13 @@ class TaskRef(Generic[P, R]):
             name=self.name,
             payload_json=payload_json,
             queue=queue or o.queue,
-            priority=priority if priority is not None else (o.priority or 0),
+            priority=_first(priority, o.priority) or 0,
             run_at=run_at,
-            max_attempts=max_attempts or o.max_attempts,
+            max_attempts=_first(max_attempts, o.max_attempts),
             idempotency_key=key,
             delay_seconds=_seconds(delay),
-            timeout_seconds=timeout or o.timeout,
-            retry=retry or o.retry,
+            timeout_seconds=_first(timeout, o.timeout),
+            retry=_first(retry, o.retry),
         )
 
     async def defer(

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TypeVar
 
 from opentelemetry import trace
 
@@ -55,6 +56,7 @@ MAX_PAGE_SIZE = 1000
 MAX_BATCH = 10_000
 #: Longer than any cursor `encode_cursor` makes.
 MAX_CURSOR_LENGTH = 64
+Given = TypeVar("Given")
 
 
 def encode_cursor(seq: int) -> str:
@@ -77,15 +79,19 @@ def decode_cursor(cursor: str) -> int:
         raise InvalidArgument(f"invalid page cursor {wire.shown(cursor)}") from None
 
 
+def _first(given: Given | None, default: Given | None) -> Given | None:
+    return default if given is None else given
+
+
 def declared(spec: TaskSpec, options: TaskOptions) -> TaskSpec:
     """`spec` with what it leaves unset taken from its task's declared options
     (max_attempts, timeout, retry; the queue is the handler's): the call wins
     over the task, the task over the queue's settings and the global defaults."""
     return dataclasses.replace(
         spec,
-        max_attempts=spec.max_attempts or options.max_attempts,
-        timeout_seconds=spec.timeout_seconds or options.timeout,
-        retry=spec.retry or options.retry,
+        max_attempts=_first(spec.max_attempts, options.max_attempts),
+        timeout_seconds=_first(spec.timeout_seconds, options.timeout),
+        retry=_first(spec.retry, options.retry),
     )
 
 
