@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 import typedapp
@@ -207,3 +208,40 @@ async def test_a_task_function_is_still_the_function() -> None:
     assert await ctx.heartbeat(progress=0.5) is True, "outside a replica: stored nowhere"
     with pytest.raises(InvalidArgument, match=r"progress must be a number in 0\.\.1"):
         await ctx.heartbeat(progress=2)
+
+
+async def test_a_sync_handler_stops_when_its_lease_is_lost_or_the_replica_stops(
+    database_url: str, schema: str
+) -> None:
+    lost, drained = uuid.uuid4().hex, uuid.uuid4().hex
+    async with (
+        running_replica(
+            database_url, schema, app="typedapp", heartbeat_interval=0.1, drain_timeout=0.5
+        ) as replica,
+        Client(replica.address) as client,
+    ):
+        first = await typedapp.sync_steps.defer(typedapp.Job(key=lost), client=client)
+        second = await typedapp.sync_steps.defer(typedapp.Job(key=drained), client=client)
+
+        async def both_half_way() -> bool:
+            return all([(await client.get(h.id)).progress == 0.5 for h in (first, second)])
+
+        await until(both_half_way)
+        # Another replica took the first task's lease (as the reaper would).
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                f'UPDATE "{schema}".tasks SET lease_owner = $1 WHERE id = $2',
+                "elsewhere",
+                uuid.UUID(first.id),
+            )
+        finally:
+            await conn.close()
+        await until(lambda: asyncio.sleep(0, lost in typedapp.STOPPED))
+        ctx = typedapp.SEEN[first.id]
+        assert ctx.cancelled.is_set()
+        assert await asyncio.to_thread(ctx.heartbeat_sync, 0.9) is False, "not its lease now"
+    # The replica stopped: past the drain timeout the second was handed back,
+    # and its handler saw ctx.cancelled, so its thread did not run on.
+    assert drained in typedapp.STOPPED
+    assert replica.stranded == []

@@ -19,7 +19,7 @@ import functools
 import random
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -167,6 +167,14 @@ class Executor:
             return after_failure(
                 task, error_of(exc, task.attempts, now), retryable, now, self.random
             )
+
+    async def settle(self, task_ids: Collection[str], timeout: float) -> None:
+        """Wait up to `timeout` seconds for the sync handler calls of `task_ids`
+        still running in their threads (told to stop through their
+        `TaskContext.cancelled`) to return."""
+        running = [c for i in task_ids if (c := self._calls.get(i)) is not None and not c.done()]
+        if running:
+            await asyncio.wait([asyncio.wrap_future(c) for c in running], timeout=timeout)
 
     def shutdown(self) -> set[str]:
         """Stop the thread pool: calls not started yet never start; those

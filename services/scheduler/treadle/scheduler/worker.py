@@ -21,8 +21,10 @@ handler is cancelled (it sees `asyncio.CancelledError`), a sync handler's
 result is discarded.
 
 `drain()` stops claiming, lets running handlers finish up to a timeout, and
-hands the rest back without charging their attempt, except those whose sync
-handler still runs in its thread (it cannot be stopped): those stay leased
+hands the rest back without charging their attempt (a handler with a
+`TaskContext` sees `ctx.cancelled`; a sync one gets a second to return),
+except those whose sync handler still runs in its thread (it cannot be
+stopped): those stay leased
 (`stranded`) until the process has exited and their lease expired, so they
 never run twice at once.
 """
@@ -547,6 +549,7 @@ class Worker(Collaborators):
                 waiter.cancel()
             await asyncio.gather(all_done, forced, return_exceptions=True)
         left = [task.lease for _, task in self._running.values()]
+        told = [lease.task_id for lease in left if lease.task_id in self._contexts]
         for lease in left:
             self._handed_back.add(lease.task_id)
             self._stop_context(lease.task_id)
@@ -554,6 +557,8 @@ class Worker(Collaborators):
             runner.cancel()
         if self._running:
             await asyncio.wait([r for r, _ in self._running.values()], timeout=1.0)
+        # Sync handlers that watch their TaskContext's `cancelled` may stop now.
+        await self.executor.settle(told, timeout=1.0)
         # A sync handler's thread runs on, whatever was cancelled here: its task
         # stays leased to this replica until the process has exited and the
         # lease expired, when the reaper of another replica takes it back.
