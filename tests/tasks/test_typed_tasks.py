@@ -14,11 +14,15 @@ import httpx
 import pytest
 import typedapp
 from gateway.helpers import graphql_over, started
-from support import running_replica, until
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support import make_settings, running_replica, until
 from typedrefs import Email, Sent, add, send_email
 
 from treadle.client import Client, InvalidArgument, SyncClient, TaskState
 from treadle.common.tasks import RetryPolicy
+from treadle.scheduler.registry import load_app
 from treadle.scheduler.supervisor import Replica
 from treadle.tasks import TaskContext, TaskFailed, configure
 
@@ -245,3 +249,27 @@ async def test_a_sync_handler_stops_when_its_lease_is_lost_or_the_replica_stops(
     # and its handler saw ctx.cancelled, so its thread did not run on.
     assert drained in typedapp.STOPPED
     assert replica.stranded == []
+
+
+async def test_the_context_carries_the_trace_id(database_url: str, schema: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    replica = Replica(
+        make_settings(schema), load_app("typedapp"), database_url, tracer_provider=provider
+    )
+    await replica.start()
+    try:
+        async with Client(replica.address) as client:
+            handle = await send_email.defer(Email(to="trace@example.com"), client=client)
+            await handle.wait(timeout=10)
+    finally:
+        await replica.stop()
+        provider.shutdown()
+    trace_id = typedapp.SEEN[handle.id].trace_id
+    assert trace_id is not None and len(trace_id) == 32
+    # The attempt's span runs in that trace.
+    attempt = [
+        s for s in exporter.get_finished_spans() if s.attributes.get("treadle.task.id") == handle.id
+    ]
+    assert attempt and {f"{s.context.trace_id:032x}" for s in attempt} == {trace_id}
