@@ -94,11 +94,15 @@ class Registry:
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Registry:
-        values = list(vars(module).values())
+        # Each object once, under whichever names the module holds it.
+        values = list({id(v): v for v in vars(module).values()}.values())
         functions = [v for v in values if isinstance(v, TaskFunction)]
         schedules = [v for v in values if isinstance(v, ScheduleDecl)]
         for function in functions:
-            function.context_parameter  # noqa: B018 - a handler that cannot be read fails here
+            try:
+                function.context_parameter  # noqa: B018 - a handler that cannot be read fails here
+            except TypeError as exc:
+                raise InvalidArgument(str(exc)) from None
             declared = from_task(function)
             if declared is not None:
                 schedules.append(declared)
@@ -111,10 +115,7 @@ def load_app(module_name: str) -> Registry:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InvalidArgument(f"cannot import app module {module_name!r}: {exc}") from exc
-    try:
-        registry = Registry.from_module(module)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"app module {module_name!r}: {exc}") from None
+    registry = Registry.from_module(module)
     if not registry:
         raise InvalidArgument(f"app module {module_name!r} registers no @task handlers")
     return registry
