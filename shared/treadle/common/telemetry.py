@@ -193,6 +193,15 @@ def current_carrier() -> Carrier | None:
     return carrier or None
 
 
+def trace_id_of(carrier: Mapping[str, str] | None) -> str | None:
+    """The trace id (32 hex digits) of a W3C carrier's `traceparent`; None
+    when it holds none."""
+    if not carrier:
+        return None
+    parts = str(carrier.get("traceparent", "")).split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
 def clean_carrier(received: Mapping[str, str]) -> Carrier | None:
     """A carrier received from a caller, parsed and written again: only what
     the propagator understands of it (a valid traceparent, its tracestate);

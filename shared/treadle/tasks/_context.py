@@ -96,11 +96,3 @@ class TaskContext:
             return asyncio.run(self.heartbeat(progress, message))
         done = asyncio.run_coroutine_threadsafe(self.heartbeat(progress, message), self._loop)
         return done.result(SYNC_TIMEOUT)
-
-
-def trace_id_of(carrier: Any) -> str | None:
-    """The trace id in a W3C `traceparent` carrier (None when there is none)."""
-    if not isinstance(carrier, dict):
-        return None
-    parts = str(carrier.get("traceparent", "")).split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None

@@ -27,6 +27,18 @@ class ScheduleDecl:
     #: The task each tick submits (its payload checked and encoded).
     task: TaskSpec
 
+    @classmethod
+    def from_task(cls, ref: TaskRef[Any, Any]) -> ScheduleDecl | None:
+        """The schedule `@task(cron=...)` declares (named after the task), or
+        None. Its payload is the payload type built from no fields (None when
+        untyped)."""
+        cron = ref.options.cron
+        if cron is None:
+            return None
+        kind = ref.payload_type
+        payload = None if _payload.untyped(kind) else _payload.convert({}, kind, "cron payload")
+        return cls(name=ref.name, cron=cron, timezone=ref.options.timezone, task=ref.spec(payload))
+
 
 def schedule(
     name: str,
@@ -46,16 +58,3 @@ def schedule(
     The payload is checked against the task's payload type now."""
     spec = task.spec(payload, priority=priority, queue=queue)
     return ScheduleDecl(name=name, cron=cron, timezone=timezone, task=spec)
-
-
-def from_task(ref: TaskRef[Any, Any]) -> ScheduleDecl | None:
-    """The schedule `@task(cron=...)` declares (named after the task), or None.
-    Its payload is the payload type built from no fields (None when untyped)."""
-    cron = ref.options.cron
-    if cron is None:
-        return None
-    kind = ref.payload_type
-    payload = None if _payload.untyped(kind) else _payload.convert({}, kind, "cron payload")
-    return ScheduleDecl(
-        name=ref.name, cron=cron, timezone=ref.options.timezone, task=ref.spec(payload)
-    )

@@ -18,7 +18,6 @@ from typing import Any
 from treadle.common.errors import InvalidArgument
 from treadle.common.tasks import DEFAULT_QUEUE
 from treadle.tasks import Permanent, ScheduleDecl, TaskFunction, TaskOptions, task
-from treadle.tasks._schedule import from_task
 
 __all__ = ["Handler", "Permanent", "Registry", "load_app", "task"]
 
@@ -103,7 +102,7 @@ class Registry:
                 function.context_parameter  # noqa: B018 - a handler that cannot be read fails here
             except TypeError as exc:
                 raise InvalidArgument(str(exc)) from None
-            declared = from_task(function)
+            declared = ScheduleDecl.from_task(function)
             if declared is not None:
                 schedules.append(declared)
         return cls([Handler.of(f) for f in functions], schedules)

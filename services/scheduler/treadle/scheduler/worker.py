@@ -36,8 +36,8 @@ import dataclasses
 import logging
 import time
 from datetime import timedelta
-from typing import Any
 
+from treadle.common import telemetry
 from treadle.common.errors import TreadleError
 from treadle.common.tasks import TaskError, TaskState
 from treadle.common.wakeup import wait_event
@@ -47,7 +47,6 @@ from treadle.scheduler.loops import Backoff, Loop
 from treadle.scheduler.model import Applied, ClaimedTask, Lease, Outcome, ended
 from treadle.scheduler.registry import Handler
 from treadle.tasks import TaskContext
-from treadle.tasks._context import trace_id_of
 
 log = logging.getLogger("treadle.scheduler.worker")
 
@@ -262,7 +261,7 @@ class Worker(Collaborators):
             attempt=task.attempts,
             max_attempts=task.max_attempts,
             deadline=self.clock() + timedelta(seconds=timeout) if timeout else None,
-            trace_id=trace_id_of(dict[str, Any](task.trace_context or {})),
+            trace_id=telemetry.trace_id_of(task.trace_context),
             _reporter=report,
             _loop=asyncio.get_running_loop(),
         )
