@@ -18,6 +18,8 @@ from treadle.tasks import TaskContext, schedule, task
 SEEN: dict[str, TaskContext] = {}
 #: Set by `sync_steps` when it saw `ctx.cancelled` and stopped.
 STOPPED: set[str] = set()
+#: What `steps` was told when it called heartbeat_sync on the event loop.
+SYNC_REFUSED: list[str] = []
 #: Lets `sync_steps` go on (a test sets it).
 GO = threading.Event()
 
@@ -52,6 +54,10 @@ class Job(msgspec.Struct):
 
 @task("typed.steps", queue="steps", cron="0 0 1 1 *")
 async def steps(payload: Job, ctx: TaskContext) -> dict[str, Any]:
+    try:
+        ctx.heartbeat_sync(progress=0.0)
+    except RuntimeError as exc:  # it would block the loop: refused
+        SYNC_REFUSED.append(str(exc))
     for i in range(payload.steps):
         await ctx.heartbeat(progress=(i + 1) / payload.steps, message=f"step {i + 1}")
     return {"done": payload.steps}

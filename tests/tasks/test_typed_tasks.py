@@ -142,6 +142,7 @@ async def test_progress_is_stored_and_shown_in_graphql(replica: Replica, client:
     assert await handle.wait(timeout=10) == {"done": 4}
     task = await handle.get()
     assert (task.progress, task.progress_message) == (1.0, "step 4")
+    assert "use `await ctx.heartbeat(...)`" in typedapp.SYNC_REFUSED[0], "no deadlock"
     assert task.progress_at is not None and task.started_at is not None
     assert task.progress_at >= task.started_at
 

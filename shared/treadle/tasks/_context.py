@@ -94,5 +94,14 @@ class TaskContext:
         """`heartbeat` from a plain `def` handler (its thread blocks until stored)."""
         if self._loop is None:
             return asyncio.run(self.heartbeat(progress, message))
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # no loop in this thread: a sync handler's, as it should be
+            on_loop = False
+        if on_loop:
+            raise RuntimeError(
+                "heartbeat_sync would block the event loop it needs: "
+                "in a coroutine handler, use `await ctx.heartbeat(...)`"
+            )
         done = asyncio.run_coroutine_threadsafe(self.heartbeat(progress, message), self._loop)
         return done.result(SYNC_TIMEOUT)
