@@ -368,8 +368,11 @@ class TaskFunction(TaskRef[P, R], Generic[P, R, A, T]):
     def load(self, value: Any) -> Any:
         """A decoded JSON payload as the handler's payload type; `InvalidPayload`
         (the task fails for good) when it does not fit."""
+        kind = self.payload_type
+        if _payload.untyped(kind):
+            return value  # plain JSON: as it is (the common case, kept cheap)
         try:
-            return _payload.convert(value, self.payload_type, f"payload of task {self.name!r}")
+            return _payload.convert(value, kind, f"payload of task {self.name!r}")
         except errors.InvalidArgument as exc:
             raise InvalidPayload(exc.message) from None
 
