@@ -87,6 +87,11 @@ class Task:
     retry: RetryPolicy = RetryPolicy()
     #: The trace id (32 hex digits) of the trace it was submitted in; None: none.
     trace_id: str | None = None
+    #: What the handler last reported (`TaskContext.heartbeat`): how far it
+    #: got (0..1), its message, and when; None until it reports.
+    progress: float | None = None
+    progress_message: str | None = None
+    progress_at: datetime | None = None
 
     @functools.cached_property
     def payload(self) -> Any:

@@ -208,31 +208,6 @@ def clean_carrier(received: Mapping[str, str]) -> Carrier | None:
     return carrier or None
 
 
-#: The trace id in a traceparent (W3C: version-traceid-parentid-flags), in a
-#: carrier or in its JSON text.
-_TRACEPARENT = re.compile(r'traceparent"?\s*[:=]?\s*"?[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-')
-
-
-def trace_id_of(carrier: Mapping[str, str] | str | None) -> str | None:
-    """The trace id (32 hex digits) of a stored W3C trace context, given as a
-    carrier or as its JSON text; None when it holds no valid one."""
-    if not carrier:
-        return None
-    if isinstance(carrier, str):
-        match = _TRACEPARENT.search(carrier)
-        trace_id = match[1] if match else None
-    else:
-        parts = carrier.get("traceparent", "").split("-")
-        trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
-    if (
-        trace_id is None
-        or trace_id == "0" * 32
-        or not all(c in "0123456789abcdef" for c in trace_id)
-    ):
-        return None
-    return trace_id
-
-
 def context_from(carrier: Mapping[str, str] | None) -> otel_context.Context:
     """The context a carrier holds; an empty one (a new trace) for None."""
     if not carrier:
@@ -240,14 +215,36 @@ def context_from(carrier: Mapping[str, str] | None) -> otel_context.Context:
     return propagate.extract(dict(carrier), context=otel_context.Context())
 
 
+#: A W3C traceparent: version-traceid-parentid-flags, lowercase hex.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+#: The traceparent in a carrier's JSON text (as stored with a task).
+_TRACEPARENT_JSON = re.compile(r'"traceparent"\s*:\s*"([^"]*)"')
+
+
 def carrier_ids(carrier: object) -> tuple[str, str] | None:
-    """(trace_id, span_id) of the span a stored carrier names, as hex; None when
-    it names none (or is not a carrier: a row written by hand may hold anything)."""
-    if not isinstance(carrier, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in carrier.items()
-    ):
+    """(trace_id, span_id) as hex of the span a stored W3C carrier names, given
+    as a mapping or as its JSON text; None when it names none (a row written by
+    hand may hold anything). Read without the propagator: a task read pays
+    for it."""
+    if isinstance(carrier, str):
+        match = _TRACEPARENT_JSON.search(carrier)
+        traceparent: object = match[1] if match else None
+    elif isinstance(carrier, Mapping):
+        traceparent = carrier.get("traceparent")
+    else:
         return None
-    return ids(trace.get_current_span(context_from(carrier)))
+    if not isinstance(traceparent, str):
+        return None
+    parts = _TRACEPARENT.fullmatch(traceparent)
+    if parts is None or parts[1] == "ff" or parts[2] == "0" * 32 or parts[3] == "0" * 16:
+        return None
+    return parts[2], parts[3]
+
+
+def trace_id_of(carrier: object) -> str | None:
+    """The trace id (32 hex digits) of a stored W3C carrier (`carrier_ids`)."""
+    found = carrier_ids(carrier)
+    return found[0] if found else None
 
 
 def ids(span: trace.Span | None = None) -> tuple[str, str] | None:

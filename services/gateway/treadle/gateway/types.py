@@ -203,6 +203,16 @@ class Task:
         description="The trace id (32 hex digits) of the trace the task was submitted in; "
         "null when none."
     )
+    progress: float | None = strawberry.field(
+        default=None,
+        description="How far the handler got, 0..1, as it last reported; null: not reported.",
+    )
+    progress_message: str | None = strawberry.field(
+        default=None, description="The handler's message with its last progress report."
+    )
+    progress_at: datetime | None = strawberry.field(
+        default=None, description="When the handler last reported its progress."
+    )
     existing: bool | None = strawberry.field(
         default=None,
         description=(
@@ -235,6 +245,9 @@ class Task:
             timeout_seconds=task.timeout_seconds,
             retry=RetryPolicy.from_policy(task.retry),
             trace_id=task.trace_id,
+            progress=task.progress,
+            progress_message=task.progress_message,
+            progress_at=task.progress_at,
             existing=existing,
             source=task,
         )

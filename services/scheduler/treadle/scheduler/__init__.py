@@ -1,6 +1,8 @@
 """The Treadle scheduler: a grpc.aio service that stores tasks in PostgreSQL and runs them.
 
-Handlers are registered in a user's module with `task`:
+Handlers are registered in a user's module with `task` (the same decorator as
+`treadle.tasks.task`, which a new app imports from there; see
+docs/python-api.md):
 
     from treadle.scheduler import task
 

@@ -17,6 +17,7 @@ import functools
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from opentelemetry import trace
 
@@ -53,6 +54,7 @@ from treadle.scheduler.model import (
 from treadle.scheduler.registry import Registry
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.store import Store
+from treadle.tasks import TaskOptions
 
 #: A listing's filter that keeps every task.
 EVERY_TASK = TaskFilter()
@@ -72,6 +74,7 @@ BULK_STATES: dict[str, frozenset[TaskState]] = {
 MAX_BATCH = 10_000
 #: Longer than any cursor `encode_cursor` makes.
 MAX_CURSOR_LENGTH = 64
+Given = TypeVar("Given")
 
 
 def encode_cursor(seq: int) -> str:
@@ -128,6 +131,20 @@ def _check_selection(selection: TaskSelection) -> None:
     _check_range(selection.created_after, selection.created_before)
     if selection.finished_before is not None:
         check_time(selection.finished_before, "finished_before")
+def _first(given: Given | None, default: Given | None) -> Given | None:
+    return default if given is None else given
+
+
+def declared(spec: TaskSpec, options: TaskOptions) -> TaskSpec:
+    """`spec` with what it leaves unset taken from its task's declared options
+    (max_attempts, timeout, retry; the queue is the handler's): the call wins
+    over the task, the task over the queue's settings and the global defaults."""
+    return dataclasses.replace(
+        spec,
+        max_attempts=_first(spec.max_attempts, options.max_attempts),
+        timeout_seconds=_first(spec.timeout_seconds, options.timeout),
+        retry=_first(spec.retry, options.retry),
+    )
 
 
 @dataclasses.dataclass(eq=False)
@@ -172,6 +189,7 @@ class Scheduler(Collaborators):
                     f"known tasks: {', '.join(self.registry.names) or 'none'}"
                 )
             default_queue = handler.queue if handler else ""
+            spec = self.with_declared(spec)
             return check_spec(
                 spec,
                 default_queue,
@@ -186,6 +204,12 @@ class Scheduler(Collaborators):
             if index is None:
                 raise
             raise InvalidArgument(f"task {index}: {exc.message}") from None
+
+    def with_declared(self, spec: TaskSpec) -> TaskSpec:
+        """`spec` with what it leaves unset taken from its task's declared
+        options, when this replica registers the task (`declared`)."""
+        handler = self.registry.get(spec.name)
+        return spec if handler is None else declared(spec, handler.options)
 
     @functools.cached_property
     def _grouped(self) -> GroupInsert:

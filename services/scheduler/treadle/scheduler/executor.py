@@ -19,7 +19,7 @@ import functools
 import random
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -33,6 +33,7 @@ from treadle.scheduler import tracing
 from treadle.scheduler.loops import Clock
 from treadle.scheduler.model import ClaimedTask, Outcome, after_failure, ended
 from treadle.scheduler.registry import Handler, Permanent
+from treadle.tasks import TaskContext
 
 TRACEBACK_FRAMES = 8
 
@@ -75,11 +76,14 @@ class Executor:
         #: Each sync handler's call in the pool (queued or running), by task id.
         self._calls: dict[str, concurrent.futures.Future[object]] = {}
 
-    async def _call(self, task: ClaimedTask, handler: Handler, payload: object) -> object:
+    async def _call(
+        self, task: ClaimedTask, handler: Handler, payload: object, context: TaskContext | None
+    ) -> object:
+        invoke = handler.definition.invoke
         if handler.is_async:
-            return await handler.fn(payload)
+            return await invoke(payload, context)
         # The thread sees the attempt's context (its span, for logs and child spans).
-        call = functools.partial(contextvars.copy_context().run, handler.fn, payload)
+        call = functools.partial(contextvars.copy_context().run, invoke, payload, context)
         submitted = self._pool.submit(self._counted, call)
         self._calls[task.id] = submitted
         try:
@@ -109,38 +113,48 @@ class Executor:
         """Threads, those busy, and calls waiting (for metrics and GetHealth)."""
         return ExecutorHealth(threads=self.threads, busy=self.busy, queued=self.queued)
 
-    async def run(self, task: ClaimedTask, handler: Handler) -> Outcome:
+    async def run(
+        self, task: ClaimedTask, handler: Handler, context: TaskContext | None = None
+    ) -> Outcome:
         """Run one attempt. Cancellation propagates; anything else the handler
         raises becomes a failed attempt that is retried or ends the task DEAD.
         A stored payload that cannot be decoded (a row written by hand: too
         deep, not standard JSON) is no attempt: that error propagates, and the
-        worker ends the task DEAD. With tracing on, the attempt runs in its own
-        span (see `tracing`); a failed attempt's outcome names that span
-        (`Outcome.trace`), for its log line."""
+        worker ends the task DEAD; one that does not fit the handler's payload
+        type fails the task for good (`InvalidPayload`). With tracing on, the
+        attempt runs in its own span (see `tracing`); a failed attempt's outcome
+        names that span (`Outcome.trace`), for its log line. `context`: what a
+        handler that asks for a `TaskContext` gets."""
         if self.tracer is None:
-            return await self._run(task, handler)
+            return await self._run(task, handler, context)
         with tracing.attempt(self.tracer, task) as span:
-            outcome = await self._run(task, handler)
+            outcome = await self._run(task, handler, context)
             tracing.ended(span, outcome)
             if outcome.state is TaskState.SUCCEEDED:
                 return outcome
             return dataclasses.replace(outcome, trace=telemetry.ids(span))
 
-    async def _run(self, task: ClaimedTask, handler: Handler) -> Outcome:
+    async def _run(
+        self, task: ClaimedTask, handler: Handler, context: TaskContext | None
+    ) -> Outcome:
         # The one place the scheduler decodes a payload: for the handler, as it runs.
         # Checked at submit, so no depth limit here but Python's own; a stored
         # payload that cannot be decoded raises InvalidArgument (see `run`).
         payload = wire.decode_json(task.payload_json, max_depth=None)
         deadline = asyncio.timeout(task.timeout_seconds)
         try:
+            typed = handler.definition.load(payload)
             async with deadline:
-                value = await self._call(task, handler, payload)
+                value = await self._call(task, handler, typed, context)
             try:
-                result_json = wire.encode_json(value, "handler result", self.max_result_depth)
+                result = handler.definition.dump(value)
+                result_json = wire.encode_json(result, "handler result", self.max_result_depth)
             except InvalidArgument as exc:  # not standard JSON, too deep, NUL...
                 raise Permanent(exc.message) from None
             return ended(task, TaskState.SUCCEEDED, self.clock(), result_json)
         except TimeoutError as exc:
+            if context is not None:
+                context.cancelled.set()  # a sync handler runs on in its thread: tell it
             now = self.clock()
             error = error_of(exc, task.attempts, now)
             if deadline.expired() and task.timeout_seconds is not None:
@@ -156,6 +170,14 @@ class Executor:
             return after_failure(
                 task, error_of(exc, task.attempts, now), retryable, now, self.random
             )
+
+    async def settle(self, task_ids: Collection[str], timeout: float) -> None:
+        """Wait up to `timeout` seconds for the sync handler calls of `task_ids`
+        still running in their threads (told to stop through their
+        `TaskContext.cancelled`) to return."""
+        running = [c for i in task_ids if (c := self._calls.get(i)) is not None and not c.done()]
+        if running:
+            await asyncio.wait([asyncio.wrap_future(c) for c in running], timeout=timeout)
 
     def shutdown(self) -> set[str]:
         """Stop the thread pool: calls not started yet never start; those

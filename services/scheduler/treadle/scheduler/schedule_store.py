@@ -61,6 +61,21 @@ class Fire:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class CodeSync:
+    """What syncing the code's schedules does (`ScheduleStore.sync_code`)."""
+
+    created: builtins.list[Schedule] = dataclasses.field(default_factory=list)
+    updated: builtins.list[Schedule] = dataclasses.field(default_factory=list)
+    #: Code-owned schedules the code no longer declares, deleted (with the flag).
+    deleted: builtins.list[str] = dataclasses.field(default_factory=list)
+    #: ...and those kept, reported only (without it).
+    stale: builtins.list[str] = dataclasses.field(default_factory=list)
+    #: Declared in code, but a schedule of that name was made through the API:
+    #: left alone.
+    conflicts: builtins.list[str] = dataclasses.field(default_factory=list)
+
+
 def template_json(spec: TaskSpec) -> str:
     """A task template as stored in `schedules.task`: TaskSpec fields as a JSON
     object. The payload's text goes in as it is: `spec` was checked (`check_spec`)."""
@@ -152,6 +167,46 @@ class ScheduleStore(postgres.PoolStore):
 
     async def delete(self, tenant: str, name: str) -> bool:
         return bool(await self._fetch("schedule_delete", tenant=tenant, name=name))
+
+    async def sync_code(
+        self,
+        tenant: str,
+        plan: Callable[[builtins.list[Schedule], builtins.list[str]], CodeSync],
+    ) -> CodeSync:
+        """Bring `tenant`'s code-owned schedules in step with the code, in one
+        transaction under the tenant's sync lock: `plan` gets the stored
+        schedules and the names of those the code owns, and says what to
+        insert, update and delete."""
+        async with postgres.acquired(self.pool) as conn, conn.transaction():
+            await postgres.execute(conn, "schedule_code_lock", tenant=tenant)
+            rows = await postgres.fetch(conn, "schedule_list", tenant=tenant)
+            owned = [r["name"] for r in rows if r["code_owned"]]
+            sync = plan([_schedule(r) for r in rows], owned)
+            for s in sync.created:
+                await postgres.execute(
+                    conn,
+                    "schedule_insert_code",
+                    tenant=tenant,
+                    name=s.name,
+                    cron=s.cron,
+                    timezone=s.timezone,
+                    task=template_json(s.task),
+                    next_fire_at=s.next_fire_at,
+                )
+            for s in sync.updated:
+                await postgres.execute(
+                    conn,
+                    "schedule_update_code",
+                    tenant=tenant,
+                    name=s.name,
+                    cron=s.cron,
+                    timezone=s.timezone,
+                    task=template_json(s.task),
+                    next_fire_at=s.next_fire_at,
+                )
+            for name in sync.deleted:
+                await postgres.execute(conn, "schedule_delete_code", tenant=tenant, name=name)
+        return sync
 
     async def fire_due(
         self, plan: Callable[[str, Schedule, datetime], Fire], tasks: Store

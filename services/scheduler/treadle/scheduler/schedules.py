@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import json
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,7 +39,8 @@ from treadle.scheduler import principal
 from treadle.scheduler.core import Scheduler
 from treadle.scheduler.loops import Backoff, Loop
 from treadle.scheduler.model import found
-from treadle.scheduler.schedule_store import FIRE_BATCH, Fire, ScheduleStore
+from treadle.scheduler.schedule_store import FIRE_BATCH, CodeSync, Fire, ScheduleStore
+from treadle.tasks import ScheduleDecl
 
 log = logging.getLogger("treadle.scheduler.schedules")
 
@@ -151,6 +154,18 @@ def idempotency_key(name: str, tick: datetime) -> str:
     return f"cron:{name}:{tick.astimezone(UTC).isoformat()}"
 
 
+def _same(have: Schedule, want: Schedule) -> bool:
+    """Whether a stored schedule already is what the code declares (payloads
+    compared as values: jsonb keeps its own key order)."""
+    if (have.cron, have.timezone) != (want.cron, want.timezone):
+        return False
+    a, b = have.task, want.task
+    payloads = json.loads(a.payload_json) == json.loads(b.payload_json)
+    return payloads and dataclasses.replace(a, payload_json="") == dataclasses.replace(
+        b, payload_json=""
+    )
+
+
 def plan(tenant: str, schedule: Schedule, now: datetime) -> Fire:
     """What firing a due `schedule` of `tenant` at `now` does: submit its task for the
     stored tick, then wait for the first tick strictly after now (so ticks
@@ -197,19 +212,84 @@ class Schedules:
         check_name(schedule.name)
         tz = zone(schedule.timezone)
         first = check_cron(schedule.cron, tz, self.scheduler.clock())
-        checked = self.scheduler.check(template(schedule.task, schedule.task.queue))
+        spec = self.scheduler.with_declared(schedule.task)
+        checked = self.scheduler.check(template(spec, spec.queue))
         created = await self.store.insert(
             checked.tenant,
             schedule.name,
             schedule.cron,
             tz.key,
-            template(schedule.task, checked.queue),
+            template(spec, checked.queue),
             first,
         )
         if created is None:
             raise AlreadyExists(f"schedule {schedule.name!r} already exists")
         self.wake()
         return created
+
+    async def sync_code(self, declared: Sequence[ScheduleDecl], prune: bool) -> CodeSync:
+        """Bring the schedules the app declares in code in step, in the
+        caller's tenant (the default one at start): create the new ones,
+        update those that changed (a new cron or time zone starts from its
+        first tick after now), leave the same ones alone; report code-owned
+        schedules the code no longer declares, and delete them only with
+        `prune`. A schedule of the same name made through the API is never
+        touched (reported). Replicas starting together take turns (a lock)."""
+        now = self.scheduler.clock()
+        wanted: dict[str, Schedule] = {}
+        for d in declared:
+            check_name(d.name)
+            tz = zone(d.timezone)
+            first = check_cron(d.cron, tz, now)
+            spec = self.scheduler.with_declared(d.task)
+            checked = self.scheduler.check(template(spec, spec.queue))
+            wanted[d.name] = Schedule(
+                name=d.name,
+                cron=d.cron,
+                task=template(spec, checked.queue),
+                timezone=tz.key,
+                next_fire_at=first,
+            )
+
+        def plan(stored: builtins.list[Schedule], owned: builtins.list[str]) -> CodeSync:
+            by_name = {s.name: s for s in stored}
+            sync = CodeSync()
+            for name, want in wanted.items():
+                have = by_name.get(name)
+                if have is None:
+                    sync.created.append(want)
+                elif name not in owned:
+                    sync.conflicts.append(name)
+                elif not _same(have, want):
+                    moved = (have.cron, have.timezone) != (want.cron, want.timezone)
+                    tick = want.next_fire_at if moved else have.next_fire_at
+                    sync.updated.append(dataclasses.replace(want, next_fire_at=tick))
+            gone = sorted(set(owned) - set(wanted))
+            (sync.deleted if prune else sync.stale).extend(gone)
+            return sync
+
+        sync = await self.store.sync_code(principal.current().tenant, plan)
+        for what, names in (("created", sync.created), ("updated", sync.updated)):
+            if names:
+                log.info("schedules declared in code, %s: %s", what, [s.name for s in names])
+        if sync.deleted:
+            log.info("schedules no longer declared in code, deleted: %s", sync.deleted)
+        if sync.stale:
+            log.warning(
+                "schedules declared in code earlier are no longer declared: %s; they still "
+                "fire: delete them (treadle schedule delete NAME) or start a replica with "
+                "--prune-schedules (TREADLE_PRUNE_SCHEDULES=1)",
+                sync.stale,
+            )
+        if sync.conflicts:
+            log.warning(
+                "schedules declared in code share their names with schedules made through "
+                "the API, which are left as they are: %s",
+                sync.conflicts,
+            )
+        if sync.created or sync.updated:
+            self.wake()
+        return sync
 
     async def list(self) -> builtins.list[Schedule]:
         return await self.store.list(principal.current().tenant)

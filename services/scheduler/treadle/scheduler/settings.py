@@ -45,6 +45,14 @@ class Settings:
         flags="database",
         help="embedded PostgreSQL data folder ({env}, default {default})",
     )
+    #: Delete, at start, the schedules an earlier version of the app declared in
+    #: code and this one no longer does (without it they are only reported).
+    prune_schedules: bool = setting(
+        False,
+        flags="scheduler",
+        help="at start, delete schedules declared in code that the app no longer declares; "
+        "without it they are only reported ({env})",
+    )
     #: The module whose `@task` handlers this replica runs.
     app: str | None = setting(
         None, flags="scheduler", help="module with your @task handlers ({env})"

@@ -812,6 +812,18 @@ class Store(postgres.PoolStore):
         )
         return {str(r["id"]): r["cancel_requested"] for r in rows}
 
+    async def progress(self, lease: Lease, progress: float | None, message: str | None) -> bool:
+        """Store a running attempt's progress; False when its lease moved on."""
+        rows = await self._fetch(
+            "task_progress",
+            id=uuid.UUID(lease.task_id),
+            owner=lease.owner,
+            claim=lease.claim,
+            progress=progress,
+            message=message,
+        )
+        return bool(rows)
+
     async def reap(self, batch: int, max_reclaims: int) -> list[Reclaimed]:
         """Take back tasks whose lease expired."""
         async with postgres.acquired(self.pool) as conn:

@@ -248,6 +248,7 @@ class Replica:
         await parts.store.ensure_queues(
             DEFAULT_TENANT, sorted({h.queue for h in self.registry.handlers})
         )
+        await parts.schedules.sync_code(self.registry.schedules, s.prune_schedules)
         await parts.store.register_replica(s.replica_id, socket.gethostname(), os.getpid(), VERSION)
         self._opened.push_async_callback(self._mark_stopped, parts.store)
         self._opened.push_async_callback(self.background.cancel)

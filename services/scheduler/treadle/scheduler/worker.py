@@ -21,8 +21,10 @@ handler is cancelled (it sees `asyncio.CancelledError`), a sync handler's
 result is discarded.
 
 `drain()` stops claiming, lets running handlers finish up to a timeout, and
-hands the rest back without charging their attempt, except those whose sync
-handler still runs in its thread (it cannot be stopped): those stay leased
+hands the rest back without charging their attempt (a handler with a
+`TaskContext` sees `ctx.cancelled`; a sync one gets a second to return),
+except those whose sync handler still runs in its thread (it cannot be
+stopped): those stay leased
 (`stranded`) until the process has exited and their lease expired, so they
 never run twice at once.
 """
@@ -35,6 +37,7 @@ import logging
 import time
 from datetime import timedelta
 
+from treadle.common import telemetry
 from treadle.common.errors import TreadleError
 from treadle.common.tasks import TaskError, TaskState
 from treadle.common.wakeup import wait_event
@@ -44,6 +47,7 @@ from treadle.scheduler.executor import Executor
 from treadle.scheduler.loops import Backoff, Loop
 from treadle.scheduler.model import Applied, ClaimedTask, Lease, Outcome, ended
 from treadle.scheduler.registry import Handler
+from treadle.tasks import TaskContext
 
 log = logging.getLogger("treadle.scheduler.worker")
 
@@ -67,6 +71,8 @@ class Worker(Collaborators):
             max_result_depth=self.settings.max_payload_depth,
         )
         self._running: dict[str, tuple[asyncio.Task[None], ClaimedTask]] = {}
+        #: The TaskContext of each running task whose handler asked for one.
+        self._contexts: dict[str, TaskContext] = {}
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._outcomes: list[Outcome] = []
@@ -141,6 +147,7 @@ class Worker(Collaborators):
                 self._early_cancels[task_id] = now
             return False
         self._cancelled.add(task_id)
+        self._stop_context(task_id)
         entry[0].cancel()
         log.debug("cancelling running task %s", task_id)  # logged at INFO once it ends
         return True
@@ -229,15 +236,53 @@ class Worker(Collaborators):
             self._record(cancelled)
             return
         self.events.started(task)
-        runner = asyncio.create_task(self._attempt(task, handler), name=f"treadle-task-{task.id}")
+        context = self._context(task) if handler.definition.context_parameter else None
+        runner = asyncio.create_task(
+            self._attempt(task, handler, context), name=f"treadle-task-{task.id}"
+        )
         self._running[task.id] = (runner, task)
         runner.add_done_callback(lambda _: self._finished(task.id))
 
-    async def _attempt(self, task: ClaimedTask, handler: Handler) -> None:
+    def _context(self, task: ClaimedTask) -> TaskContext:
+        """The TaskContext of `task`'s attempt: its `heartbeat` stores progress
+        under the attempt's lease; `cancelled` is set by `_stop_context`."""
+        timeout = task.timeout_seconds
+        lease = task.lease
+
+        async def report(progress: float | None, message: str | None) -> bool:
+            try:
+                return await self.store.progress(lease, progress, message)
+            except TreadleError as exc:  # the database is away: the work goes on
+                log.warning("could not store the progress of task %s: %s", lease.task_id, exc)
+                return True
+
+        context = TaskContext(
+            id=task.id,
+            name=task.name,
+            queue=task.queue,
+            attempt=task.attempts,
+            max_attempts=task.max_attempts,
+            deadline=self.clock() + timedelta(seconds=timeout) if timeout else None,
+            trace_id=telemetry.trace_id_of(task.trace_context),
+            _reporter=report,
+            _loop=asyncio.get_running_loop(),
+        )
+        self._contexts[task.id] = context
+        return context
+
+    def _stop_context(self, task_id: str) -> None:
+        """Tell a running handler to stop (cancelled, lease lost, handed back)."""
+        context = self._contexts.get(task_id)
+        if context is not None:
+            context.cancelled.set()
+
+    async def _attempt(
+        self, task: ClaimedTask, handler: Handler, context: TaskContext | None = None
+    ) -> None:
         began = time.perf_counter()
         poisoned = None  # logged when made
         try:
-            outcome = await self.executor.run(task, handler)
+            outcome = await self.executor.run(task, handler, context)
         except asyncio.CancelledError:
             if task.id not in self._cancelled or task.id in self._handed_back:
                 raise  # shutting down: the task is handed back
@@ -274,6 +319,7 @@ class Worker(Collaborators):
 
     def _finished(self, task_id: str) -> None:
         self._running.pop(task_id, None)
+        self._contexts.pop(task_id, None)
         self._cancelled.discard(task_id)
         self._slot_free.set()
         if self.settings.concurrency - len(self._running) == 1:
@@ -333,6 +379,7 @@ class Worker(Collaborators):
                     continue  # it finished while we were renewing
                 self.leases_lost_total += 1
                 self._handed_back.add(task_id)
+                self._stop_context(task_id)
                 entry[0].cancel()
                 log.warning("lost the lease of task %s; cancelled it here", task_id)
             for task_id, cancel_requested in kept.items():
@@ -504,12 +551,16 @@ class Worker(Collaborators):
                 waiter.cancel()
             await asyncio.gather(all_done, forced, return_exceptions=True)
         left = [task.lease for _, task in self._running.values()]
+        told = [lease.task_id for lease in left if lease.task_id in self._contexts]
         for lease in left:
             self._handed_back.add(lease.task_id)
+            self._stop_context(lease.task_id)
         for runner, _ in list(self._running.values()):
             runner.cancel()
         if self._running:
             await asyncio.wait([r for r, _ in self._running.values()], timeout=1.0)
+        # Sync handlers that watch their TaskContext's `cancelled` may stop now.
+        await self.executor.settle(told, timeout=1.0)
         # A sync handler's thread runs on, whatever was cancelled here: its task
         # stays leased to this replica until the process has exited and the
         # lease expired, when the reaper of another replica takes it back.

@@ -224,6 +224,9 @@ class Task(_message.Message):
     RETRY_FIELD_NUMBER: _builtins.int
     CLAIMS_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    PROGRESS_MESSAGE_FIELD_NUMBER: _builtins.int
+    PROGRESS_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     queue: _builtins.str
@@ -248,6 +251,12 @@ class Task(_message.Message):
     """The trace id (32 hex digits) of the W3C trace context stored with the
     task at submission; empty when it was submitted outside a trace.
     """
+    progress: _builtins.float
+    """How far the handler got, 0..1, as it last reported (TaskContext.heartbeat);
+    unset until it reports.
+    """
+    progress_message: _builtins.str
+    """The handler's message with its last progress report; empty: none."""
     @_builtins.property
     def error(self) -> Global___TaskError:
         """Set when the last attempt failed."""
@@ -266,6 +275,10 @@ class Task(_message.Message):
 
     @_builtins.property
     def retry(self) -> Global___RetryPolicy: ...
+    @_builtins.property
+    def progress_at(self) -> _timestamp_pb2.Timestamp:
+        """When the handler last reported its progress."""
+
     def __init__(
         self,
         *,
@@ -290,12 +303,17 @@ class Task(_message.Message):
         retry: Global___RetryPolicy | None = ...,
         claims: _builtins.int = ...,
         trace_id: _builtins.str = ...,
+        progress: _builtins.float | None = ...,
+        progress_message: _builtins.str = ...,
+        progress_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "retry", b"retry", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_progress", b"_progress", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "progress", b"progress", "progress_at", b"progress_at", "retry", b"retry", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "claims", b"claims", "created_at", b"created_at", "error", b"error", "errors", b"errors", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "result", b"result", "retry", b"retry", "run_at", b"run_at", "started_at", b"started_at", "state", b"state", "timeout_seconds", b"timeout_seconds", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_progress", b"_progress", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "claims", b"claims", "created_at", b"created_at", "error", b"error", "errors", b"errors", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "name", b"name", "payload", b"payload", "priority", b"priority", "progress", b"progress", "progress_at", b"progress_at", "progress_message", b"progress_message", "queue", b"queue", "result", b"result", "retry", b"retry", "run_at", b"run_at", "started_at", b"started_at", "state", b"state", "timeout_seconds", b"timeout_seconds", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__progress: _TypeAlias = _typing.Literal["progress"]  # noqa: Y015
+    _WhichOneofArgType__progress: _TypeAlias = _typing.Literal["_progress", b"_progress"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__progress) -> _WhichOneofReturnType__progress | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
 

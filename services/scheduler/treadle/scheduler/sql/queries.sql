@@ -491,6 +491,17 @@ FROM unnest($2::uuid[], $3::text[], $4::int[]) AS h(id, owner, claim)
 WHERE t.id = h.id AND t.claims = h.claim AND t.lease_owner = h.owner
 RETURNING t.id, t.cancel_requested;
 
+-- name: task_progress
+-- params: id, owner, claim, progress, message
+-- tenant: a lease names its task, whichever tenant's
+-- A running handler's progress report (TaskContext.heartbeat), stored while
+-- its lease (id, owner, claim) holds; no row back: the lease moved on.
+-- A null progress keeps the last one (a message alone).
+UPDATE tasks SET progress = coalesce($4, progress), progress_message = $5,
+    progress_at = now()
+WHERE id = $1 AND claims = $3 AND lease_owner = $2
+RETURNING id;
+
 -- name: stop_replica
 -- params: id
 -- tenant: replicas are shared by every tenant

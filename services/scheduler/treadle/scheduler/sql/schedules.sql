@@ -84,3 +84,31 @@ WHERE s.tenant = f.tenant AND s.name = f.name;
 -- overdue), by the database's clock; null when none runs.
 SELECT extract(epoch FROM min(next_fire_at) - clock_timestamp())::float8
 FROM schedules WHERE NOT paused;
+
+-- name: schedule_code_lock
+-- params: tenant
+-- tenant: touches no row; the lock's key names the tenant
+-- Held until commit: replicas starting together sync the code's schedules of
+-- a tenant one at a time (the second finds them in step).
+SELECT pg_advisory_xact_lock(hashtext('treadle:code-schedules:' || $1));
+
+-- name: schedule_insert_code
+-- params: tenant, name, cron, timezone, task, next_fire_at
+-- A schedule declared in code (code_owned); a taken name inserts nothing.
+INSERT INTO schedules (tenant, name, cron, timezone, task, next_fire_at, code_owned)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, true)
+ON CONFLICT (tenant, name) DO NOTHING
+RETURNING name;
+
+-- name: schedule_update_code
+-- params: tenant, name, cron, timezone, task, next_fire_at
+-- Bring a code-owned schedule in step with its declaration; its paused state
+-- is left as it is (an operator may have paused it).
+UPDATE schedules SET cron = $3, timezone = $4, task = $5::jsonb, next_fire_at = $6,
+    updated_at = now()
+WHERE tenant = $1 AND name = $2 AND code_owned
+RETURNING name;
+
+-- name: schedule_delete_code
+-- params: tenant, name
+DELETE FROM schedules WHERE tenant = $1 AND name = $2 AND code_owned RETURNING name;
