@@ -6,6 +6,6 @@ COPY pyproject.toml uv.lock README.md ./
 COPY shared shared
 COPY services services
 COPY protos protos
-RUN uv sync --frozen --no-dev --no-editable && rm -rf /root/.cache
+RUN uv sync --frozen --no-dev --extra server --no-editable && rm -rf /root/.cache
 ENV PATH="/app/.venv/bin:$PATH"
 ENTRYPOINT ["treadle"]
