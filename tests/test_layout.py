@@ -52,3 +52,19 @@ def test_checked_in_stubs_match_protos(repo_root: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_package_is_marked_typed(repo_root: Path) -> None:
+    """PEP 561 in a PEP 420 namespace: no `treadle/py.typed` can exist (nor an
+    `__init__.py`), so each package under `treadle/` carries its own marker, or
+    mypy treats an installed copy of it as untyped."""
+    packages = [
+        path
+        for root in (repo_root / "shared", *(repo_root / "services").iterdir())
+        if (root / "treadle").is_dir()
+        for path in (root / "treadle").iterdir()
+        if path.is_dir() and path.name != "__pycache__"
+    ]
+    assert len(packages) >= 6
+    unmarked = [str(p.relative_to(repo_root)) for p in packages if not (p / "py.typed").is_file()]
+    assert unmarked == [], "add an empty py.typed to each"

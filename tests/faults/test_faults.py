@@ -23,6 +23,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from treadle.client import Client, RetryPolicy, TaskSpec, Unavailable
+from treadle.scheduler.rpc import LIVENESS
 from treadle.scheduler.settings import Settings
 
 HERE = Path(__file__).resolve().parent
@@ -453,6 +454,7 @@ async def test_database_restart_mid_run(pg_dir: Path, processes: list[ReplicaPro
                 while serving in await statuses(replica.address):
                     await asyncio.sleep(0.1)
             assert await statuses(replica.address) == [not_serving, not_serving]
+            assert await health(replica.address, LIVENESS) == serving, "no restart for that"
         async with Client(replicas[1].address) as client:
             began = time.monotonic()
             with pytest.raises(Unavailable):

@@ -42,6 +42,7 @@ from treadle.common import (
     stats,
     stats_wire,
     status,
+    target,
     tasks,
     telemetry,
     wire,
@@ -56,10 +57,12 @@ from treadle.common.tls import TLSConfig
 T = TypeVar("T")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
-# Reads are idempotent: let gRPC retry them when the scheduler is briefly unreachable
-# (a stream only until its first message).
+# Calls go round every replica the address names, leaving out those it cannot
+# reach (`treadle.common.target`). Reads are idempotent: let gRPC retry them when
+# the scheduler is briefly unreachable (a stream only until its first message).
 _SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [
@@ -83,7 +86,7 @@ _SERVICE_CONFIG = json.dumps(
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
             }
-        ]
+        ],
     }
 )
 
@@ -100,12 +103,11 @@ def _channel(
         ("grpc.enable_retries", 1),
         *grpc_limits.channel_options(max_request_bytes, max_response_bytes),
     ]
+    to = target.target(address)
     if tls is None:
-        return grpc.aio.insecure_channel(
-            address, interceptors=interceptors or None, options=options
-        )
+        return grpc.aio.insecure_channel(to, interceptors=interceptors or None, options=options)
     return grpc.aio.secure_channel(
-        address,
+        to,
         tls.credentials(),
         interceptors=interceptors or None,
         options=[*options, *tls.options()],
@@ -230,7 +232,9 @@ def _selection(
 
 
 class Client:
-    """An async client for one scheduler address (any replica will do)."""
+    """An async client of the scheduler: one address (any replica will do), a
+    DNS name that resolves to every replica, or a comma-separated list of their
+    IP addresses; calls go round the replicas it reaches (`treadle.common.target`)."""
 
     def __init__(
         self,

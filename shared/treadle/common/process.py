@@ -62,7 +62,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         import uvloop
 
         factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+    except ImportError:  # a client-only install (uvloop comes with treadle[server])
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)

@@ -42,6 +42,9 @@ TREADLE_DATABASE_SCHEMA, TREADLE_APP, TREADLE_GRPC_HOST/PORT, TREADLE_HTTP_HOST/
 TREADLE_SCHEDULER_ADDRESS, TREADLE_CONCURRENCY, TREADLE_EXECUTOR_THREADS,
 TREADLE_MAX_PAYLOAD_BYTES, TREADLE_DRAIN_TIMEOUT, TREADLE_AUTH, TREADLE_API_KEY,
 TREADLE_TLS_CERT/KEY/CA/CLIENT_CA, ... (see docs/configuration.md and docs/security.md)
+
+up, scheduler, gateway, migrate, keys, audit, tenants and bench need the server
+extra: pip install 'treadle[server]' (pip install treadle: the client commands).
 """
 
 

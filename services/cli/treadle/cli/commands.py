@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.cli import _show, keys, monitor, queues, schedules, tasks, tenants
 from treadle.client import Client
-from treadle.common import config, process, wire
+from treadle.common import config, extras, process, wire
 from treadle.common.access import AccessSettings
 from treadle.common.errors import InvalidArgument
 from treadle.common.process import Command
@@ -294,7 +294,15 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+#: The commands that run a server or open the database: they need the server
+#: extra (`scheduler` and `gateway` check for it themselves, as `python -m` runs
+#: them too).
+SERVER_COMMANDS = frozenset({"up", "migrate", "keys", "audit", "tenants", "bench"})
+
+
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.command in SERVER_COMMANDS:
+        extras.require_server(f"treadle {args.command}")
     return COMMANDS[args.command](args, env)
 
 

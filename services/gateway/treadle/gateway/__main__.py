@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 
-from treadle.common import access, config, process
+from treadle.common import access, config, extras, process
 from treadle.common.access import AccessSettings
 from treadle.common.logs import LogSettings
 from treadle.gateway.settings import Settings
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    extras.require_server("treadle gateway")
     from treadle.gateway.server import Gateway
 
     settings = config.load(Settings, env, vars(args))

@@ -15,7 +15,7 @@ import dataclasses
 import ipaddress
 from urllib.parse import urlsplit
 
-from treadle.common import grpc_limits, tls
+from treadle.common import grpc_limits, target, tls
 from treadle.common.config import at_most, not_empty, port, positive, setting
 from treadle.common.errors import InvalidArgument
 
@@ -93,14 +93,17 @@ class Settings:
         help="GraphQL introspection and GraphiQL ({env}, default {default}: "
         "on for a loopback --http-host only)",
     )
-    #: Any scheduler replica: a gRPC target such as host:port. Client commands
-    #: (`treadle submit`, ...) take the same flag and variable.
+    #: The scheduler replicas: a gRPC target such as host:port (a DNS name that
+    #: resolves to every replica reaches them all), or a comma-separated list of
+    #: ip:port (`treadle.common.target`). Client commands (`treadle submit`, ...)
+    #: take the same flag and variable.
     scheduler_address: str = setting(
         "127.0.0.1:50051",
-        checks=(not_empty,),
+        checks=(not_empty, target.check),
         flags="address",
         flag="--address",
-        help="scheduler gRPC address ({env}, default {default})",
+        help="scheduler gRPC address: host:port (calls go round every address the "
+        "name resolves to) or ip:port,ip:port,... ({env}, default {default})",
     )
     #: TLS to the scheduler: the CA bundle that verifies its certificate (TLS
     #: is on when set), and the name to check in it when not the address's host.

@@ -17,7 +17,7 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from treadle.common import access, config, process
+from treadle.common import access, config, extras, process
 from treadle.common.access import AccessSettings
 from treadle.common.errors import InvalidArgument
 from treadle.common.logs import LogSettings
@@ -141,6 +141,7 @@ def leave(running: Replica, status: int) -> int:
 
 
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    extras.require_server("treadle scheduler")
     from treadle.scheduler.embedded import database
 
     settings = config.load(Settings, env, vars(args))

@@ -607,10 +607,19 @@ class DecodeGuard(grpc_wrap.MethodWrapper):
         )
 
 
+#: The grpc.health.v1 service name that answers SERVING for as long as the
+#: server runs, whatever the database does: a liveness probe asks it (a probe
+#: of "" fails while PostgreSQL is away, and restarting replicas then helps
+#: nothing). It fails when the process no longer answers at all.
+LIVENESS = "liveness"
+
+
 class Server:
     """The replica's grpc.aio server: SchedulerService, grpc.health.v1 and reflection;
     messages and open calls limited by `options` (`grpc_limits.server_options`),
-    undecodable requests INVALID_ARGUMENT."""
+    undecodable requests INVALID_ARGUMENT. Health: "" and SchedulerService say
+    whether the replica serves (NOT_SERVING while its database is away and once
+    it stops), `LIVENESS` only that it runs."""
 
     def __init__(
         self,
@@ -657,6 +666,7 @@ class Server:
 
     async def start(self) -> None:
         await self.server.start()
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.set_serving(True)
 
     async def set_serving(self, serving: bool) -> None:
