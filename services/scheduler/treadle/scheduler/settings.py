@@ -45,9 +45,13 @@ class Settings:
         flags="database",
         help="embedded PostgreSQL data folder ({env}, default {default})",
     )
-    #: The module whose `@task` handlers this replica runs.
+    #: The module whose `@task` handlers this replica runs: `module` or
+    #: `module:attribute`, imported from the current folder first.
     app: str | None = setting(
-        None, flags="scheduler", help="module with your @task handlers ({env})"
+        None,
+        flags="scheduler",
+        help="your @task handlers: MODULE or MODULE:ATTRIBUTE, "
+        "imported from the current folder first ({env})",
     )
     grpc_host: str = setting(
         "127.0.0.1", flags="scheduler", help="gRPC listen host ({env}, default {default})"
