@@ -71,7 +71,7 @@ async def test_stale_outcome_is_rejected_after_the_lease_moved(
     store: Store, database_url: str, schema: str
 ) -> None:
     (task_id,) = await submit(store)
-    (first,) = await store.claim("replica-a", 10, 30)
+    (first,) = await store.claim("replica-a", 10, 30, ["echo"])
     # replica-a goes silent: its lease runs out (the clock is the database's;
     # moving the expiry into the past is the same as waiting for it)
     await expire_leases(database_url, schema)
@@ -80,7 +80,7 @@ async def test_stale_outcome_is_rejected_after_the_lease_moved(
         (task_id, TaskState.QUEUED, "replica-a")
     ]
     assert reclaimed[0].error.type == "LeaseExpired"
-    (second,) = await store.claim("replica-b", 10, 30)
+    (second,) = await store.claim("replica-b", 10, 30, ["echo"])
     assert second.attempts == first.attempts == 1, "the lost attempt was not charged"
     assert second.lease.claim == first.lease.claim + 1
 
@@ -97,10 +97,10 @@ async def test_same_replica_cannot_apply_an_outcome_of_an_earlier_claim(
     store: Store, database_url: str, schema: str
 ) -> None:
     await submit(store)
-    (first,) = await store.claim("replica-a", 10, 30)
+    (first,) = await store.claim("replica-a", 10, 30, ["echo"])
     await expire_leases(database_url, schema)
     await store.reap(100, max_reclaims=3)
-    (again,) = await store.claim("replica-a", 10, 30)
+    (again,) = await store.claim("replica-a", 10, 30, ["echo"])
     assert (again.attempts, again.lease.claim) == (1, 2)
     assert not await store.complete([success(first)])
     assert set(await store.complete([success(again)])) == {Lease(again.id, "replica-a", 2)}
@@ -113,10 +113,10 @@ async def test_in_one_batch_only_the_current_claims_outcome_applies(
     was held past its lease): only the current claim's applies, and the
     result says which, by claim."""
     (task_id,) = await submit(store)
-    (first,) = await store.claim("replica-a", 10, 30)
+    (first,) = await store.claim("replica-a", 10, 30, ["echo"])
     await expire_leases(database_url, schema)
     await store.reap(100, max_reclaims=3)
-    (again,) = await store.claim("replica-a", 10, 30)
+    (again,) = await store.claim("replica-a", 10, 30, ["echo"])
     applied = await store.complete([success(first), success(again)])
     assert set(applied) == {Lease(task_id, "replica-a", again.lease.claim)}
 
@@ -125,7 +125,7 @@ async def test_heartbeat_extends_only_leases_still_held(
     store: Store, database_url: str, schema: str
 ) -> None:
     ids = await submit(store, 3)
-    claimed = await store.claim("replica-a", 10, 30)
+    claimed = await store.claim("replica-a", 10, 30, ["echo"])
     held = [t.lease for t in claimed]
     await store.register_replica("replica-a", "host", 1, "test")
     assert set(await store.heartbeat("replica-a", held, 30)) == set(ids)
@@ -139,7 +139,7 @@ async def test_a_task_that_keeps_losing_its_replica_ends_dead(
 ) -> None:
     (task_id,) = await submit(store)
     for _ in range(3):
-        await store.claim("crashy", 10, 30)
+        await store.claim("crashy", 10, 30, ["echo"])
         await expire_leases(database_url, schema)
         assert (await store.reap(100, max_reclaims=2))[0].state in (
             TaskState.QUEUED,
@@ -282,7 +282,7 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
 ) -> None:
     caplog.set_level(logging.INFO, logger="treadle.scheduler")
     (task_id,) = await submit(store)
-    await store.claim("ghost-replica", 10, 30)  # a replica that then dies
+    await store.claim("ghost-replica", 10, 30, ["echo"])  # a replica that then dies
     # The replica's own lease is long (10 s) so that, on a loaded machine, a
     # stalled heartbeat cannot get its own attempt reclaimed too: only the
     # ghost's lease, expired by hand below, may be taken back.
