@@ -46,6 +46,8 @@ async def test_scheduler_imports_the_app_from_the_current_folder(
         "0",
         "--metrics-port",
         "0",
+        "--queues",
+        "default",
         cwd=tmp_path,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -54,14 +56,18 @@ async def test_scheduler_imports_the_app_from_the_current_folder(
     assert proc.stdout is not None
     output: list[str] = []
     try:
-        address = None
+        address = tasks = None
         async with asyncio.timeout(30):
-            while address is None:
+            while tasks is None:
                 line = (await proc.stdout.readline()).decode()
                 assert line, "treadle scheduler exited early:\n" + "".join(output)
                 output.append(line)
                 if found := re.match(r"\s+gRPC\s+(\S+:\d+)", line):
                     address = found[1]
+                if found := re.match(r"\s+tasks\s+(.+)$", line):
+                    tasks = found[1]
+        assert tasks == "greet  (queues: default)", "the banner says what it claims"
+        assert address is not None
         async with Client(address) as client:
             task = await client.submit("greet", {"name": "newcomer"})
             done = await client.wait(task.id, timeout=10)
