@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,7 +16,7 @@ from support import count_rows, make_settings
 from treadle.client import Client
 from treadle.client.enqueue import Enqueued, enqueue, enqueue_sync
 from treadle.common.errors import InvalidArgument, Unavailable
-from treadle.common.tasks import TaskSpec, TaskState
+from treadle.common.tasks import RetryPolicy, TaskSpec, TaskState
 from treadle.scheduler.settings import Settings
 from treadle.scheduler.supervisor import Replica
 
@@ -156,6 +156,17 @@ async def test_psycopg_async_commit_runs_and_rollback_leaves_nothing(
     async with await psycopg.AsyncConnection.connect(database_url) as pconn:
         async with pconn.transaction():
             kept = await enqueue(pconn, "echo", {"via": "psycopg"}, schema=schema)
+            later = await enqueue(
+                pconn,
+                "echo",
+                [1, "two"],
+                delay=timedelta(minutes=5),
+                priority=-5,
+                max_attempts=3,
+                timeout=2.5,
+                retry=RetryPolicy(0.5, 3.0, 60.0),
+                schema=schema,
+            )
         async with pconn.transaction():
             await enqueue(pconn, "echo", {"via": "rolled back"}, schema=schema)
             raise psycopg.Rollback  # the block rolls back, and swallows it
@@ -165,7 +176,16 @@ async def test_psycopg_async_commit_runs_and_rollback_leaves_nothing(
         assert (again.id, again.existing) == (first.id, True)
     finished = await client.wait(kept.id, timeout=10)
     assert finished.state is TaskState.SUCCEEDED and finished.result == {"via": "psycopg"}
-    assert await count_rows(database_url, schema) == 2
+    waiting = await client.get(later.id)
+    assert (waiting.state, waiting.payload, waiting.priority) == (
+        TaskState.SCHEDULED,
+        [1, "two"],
+        -5,
+    )
+    assert (waiting.max_attempts, waiting.timeout_seconds) == (3, 2.5)
+    assert waiting.retry == RetryPolicy(0.5, 3.0, 60.0)
+    assert waiting.run_at == later.run_at and later.state is TaskState.SCHEDULED
+    assert await count_rows(database_url, schema) == 3
 
 
 async def test_psycopg_sync_connection(
