@@ -178,18 +178,15 @@ RETURNING t.id, t.tenant, t.queue, bad.error->>'message' AS reason;
 -- name: claim
 -- params: limit, owner, lease_seconds, names
 -- tenant: a replica runs every tenant's tasks
--- Claim up to $1 ready tasks of queues neither paused nor limited (max_concurrent
--- or a start limit: those go through claim_limited, claim_start_limited), highest
--- priority first, then by run time, then submission order; skip rows other
--- replicas locked. Only tasks named in $4, the names this replica has handlers
--- for: a task no replica registers stays QUEUED, for none to claim and hand back.
--- Two ordered index scans, each stopping after $1 rows: the
--- unmarked ready tasks (tasks_ready, where a paused queue's are not: see
+-- Claim up to $1 ready tasks named in $4 (this replica's handlers) of queues
+-- neither paused nor limited (those: claim_limited, claim_start_limited),
+-- highest priority first, then by run time, then submission order; skip rows
+-- other replicas locked. Two ordered index scans, each stopping after $1 rows:
+-- the unmarked ready tasks (tasks_ready, where a paused queue's are not: see
 -- 0006_paused_queues.sql) and, per queue not paused, those still marked from
--- a pause (tasks_paused_ready). The name is a filter on these scans: ready
--- tasks of names this replica lacks, ahead in claim order, are read past on
--- every claim (docs/operations.md). Returns what running a task needs. (SET comes
--- first: tests find this statement by it in pg_stat_activity's 1 kB of text.)
+-- a pause (tasks_paused_ready); the name filters them (others' tasks ahead
+-- are read past: docs/operations.md). Returns what running a task needs.
+-- (SET within the first 1 kB: tests find it in pg_stat_activity's text.)
 UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
     lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), queue_paused = false
