@@ -74,7 +74,7 @@ async def run(url: str, count: int, variant: str) -> str:
         began = time.perf_counter()
         while True:
             a = time.perf_counter()
-            tasks = await store.claim("store-bench", 100, 30)
+            tasks = await store.claim("store-bench", 100, 30, ["noop"])
             b = time.perf_counter()
             claim_seconds += b - a
             if not tasks:

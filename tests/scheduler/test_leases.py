@@ -73,7 +73,7 @@ async def test_stale_outcome_is_rejected_after_the_lease_moved(
     store: Store, database_url: str, schema: str
 ) -> None:
     (task_id,) = await submit(store)
-    (first,) = await store.claim("replica-a", 10, 30)
+    (first,) = await store.claim("replica-a", 10, 30, ["echo"])
     # replica-a goes silent: its lease runs out (the clock is the database's;
     # moving the expiry into the past is the same as waiting for it)
     await expire_leases(database_url, schema)
@@ -82,7 +82,7 @@ async def test_stale_outcome_is_rejected_after_the_lease_moved(
         (task_id, TaskState.QUEUED, "replica-a")
     ]
     assert reclaimed[0].error.type == "LeaseExpired"
-    (second,) = await store.claim("replica-b", 10, 30)
+    (second,) = await store.claim("replica-b", 10, 30, ["echo"])
     assert second.attempts == first.attempts == 1, "the lost attempt was not charged"
     assert second.lease.claim == first.lease.claim + 1
 
@@ -99,10 +99,10 @@ async def test_same_replica_cannot_apply_an_outcome_of_an_earlier_claim(
     store: Store, database_url: str, schema: str
 ) -> None:
     await submit(store)
-    (first,) = await store.claim("replica-a", 10, 30)
+    (first,) = await store.claim("replica-a", 10, 30, ["echo"])
     await expire_leases(database_url, schema)
     await store.reap(100, max_reclaims=3)
-    (again,) = await store.claim("replica-a", 10, 30)
+    (again,) = await store.claim("replica-a", 10, 30, ["echo"])
     assert (again.attempts, again.lease.claim) == (1, 2)
     assert not await store.complete([success(first)])
     assert set(await store.complete([success(again)])) == {Lease(again.id, "replica-a", 2)}
@@ -115,10 +115,10 @@ async def test_in_one_batch_only_the_current_claims_outcome_applies(
     was held past its lease): only the current claim's applies, and the
     result says which, by claim."""
     (task_id,) = await submit(store)
-    (first,) = await store.claim("replica-a", 10, 30)
+    (first,) = await store.claim("replica-a", 10, 30, ["echo"])
     await expire_leases(database_url, schema)
     await store.reap(100, max_reclaims=3)
-    (again,) = await store.claim("replica-a", 10, 30)
+    (again,) = await store.claim("replica-a", 10, 30, ["echo"])
     applied = await store.complete([success(first), success(again)])
     assert set(applied) == {Lease(task_id, "replica-a", again.lease.claim)}
 
@@ -127,7 +127,7 @@ async def test_heartbeat_extends_only_leases_still_held(
     store: Store, database_url: str, schema: str
 ) -> None:
     ids = await submit(store, 3)
-    claimed = await store.claim("replica-a", 10, 30)
+    claimed = await store.claim("replica-a", 10, 30, ["echo"])
     held = [t.lease for t in claimed]
     await store.register_replica("replica-a", "host", 1, "test")
     assert set(await store.heartbeat("replica-a", held, 30)) == set(ids)
@@ -142,7 +142,7 @@ async def test_a_task_that_keeps_losing_its_replica_ends_dead(
     caplog.set_level(logging.INFO, logger="treadle.scheduler.tasks")
     (task_id,) = await submit(store)
     for _ in range(3):
-        await store.claim("crashy", 10, 30)
+        await store.claim("crashy", 10, 30, ["echo"])
         await expire_leases(database_url, schema)
         reclaimed = await store.reap(100, max_reclaims=2)
         assert reclaimed[0].state in (TaskState.QUEUED, TaskState.DEAD)
@@ -295,7 +295,7 @@ async def test_an_expired_lease_is_reclaimed_counted_and_logged(
 ) -> None:
     caplog.set_level(logging.INFO, logger="treadle.scheduler")
     (task_id,) = await submit(store)
-    await store.claim("ghost-replica", 10, 30)  # a replica that then dies
+    await store.claim("ghost-replica", 10, 30, ["echo"])  # a replica that then dies
     trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     conn = await asyncpg.connect(database_url)
     try:  # as a traced submission stores it

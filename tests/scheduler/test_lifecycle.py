@@ -302,7 +302,7 @@ async def test_concurrent_migrations_apply_once(database_url: str, schema: str) 
         await conn.close()
 
 
-async def test_tasks_without_a_local_handler_go_to_a_replica_that_has_one(
+async def test_tasks_without_a_local_handler_are_claimed_only_by_a_replica_that_has_one(
     database_url: str, schema: str
 ) -> None:
     async def elsewhere(payload: object) -> str:
@@ -320,12 +320,20 @@ async def test_tasks_without_a_local_handler_go_to_a_replica_that_has_one(
             assert (await client.wait(echo.id, 5)).state is TaskState.SUCCEEDED
         await other.start()
         async with Client(other.address) as client:
-            # Both replicas claim; the one without the handler hands its share back.
+            # Only the replica with the handler claims them: none is handed back.
             ids = await client.submit_many([TaskSpec(name="elsewhere")] * 40)
             done = [await client.wait(task_id, 10) for task_id in ids]
         assert {t.state for t in done} == {TaskState.SUCCEEDED}
         assert {t.result for t in done} == {"ran elsewhere"}
-        assert {t.attempts for t in done} == {1}, "hand-backs are not charged"
+        assert {t.attempts for t in done} == {1}
+        conn = await asyncpg.connect(database_url)
+        try:
+            claims = await conn.fetch(
+                f'SELECT DISTINCT claims FROM "{schema}".tasks WHERE name = $1', "elsewhere"
+            )
+        finally:
+            await conn.close()
+        assert [r["claims"] for r in claims] == [1], "claimed once each: never handed back"
     finally:
         await other.stop()
         await plain.stop()

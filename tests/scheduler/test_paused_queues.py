@@ -58,7 +58,7 @@ async def pause(store: Store, queue: str, paused: bool = True) -> None:
 
 
 async def claimed(store: Store, limit: int = 100) -> set[str]:
-    return {t.lease.task_id for t in await store.claim(OWNER, limit, 30)}
+    return {t.lease.task_id for t in await store.claim(OWNER, limit, 30, ["echo"])}
 
 
 async def test_tasks_of_a_paused_queue_are_not_claimed(store: Store) -> None:
@@ -92,7 +92,7 @@ async def test_pausing_while_tasks_wait_keeps_them_waiting(store: Store) -> None
 
 async def test_a_running_task_handed_back_to_a_paused_queue_waits(store: Store) -> None:
     (task_id,) = await submit(store, "held")
-    (task,) = await store.claim(OWNER, 1, 30)
+    (task,) = await store.claim(OWNER, 1, 30, ["echo"])
     await pause(store, "held")
     assert await store.release([task.lease]) == {task_id}
     assert await claimed(store) == set()
@@ -165,6 +165,7 @@ async def test_the_claim_does_not_walk_a_paused_backlog(
                 10,
                 OWNER,
                 30.0,
+                ["echo"],
             )
         )
     finally:

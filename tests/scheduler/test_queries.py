@@ -102,8 +102,13 @@ def test_every_declared_parameter_is_bound_and_every_query_used() -> None:
 
 def test_loaded_queries_carry_their_parameters_in_order() -> None:
     claim = postgres.QUERIES["claim"]
-    assert claim.params == ("limit", "owner", "lease_seconds")
-    assert claim.args(owner="r1", lease_seconds=30.0, limit=5) == [5, "r1", 30.0]
+    assert claim.params == ("limit", "owner", "lease_seconds", "names")
+    assert claim.args(names=["a"], owner="r1", lease_seconds=30.0, limit=5) == [
+        5,
+        "r1",
+        30.0,
+        ["a"],
+    ]
     assert postgres.QUERIES["ping"].params == ()
     assert len(postgres.QUERIES["stats_flush"].params) == 32  # over several '-- params:' lines
     assert postgres.load_queries()["ping"] == postgres.QUERIES["ping"].sql
@@ -112,9 +117,9 @@ def test_loaded_queries_carry_their_parameters_in_order() -> None:
 def test_binding_refuses_a_missing_or_unknown_name() -> None:
     claim = postgres.QUERIES["claim"]
     with pytest.raises(TypeError, match=r"missing \['lease_seconds'\], unknown \[\]"):
-        claim.args(limit=1, owner="r1")
+        claim.args(limit=1, owner="r1", names=[])
     with pytest.raises(TypeError, match=r"unknown \['lmit'\]"):
-        claim.args(lmit=1, owner="r1", lease_seconds=1.0)
+        claim.args(lmit=1, owner="r1", lease_seconds=1.0, names=[])
 
 
 def block(params: str, sql: str) -> str:

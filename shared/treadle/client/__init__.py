@@ -12,6 +12,10 @@ Calls return the plain dataclasses of `treadle.common.tasks` and raise
 Treadle's errors (`treadle.common.errors`), never raw gRPC errors.
 `SyncClient` offers the same calls for code without an event loop.
 
+To store a task in your own database transaction (it exists, and replicas
+wake, only if that commits), `await enqueue(conn, "email.send", payload)` on
+an asyncpg or psycopg connection (`treadle.client.enqueue`).
+
 With authentication on, give the client an API key: `Client(address,
 api_key="trdl_...")`. A server calling for many callers through one client
 gives each call its caller's key with `credentials(key)`.
@@ -19,6 +23,7 @@ gives each call its caller's key with `credentials(key)`.
 
 from treadle.client._async import Client, credentials
 from treadle.client._sync import SyncClient
+from treadle.client.enqueue import Enqueued, SupportsSpec, enqueue, enqueue_sync
 from treadle.common.audit import AuditEvent
 from treadle.common.errors import (
     DeadlineExceeded,
@@ -63,6 +68,7 @@ __all__ = [
     "BulkResult",
     "Client",
     "DeadlineExceeded",
+    "Enqueued",
     "ErrorPattern",
     "Granularity",
     "InvalidArgument",
@@ -77,6 +83,7 @@ __all__ = [
     "RetryPolicy",
     "Schedule",
     "Submitted",
+    "SupportsSpec",
     "SyncClient",
     "SystemHealth",
     "SystemStatus",
@@ -93,4 +100,6 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "credentials",
+    "enqueue",
+    "enqueue_sync",
 ]

@@ -91,12 +91,18 @@ def transport(settings: Settings) -> str:
     return "TLS" if settings.tls_cert else "plaintext"
 
 
+def claimed_queues(settings: Settings) -> str:
+    """The queues a replica claims from, as the banner shows them after its tasks."""
+    queues = settings.claimed_queues
+    return "" if queues is None else f"  (queues: {', '.join(queues)})"
+
+
 def figures(running: Replica) -> dict[str, str]:
     """What the banners show of a running replica."""
     metrics = running.metrics_server
     return {
         "grpc": f"{running.address} ({transport(running.settings)})",
-        "tasks": ", ".join(running.registry.names),
+        "tasks": ", ".join(running.registry.names) + claimed_queues(running.settings),
         "metrics": metrics.address if metrics else "",
         "auth": access.describe(running.access),
     }

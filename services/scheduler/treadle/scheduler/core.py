@@ -131,6 +131,8 @@ def _check_selection(selection: TaskSelection) -> None:
     _check_range(selection.created_after, selection.created_before)
     if selection.finished_before is not None:
         check_time(selection.finished_before, "finished_before")
+
+
 def _first(given: Given | None, default: Given | None) -> Given | None:
     return default if given is None else given
 

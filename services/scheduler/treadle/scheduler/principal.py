@@ -13,8 +13,10 @@ import contextvars
 import dataclasses
 import enum
 
+from treadle.common import submission
+
 #: The tenant of a single-team installation, and of every row written before tenants.
-DEFAULT_TENANT = "default"
+DEFAULT_TENANT = submission.DEFAULT_TENANT
 
 
 class Scope(enum.StrEnum):

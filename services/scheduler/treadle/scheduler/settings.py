@@ -14,11 +14,21 @@ import uuid
 from treadle.common import config, grpc_limits, tls
 from treadle.common.config import at_most, not_empty, not_negative, port, positive, setting
 from treadle.common.errors import InvalidArgument
+from treadle.common.submission import check_name
 
 _SCHEMA = config.matches(r"^[a-z_][a-z0-9_]{0,40}$", "a lower-case identifier")
 #: Durations in seconds: at most 100 years, so that no time they are added to
 #: (or taken from) overflows Python's datetime or PostgreSQL's interval.
 _SECONDS = at_most(100 * 365 * 24 * 3600)
+
+
+def _queue_list(name: str, value: str) -> None:
+    """A comma-separated list of queue names, none blank."""
+    for queue in value.split(","):
+        try:
+            check_name(queue.strip(), "queue")
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{name}={value!r}: {exc.message}") from None
 
 
 def _replica_id() -> str:
@@ -53,9 +63,21 @@ class Settings:
         help="at start, delete schedules declared in code that the app no longer declares; "
         "without it they are only reported ({env})",
     )
-    #: The module whose `@task` handlers this replica runs.
+    #: The module whose `@task` handlers this replica runs: `module` or
+    #: `module:attribute`, imported from the current folder first.
     app: str | None = setting(
-        None, flags="scheduler", help="module with your @task handlers ({env})"
+        None,
+        flags="scheduler",
+        help="your @task handlers: MODULE or MODULE:ATTRIBUTE, "
+        "imported from the current folder first ({env})",
+    )
+    #: The queues this replica claims from, comma-separated; None: every queue.
+    queues: str | None = setting(
+        None,
+        checks=(_queue_list,),
+        flags="scheduler",
+        help="claim tasks only from these queues, comma-separated, such as email,reports "
+        "({env}; default: every queue). Either way only tasks your --app registers are claimed",
     )
     grpc_host: str = setting(
         "127.0.0.1", flags="scheduler", help="gRPC listen host ({env}, default {default})"
@@ -179,6 +201,13 @@ class Settings:
     #: ...and the most QUEUED + SCHEDULED + RETRYING tasks a tenant may have.
     tenant_max_queued: int = setting(0, checks=(not_negative,))
     replica_id: str = dataclasses.field(default_factory=_replica_id)
+
+    @property
+    def claimed_queues(self) -> tuple[str, ...] | None:
+        """The queues of `queues` (None: every queue)."""
+        if self.queues is None:
+            return None
+        return tuple(dict.fromkeys(q.strip() for q in self.queues.split(",")))
 
     def validate(self) -> None:
         """The rules that join two fields (each field's own are on the field)."""

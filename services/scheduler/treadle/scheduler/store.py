@@ -587,10 +587,21 @@ class Store(postgres.PoolStore):
         rows = await self._fetch("bury_unschedulable")
         return [Poisoned(str(r["id"]), r["tenant"], r["queue"], r["reason"]) for r in rows]
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[ClaimedTask]:
-        """Claim up to `limit` ready tasks: first from queues with a
-        max_concurrent limit or a start limit (serialised per queue across
-        replicas, never past a limit), then from the others, in priority order."""
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        names: Sequence[str],
+        queues: Sequence[str] | None = None,
+    ) -> list[ClaimedTask]:
+        """Claim up to `limit` ready tasks named in `names` (those the replica
+        has handlers for), of the queues in `queues` (None: every queue):
+        first from queues with a max_concurrent limit or a start limit
+        (serialised per queue across replicas, never past a limit), then from
+        the others, in priority order."""
+        names = list(names)
+        queues = None if queues is None else list(queues)
         async with postgres.acquired(self.pool) as conn:
             rows: list[asyncpg.Record] = []
             now = time.monotonic()
@@ -600,7 +611,9 @@ class Store(postgres.PoolStore):
                 # limited queues by itself, so no limit is ever exceeded; a
                 # newly limited queue just waits that long for its next claim.
                 self._limited_checked_at = now
-                ready = await postgres.fetch(conn, "limited_queues_ready")
+                ready = await postgres.fetch(
+                    conn, "limited_queues_ready", queues=queues, names=names
+                )
                 self.limited = {
                     (r["tenant"], r["name"]): Limited(
                         r["concurrent"], r["start_limited"], r["keyed"]
@@ -618,7 +631,14 @@ class Store(postgres.PoolStore):
                     )
                     if limits.start_limited:
                         rows += await self._claim_start_limited(
-                            conn, tenant, queue, limits, limit - len(rows), owner, lease_seconds
+                            conn,
+                            tenant,
+                            queue,
+                            limits,
+                            limit - len(rows),
+                            owner,
+                            lease_seconds,
+                            names,
                         )
                         continue
                     rows += await postgres.fetch(
@@ -629,10 +649,26 @@ class Store(postgres.PoolStore):
                         limit=limit - len(rows),
                         owner=owner,
                         lease_seconds=lease_seconds,
+                        names=names,
                     )
-            if len(rows) < limit:
+            if len(rows) < limit and queues is None:
                 rows += await postgres.fetch(
-                    conn, "claim", limit=limit - len(rows), owner=owner, lease_seconds=lease_seconds
+                    conn,
+                    "claim",
+                    limit=limit - len(rows),
+                    owner=owner,
+                    lease_seconds=lease_seconds,
+                    names=names,
+                )
+            elif len(rows) < limit:
+                rows += await postgres.fetch(
+                    conn,
+                    "claim_queues",
+                    limit=limit - len(rows),
+                    owner=owner,
+                    lease_seconds=lease_seconds,
+                    names=names,
+                    queues=queues,
                 )
         # UPDATE ... RETURNING promises no order: start them in claim order.
         rows.sort(key=lambda r: (-r["priority"], postgres.finite_time(r["run_at"]), r["seq"]))
@@ -647,6 +683,7 @@ class Store(postgres.PoolStore):
         limit: int,
         owner: str,
         lease_seconds: float,
+        names: list[str],
     ) -> list[asyncpg.Record]:
         """Claim from a start-limited queue (under its lock); when its window is
         what holds back the rest, hold the queue until the window ends, for at
@@ -661,6 +698,7 @@ class Store(postgres.PoolStore):
             owner=owner,
             lease_seconds=lease_seconds,
             scan=START_LIMIT_SCAN,
+            names=names,
         )
         claimed = [r for r in found if r["id"] is not None]
         held = next((r["held_seconds"] for r in found if r["id"] is None), None)

@@ -2,8 +2,9 @@
 
 Its loops, which the supervisor starts as named tasks (`loops()`):
 
-- `dispatch`: claims up to the free capacity in one statement, starts each
-  handler as an asyncio task, then sleeps until a NOTIFY, a freed slot, the
+- `dispatch`: claims up to the free capacity in one statement (only tasks
+  this replica has handlers for, of its `--queues`), starts each handler as
+  an asyncio task, then sleeps until a NOTIFY, a freed slot, the
   end of a full start-limit window, or the poll interval;
 - `promote`: turns scheduled and retrying tasks into ready ones when their
   time comes, sleeping until the next one is due;
@@ -191,37 +192,28 @@ class Worker(Collaborators):
                 await wait_event(self._wake, min(self.settings.poll_interval, wait))
 
     async def _claim(self, free: int) -> list[ClaimedTask]:
-        """Claim up to `free` tasks and start those this replica can run. A
+        """Claim up to `free` tasks this replica can run, and start them. A
         drain waits (on `_idle`) until this is over, so that it sees them."""
         self._idle.clear()
         try:
             began = time.perf_counter()
-            tasks = await self.store.claim(self.owner, free, self.settings.lease_seconds)
+            # Only tasks this replica has handlers for, of its queues (--queues).
+            tasks = await self.store.claim(
+                self.owner,
+                free,
+                self.settings.lease_seconds,
+                self.registry.names,
+                self.settings.claimed_queues,
+            )
             self.events.claimed(len(tasks), time.perf_counter() - began)
-            unknown = []
             for task in tasks:
                 if task.poison is not None:
                     self._record(self._poisoned(task, "claim", task.poison))
-                elif self.registry.get(task.name) is None:
-                    unknown.append(task.lease)
                 else:
                     self._start(task)
-            if unknown:
-                await self._defer_unknown(unknown)
             return tasks
         finally:
             self._idle.set()
-
-    async def _defer_unknown(self, held: list[Lease]) -> None:
-        """Give back tasks this replica has no handler for (another replica's app),
-        uncharged, for a poll interval, so replicas that can run them claim them."""
-        log.warning(
-            "no handler on this replica for %d claimed task(s); handing them back", len(held)
-        )
-        try:
-            await self.store.release(held, delay=self.settings.poll_interval)
-        except TreadleError as exc:
-            log.warning("could not hand back tasks without a handler: %s", exc)
 
     def _start(self, task: ClaimedTask) -> None:
         handler = self.registry.get(task.name)

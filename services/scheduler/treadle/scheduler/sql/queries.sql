@@ -176,16 +176,17 @@ FROM bad WHERE t.id = bad.id
 RETURNING t.id, t.tenant, t.queue, bad.error->>'message' AS reason;
 
 -- name: claim
--- params: limit, owner, lease_seconds
+-- params: limit, owner, lease_seconds, names
 -- tenant: a replica runs every tenant's tasks
--- Claim up to $1 ready tasks of queues neither paused nor limited (max_concurrent
--- or a start limit: those go through claim_limited, claim_start_limited), highest
--- priority first, then by run time, then submission order; skip rows other
--- replicas locked. Two ordered index scans, each stopping after $1 rows: the
--- unmarked ready tasks (tasks_ready, where a paused queue's are not: see
+-- Claim up to $1 ready tasks named in $4 (this replica's handlers) of queues
+-- neither paused nor limited (those: claim_limited, claim_start_limited),
+-- highest priority first, then by run time, then submission order; skip rows
+-- other replicas locked. Two ordered index scans, each stopping after $1 rows:
+-- the unmarked ready tasks (tasks_ready, where a paused queue's are not: see
 -- 0006_paused_queues.sql) and, per queue not paused, those still marked from
--- a pause (tasks_paused_ready). Returns what running a task needs. (SET comes
--- first: tests find this statement by it in pg_stat_activity's 1 kB of text.)
+-- a pause (tasks_paused_ready); the name filters them (others' tasks ahead
+-- are read past: docs/operations.md). Returns what running a task needs.
+-- (SET within the first 1 kB: tests find it in pg_stat_activity's text.)
 UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
     lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), queue_paused = false
@@ -193,7 +194,7 @@ FROM (
     SELECT id FROM (
         SELECT id, priority, run_at, seq FROM (
             SELECT id, priority, run_at, seq FROM tasks
-            WHERE state = 'QUEUED' AND NOT queue_paused
+            WHERE state = 'QUEUED' AND NOT queue_paused AND name = ANY($4::text[])
               AND (tenant, queue) NOT IN (
                   SELECT tenant, name FROM queues
                   WHERE paused OR max_concurrent IS NOT NULL OR start_limit IS NOT NULL)
@@ -206,6 +207,7 @@ FROM (
         CROSS JOIN LATERAL (
             SELECT id, priority, run_at, seq FROM tasks
             WHERE state = 'QUEUED' AND queue_paused AND tenant = q.tenant AND queue = q.name
+              AND name = ANY($4::text[])
             ORDER BY tenant, queue, priority DESC, run_at, seq
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -220,17 +222,53 @@ RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.ma
           t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
           t.backoff_max, t.cancel_requested, t.trace_context;
 
+-- name: claim_queues
+-- params: limit, owner, lease_seconds, names, queues
+-- tenant: a replica runs every tenant's tasks
+-- claim, for a replica that claims only the queues named in $5 (`--queues`):
+-- per queue of those names in each tenant, neither paused nor limited, one
+-- ordered scan of tasks_ready_by_queue (tasks still marked from a pause too)
+-- stopping after $1 rows of the names in $4; then the first $1 of them all in
+-- claim order. Other queues' backlogs are never read.
+UPDATE tasks t
+SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
+    lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), queue_paused = false
+FROM (
+    SELECT c.id FROM queues q
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at, seq FROM tasks
+        WHERE state = 'QUEUED' AND tenant = q.tenant AND queue = q.name
+          AND name = ANY($4::text[])
+        ORDER BY tenant, queue, priority DESC, run_at, seq
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) c
+    WHERE q.name = ANY($5::text[])
+      AND NOT q.paused AND q.max_concurrent IS NULL AND q.start_limit IS NULL
+    ORDER BY c.priority DESC, c.run_at, c.seq
+    LIMIT $1
+) ready
+WHERE t.id = ready.id
+RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
+          t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
+          t.backoff_max, t.cancel_requested, t.trace_context;
+
 -- name: limited_queues_ready
+-- params: queues, names
 -- tenant: a replica runs every tenant's tasks
 -- Queues with a max_concurrent limit or a start limit, not paused, with ready
--- tasks; and which limits each has. The scalar subquery probes each (few)
+-- tasks of the names in $2; and which limits each has. Only queues named in $1
+-- when it is not null (`--queues`). The scalar subquery probes each (few)
 -- limited queue; an EXISTS here let the planner scan the whole backlog instead.
 SELECT tenant, name, max_concurrent IS NOT NULL AS concurrent,
        start_limit IS NOT NULL AS start_limited, start_limit_key IS NOT NULL AS keyed
 FROM queues q
 WHERE (max_concurrent IS NOT NULL OR start_limit IS NOT NULL) AND NOT paused
+  AND ($1::text[] IS NULL OR name = ANY($1::text[]))
   AND (SELECT true FROM tasks t
-       WHERE t.state = 'QUEUED' AND t.tenant = q.tenant AND t.queue = q.name LIMIT 1);
+       WHERE t.state = 'QUEUED' AND t.tenant = q.tenant AND t.queue = q.name
+         AND t.name = ANY($2::text[])
+       LIMIT 1);
 
 -- name: lock_queue
 -- params: key
@@ -239,9 +277,10 @@ WHERE (max_concurrent IS NOT NULL OR start_limit IS NOT NULL) AND NOT paused
 SELECT pg_advisory_xact_lock(hashtext($1));
 
 -- name: claim_limited
--- params: tenant, queue, limit, owner, lease_seconds
+-- params: tenant, queue, limit, owner, lease_seconds, names
 -- Claim from one limited queue of tenant $1 no more than its free slots
--- (max_concurrent minus tasks RUNNING anywhere) and $3. Run under lock_queue.
+-- (max_concurrent minus tasks RUNNING anywhere) and $3, of the names in $6.
+-- Run under lock_queue.
 WITH q AS (
     SELECT greatest(0, max_concurrent - (
         SELECT count(*) FROM tasks
@@ -249,7 +288,7 @@ WITH q AS (
     FROM queues WHERE tenant = $1 AND name = $2 AND NOT paused AND max_concurrent IS NOT NULL
 ), ready AS (
     SELECT id FROM tasks
-    WHERE state = 'QUEUED' AND tenant = $1 AND queue = $2
+    WHERE state = 'QUEUED' AND tenant = $1 AND queue = $2 AND name = ANY($6::text[])
     ORDER BY tenant, queue, priority DESC, run_at, seq
     LIMIT least($3, coalesce((SELECT free FROM q), 0))
     FOR UPDATE SKIP LOCKED
@@ -263,8 +302,9 @@ RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.ma
           t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: claim_start_limited
--- params: tenant, queue, limit, owner, lease_seconds, scan
--- Claim from one start-limited queue of tenant $1 (run under lock_queue) at
+-- params: tenant, queue, limit, owner, lease_seconds, scan, names
+-- Claim from one start-limited queue of tenant $1 (run under lock_queue), of
+-- the tasks named in $7 (the others are not candidates), at
 -- most $3 tasks, no more than its free slots when it also has max_concurrent,
 -- and no more starts in the current window than start_limit: per distinct
 -- value of the payload's top-level field start_limit_key when it has one
@@ -305,7 +345,7 @@ WITH q AS (
                 THEN md5(t.payload ->> q.start_limit_key)
                 ELSE coalesce(t.payload ->> q.start_limit_key, '') END AS key
     FROM q CROSS JOIN tasks t
-    WHERE t.state = 'QUEUED' AND t.tenant = $1 AND t.queue = $2
+    WHERE t.state = 'QUEUED' AND t.tenant = $1 AND t.queue = $2 AND t.name = ANY($7::text[])
     ORDER BY t.tenant, t.queue, t.priority DESC, t.run_at, t.seq
     LIMIT (SELECT CASE WHEN start_limit_key IS NULL THEN least($3::int, start_limit) + 1 ELSE $6 END
            FROM q)
@@ -382,7 +422,7 @@ RETURNING t.id, o.owner AS lease_owner, t.claims, t.tenant, t.queue, t.state, t.
 -- tenant: a lease names its task, whichever tenant's
 -- Hand running tasks back, each while its lease (id, owner, claim) holds,
 -- without charging the attempt: ready again at once ($4 = 0, graceful
--- shutdown) or after $4 seconds (no handler on this replica).
+-- shutdown) or after $4 seconds.
 UPDATE tasks t
 SET state = CASE WHEN $4 > 0 THEN 'SCHEDULED' ELSE 'QUEUED' END,
     run_at = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) ELSE t.run_at END,
