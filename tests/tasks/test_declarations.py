@@ -11,7 +11,7 @@ import pytest
 
 from treadle import scheduler
 from treadle.common.errors import InvalidArgument
-from treadle.scheduler.registry import Handler, Registry, load_app
+from treadle.scheduler.registry import Handler, Registry
 from treadle.tasks import TaskContext, schedule, task, task_ref
 
 
@@ -99,8 +99,3 @@ def test_a_cron_task_is_a_schedule_named_after_it() -> None:
         "Europe/Paris",
     )
     assert (declared.task.payload_json, declared.task.priority) == ("null", 3)
-
-
-def test_an_app_that_cannot_be_loaded_says_why() -> None:
-    with pytest.raises(InvalidArgument, match="cannot import app module 'no_such_app'"):
-        load_app("no_such_app")
