@@ -325,9 +325,13 @@ class Client:
         timeout_seconds: float | None = None,
         retry: RetryPolicy | Mapping[str, float] | None = None,
         wait_for_rate_limit: bool = False,
+        concurrency_key: str | None = None,
+        max_concurrent: int | None = None,
     ) -> Task:
         """Submit one task; returns it as stored (state QUEUED or SCHEDULED).
         Unset `max_attempts`, `timeout_seconds` and `retry` take the queue's.
+        `concurrency_key` with `max_concurrent`: at most that many tasks of the
+        key run at once (the others wait QUEUED).
 
         A submit over a rate limit raises `ResourceExhausted` (its
         `retry_after` says when to try again); with `wait_for_rate_limit`, the
@@ -345,6 +349,8 @@ class Client:
             delay_seconds=delay_seconds,
             timeout_seconds=timeout_seconds,
             retry=None if retry is None else _policy(retry),
+            concurrency_key=concurrency_key,
+            max_concurrent=max_concurrent,
         )
         return (await self.submit_spec(spec, wait_for_rate_limit=wait_for_rate_limit)).task
 

@@ -83,7 +83,8 @@ class SupportsSpec(Protocol):
     """A task reference: makes the `TaskSpec` of one submission of its task,
     with its own defaults (queue, priority, retries...) under the `overrides`
     given to `enqueue` (only those given: `delay`, `run_at`, `priority`,
-    `queue`, `idempotency_key`, `max_attempts`, `timeout`, `retry`)."""
+    `queue`, `idempotency_key`, `max_attempts`, `timeout`, `retry`,
+    `concurrency_key`, `max_concurrent`)."""
 
     def spec(self, payload: Any, /, **overrides: Any) -> TaskSpec: ...
 
@@ -129,6 +130,8 @@ def _spec(task: str | SupportsSpec, payload: Any, overrides: Mapping[str, Any]) 
             delay_seconds=delay.total_seconds() if isinstance(delay, timedelta) else delay,
             timeout_seconds=given.get("timeout"),
             retry=given.get("retry"),
+            concurrency_key=given.get("concurrency_key"),
+            max_concurrent=given.get("max_concurrent"),
         )
     make = getattr(task, "spec", None)
     if not callable(make):
@@ -213,6 +216,8 @@ def _steps(new: NewTask, path: str) -> Steps:
             ],
             tenants=[new.tenant],
             submitters=[new.submitted_by],
+            concurrency_keys=[new.concurrency_key],
+            concurrency_limits=[new.max_concurrent],
         ),
     )
     existing = not rows
@@ -266,6 +271,8 @@ async def enqueue(
     max_attempts: int | None = None,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
+    concurrency_key: str | None = None,
+    max_concurrent: int | None = None,
     tenant: str = DEFAULT_TENANT,
     schema: str | None = None,
 ) -> Enqueued:
@@ -277,7 +284,8 @@ async def enqueue(
     override the reference's defaults, then the queue's (a name's queue is
     `default` unless given); `idempotency_key` returns the task already
     holding the key in that queue (`Enqueued.existing`), committed or made
-    earlier in this same transaction."""
+    earlier in this same transaction; `concurrency_key` with `max_concurrent`
+    limits the tasks of that key running at once (docs/python-api.md)."""
     steps, path = _prepare(
         task,
         payload,
@@ -291,6 +299,8 @@ async def enqueue(
         max_attempts=max_attempts,
         timeout=timeout,
         retry=retry,
+        concurrency_key=concurrency_key,
+        max_concurrent=max_concurrent,
     )
     if _is(conn, "asyncpg", "Connection", "pool.PoolConnectionProxy"):
         with _schema_checked(path):
@@ -319,6 +329,8 @@ def enqueue_sync(
     max_attempts: int | None = None,
     timeout: float | None = None,
     retry: RetryPolicy | None = None,
+    concurrency_key: str | None = None,
+    max_concurrent: int | None = None,
     tenant: str = DEFAULT_TENANT,
     schema: str | None = None,
 ) -> Enqueued:
@@ -341,6 +353,8 @@ def enqueue_sync(
         max_attempts=max_attempts,
         timeout=timeout,
         retry=retry,
+        concurrency_key=concurrency_key,
+        max_concurrent=max_concurrent,
     )
     from psycopg import RawCursor, pq
     from psycopg.rows import dict_row

@@ -56,6 +56,10 @@ class NewTask:
     trace_context: Mapping[str, str] | None = None
     #: The API key that submitted it (None: none, or authentication off).
     submitted_by: str | None = None
+    #: At most `max_concurrent` RUNNING tasks of the tenant with this key
+    #: (both None: no such limit).
+    concurrency_key: str | None = None
+    max_concurrent: int | None = None
 
 
 #: The times a request may carry (run_at, or now + delay_seconds): from the
@@ -133,6 +137,24 @@ def check_timeout(timeout: float | None, zero_allowed: bool = False) -> None:
     check_seconds(timeout, "timeout_seconds", zero=False)
 
 
+#: The most tasks of one concurrency key that may run at once.
+MAX_CONCURRENT = 1_000_000
+
+
+def check_concurrency(key: str | None, limit: int | None) -> None:
+    """A concurrency key is printable text like an idempotency key, and comes
+    with its limit, 1..`MAX_CONCURRENT`; neither is fine."""
+    if key is None and limit is None:
+        return
+    if key is None:
+        raise InvalidArgument("max_concurrent needs a concurrency_key")
+    check_text(key, "concurrency_key", MAX_KEY_LENGTH)
+    if limit is None:
+        raise InvalidArgument("concurrency_key needs max_concurrent (at least 1)")
+    if not 1 <= limit <= MAX_CONCURRENT:
+        raise InvalidArgument(f"max_concurrent must be 1..{MAX_CONCURRENT}, got {limit}")
+
+
 def check_spec(
     spec: TaskSpec,
     default_queue: str,
@@ -170,6 +192,7 @@ def check_spec(
     check_name(queue, "queue")
     if spec.idempotency_key is not None:
         check_text(spec.idempotency_key, "idempotency_key", MAX_KEY_LENGTH)
+    check_concurrency(spec.concurrency_key, spec.max_concurrent)
     run_at = spec.run_at
     if run_at is not None:
         check_time(run_at, "run_at")
@@ -196,4 +219,6 @@ def check_spec(
         retry=spec.retry,
         trace_context=trace_context,
         submitted_by=submitted_by,
+        concurrency_key=spec.concurrency_key,
+        max_concurrent=spec.max_concurrent,
     )

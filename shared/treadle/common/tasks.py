@@ -92,6 +92,10 @@ class Task:
     progress: float | None = None
     progress_message: str | None = None
     progress_at: datetime | None = None
+    #: At most `max_concurrent` tasks of the tenant with this key run at once;
+    #: None: no such limit.
+    concurrency_key: str | None = None
+    max_concurrent: int | None = None
 
     @functools.cached_property
     def payload(self) -> Any:
@@ -121,6 +125,11 @@ class TaskSpec:
     timeout_seconds: float | None = None
     #: Backoff between attempts; None means the queue's.
     retry: RetryPolicy | None = None
+    #: At most `max_concurrent` tasks of the tenant with the same
+    #: `concurrency_key` run at once, across every replica; the others wait
+    #: QUEUED. Both or neither.
+    concurrency_key: str | None = None
+    max_concurrent: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

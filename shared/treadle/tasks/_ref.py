@@ -66,6 +66,10 @@ class TaskOptions:
     timeout: float | None = None
     #: The idempotency key of a payload (None: none unless the call gives one).
     idempotency_key: Callable[[Any], str] | None = None
+    #: The concurrency key of a payload: at most `max_concurrent` tasks with
+    #: the same key run at once (None: no such limit unless the call gives one).
+    concurrency_key: Callable[[Any], str] | None = None
+    max_concurrent: int | None = None
     #: Submit the task on every tick of this cron expression (see `schedule`).
     cron: str | None = None
     timezone: str = "UTC"
@@ -87,6 +91,15 @@ def _check_options(name: str, options: TaskOptions) -> None:
         raise ValueError(f"task {name!r}: timeout must be positive, got {options.timeout}")
     if options.max_attempts is not None and options.max_attempts < 1:
         raise ValueError(f"task {name!r}: max_attempts must be at least 1")
+    if options.max_concurrent is not None and options.max_concurrent < 1:
+        raise ValueError(
+            f"task {name!r}: max_concurrent must be at least 1, got {options.max_concurrent}"
+        )
+    if (options.concurrency_key is None) != (options.max_concurrent is None):
+        raise ValueError(
+            f"task {name!r}: give concurrency_key (a function of the payload) and "
+            "max_concurrent together"
+        )
     if options.cron is not None and not _SCHEDULE_NAME.fullmatch(name):
         raise ValueError(
             f"task {name!r} has a cron schedule, which is named after the task: its name "
@@ -200,6 +213,8 @@ class TaskRef(Generic[P, R]):
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        concurrency_key: str | None = None,
+        max_concurrent: int | None = None,
     ) -> TaskSpec:
         """The submission `defer` sends: the call's arguments over the task's options."""
         o = self.options
@@ -207,6 +222,15 @@ class TaskRef(Generic[P, R]):
         key = idempotency_key
         if key is None and o.idempotency_key is not None:
             key = o.idempotency_key(payload)
+        if concurrency_key is None and o.concurrency_key is not None:
+            concurrency_key = o.concurrency_key(payload)
+            if not isinstance(concurrency_key, str):
+                raise errors.InvalidArgument(
+                    f"concurrency_key of task {self.name!r} must be a str, the key function "
+                    f"returned {type(concurrency_key).__name__}"
+                )
+        if concurrency_key is not None:
+            max_concurrent = _first(max_concurrent, o.max_concurrent)
         return TaskSpec(
             name=self.name,
             payload_json=payload_json,
@@ -218,6 +242,8 @@ class TaskRef(Generic[P, R]):
             delay_seconds=_seconds(delay),
             timeout_seconds=_first(timeout, o.timeout),
             retry=_first(retry, o.retry),
+            concurrency_key=concurrency_key,
+            max_concurrent=max_concurrent,
         )
 
     async def defer(
@@ -232,6 +258,8 @@ class TaskRef(Generic[P, R]):
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        concurrency_key: str | None = None,
+        max_concurrent: int | None = None,
         client: Client | None = None,
     ) -> TaskHandle[R]:
         """Submit the task with `payload`; `client`: the scheduler to submit
@@ -247,6 +275,8 @@ class TaskRef(Generic[P, R]):
             max_attempts=max_attempts,
             timeout=timeout,
             retry=retry,
+            concurrency_key=concurrency_key,
+            max_concurrent=max_concurrent,
         )
         client = client or _client.default_client()
         submitted = await client.submit_spec(spec)
@@ -264,6 +294,8 @@ class TaskRef(Generic[P, R]):
         max_attempts: int | None = None,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
+        concurrency_key: str | None = None,
+        max_concurrent: int | None = None,
         client: SyncClient | None = None,
     ) -> SyncTaskHandle[R]:
         """`defer` for code without an event loop (a blocking `SyncClient`)."""
@@ -277,6 +309,8 @@ class TaskRef(Generic[P, R]):
             max_attempts=max_attempts,
             timeout=timeout,
             retry=retry,
+            concurrency_key=concurrency_key,
+            max_concurrent=max_concurrent,
         )
         client = client or _client.default_sync_client()
         submitted = client.submit_spec(spec)
@@ -426,6 +460,8 @@ def task(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     idempotency_key: Callable[[Any], str] | None = None,
+    concurrency_key: Callable[[Any], str] | None = None,
+    max_concurrent: int | None = None,
     cron: str | None = None,
     timezone: str = "UTC",
 ) -> _Decorator: ...
@@ -441,6 +477,8 @@ def task(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     idempotency_key: Callable[[Any], str] | None = None,
+    concurrency_key: Callable[[Any], str] | None = None,
+    max_concurrent: int | None = None,
     cron: str | None = None,
     timezone: str = "UTC",
 ) -> _Binder[P, R]: ...
@@ -456,6 +494,8 @@ def task(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     idempotency_key: Callable[[Any], str] | None = None,
+    concurrency_key: Callable[[Any], str] | None = None,
+    max_concurrent: int | None = None,
     cron: str | None = None,
     timezone: str = "UTC",
 ) -> Any:
@@ -466,7 +506,9 @@ def task(
     TypedDict, msgspec Struct, Pydantic model, or plain JSON), and optionally
     a parameter annotated `TaskContext`; it returns the result (of its return
     annotation's type). `async def` handlers run on the replica's event loop,
-    plain `def` handlers in its thread pool. `cron`: submit the task on every
+    plain `def` handlers in its thread pool. `concurrency_key` (a function of
+    the payload) with `max_concurrent`: at most that many tasks of one key run
+    at once, across replicas. `cron`: submit the task on every
     tick (read in `timezone`), with the payload type built from no fields.
     """
     options = TaskOptions(
@@ -476,6 +518,8 @@ def task(
         retry=retry,
         timeout=timeout,
         idempotency_key=idempotency_key,
+        concurrency_key=concurrency_key,
+        max_concurrent=max_concurrent,
         cron=cron,
         timezone=timezone,
     )
@@ -501,6 +545,8 @@ def task_ref(
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
     idempotency_key: Callable[[P], str] | None = None,
+    concurrency_key: Callable[[P], str] | None = None,
+    max_concurrent: int | None = None,
 ) -> TaskRef[P, R]:
     """Declare a task without its handler, for producers (and the worker,
     which binds the handler with `@ref.handler` or `@task(ref=ref)`):
@@ -515,5 +561,7 @@ def task_ref(
         retry=retry,
         timeout=timeout,
         idempotency_key=idempotency_key,
+        concurrency_key=concurrency_key,
+        max_concurrent=max_concurrent,
     )
     return TaskRef(name, payload, result, options)

@@ -58,6 +58,8 @@ class Fire:
             idempotency_key=self.idempotency_key,
             timeout_seconds=spec.timeout_seconds,
             retry=spec.retry,
+            concurrency_key=spec.concurrency_key,
+            max_concurrent=spec.max_concurrent,
         )
 
 
@@ -78,18 +80,20 @@ class CodeSync:
 
 def template_json(spec: TaskSpec) -> str:
     """A task template as stored in `schedules.task`: TaskSpec fields as a JSON
-    object. The payload's text goes in as it is: `spec` was checked (`check_spec`)."""
-    rest = json.dumps(
-        {
-            "name": spec.name,
-            "queue": spec.queue,
-            "priority": spec.priority,
-            "max_attempts": spec.max_attempts,
-            "timeout_seconds": spec.timeout_seconds,
-            "retry": None if spec.retry is None else dataclasses.asdict(spec.retry),
-        },
-        allow_nan=False,
-    )
+    object. The payload's text goes in as it is: `spec` was checked (`check_spec`).
+    A concurrency key is stored only when set (templates without one read as before)."""
+    fields: dict[str, Any] = {
+        "name": spec.name,
+        "queue": spec.queue,
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "timeout_seconds": spec.timeout_seconds,
+        "retry": None if spec.retry is None else dataclasses.asdict(spec.retry),
+    }
+    if spec.concurrency_key is not None:
+        fields["concurrency_key"] = spec.concurrency_key
+        fields["max_concurrent"] = spec.max_concurrent
+    rest = json.dumps(fields, allow_nan=False)
     return f'{{"payload": {spec.payload_json}, {rest[1:]}'
 
 
@@ -104,6 +108,8 @@ def _template(data: dict[str, Any], payload_json: str | None) -> TaskSpec:
         max_attempts=data.get("max_attempts"),
         timeout_seconds=data.get("timeout_seconds"),
         retry=None if retry is None else RetryPolicy(**retry),
+        concurrency_key=data.get("concurrency_key"),
+        max_concurrent=data.get("max_concurrent"),
     )
 
 

@@ -45,6 +45,10 @@ MAX_HOLD = 5.0
 #: first in claim order): tasks further back wait while all of these belong
 #: to keys whose window is full.
 START_LIMIT_SCAN = 1000
+#: Ready tasks with a concurrency key a keyed claim looks at (the first in
+#: claim order): tasks further back wait while all of these belong to keys
+#: at their limit.
+KEYED_SCAN = 1000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,6 +148,7 @@ def _task(row: asyncpg.Record) -> Task:
         timeout_seconds=timeout if timeout is None or math.isfinite(timeout) else None,
         retry=_shown_retry(row),
         trace_id=trace_id_of(row["trace_context"]),
+        max_concurrent=row["concurrency_limit"],
     )
 
 
@@ -209,6 +214,8 @@ def _inserted(new: NewTask, row: asyncpg.Record) -> Task:
         timeout_seconds=row["timeout_seconds"],
         retry=_retry(row),
         trace_id=trace_id_of(new.trace_context),
+        concurrency_key=new.concurrency_key,
+        max_concurrent=new.max_concurrent,
     )
 
 
@@ -278,6 +285,9 @@ class Store(postgres.PoolStore):
         #: and ready tasks, as of the last claim, with their limits.
         self.limited: dict[tuple[str, str], Limited] = {}
         self._limited_checked_at = float("-inf")
+        #: Tenants with ready tasks that carry a concurrency key, as of the last
+        #: look (rechecked like `limited`).
+        self.keyed: list[str] = []
         #: Start-limited queues whose window is full, until when (monotonic):
         #: no claim looks at them before then.
         self.held: dict[tuple[str, str], float] = {}
@@ -308,6 +318,8 @@ class Store(postgres.PoolStore):
             trace_contexts=[
                 json.dumps(t.trace_context) if t.trace_context else None for t in tasks
             ],
+            concurrency_keys=[t.concurrency_key for t in tasks],
+            concurrency_limits=[t.max_concurrent for t in tasks],
             tenants=[t.tenant for t in tasks],
             submitters=[t.submitted_by for t in tasks],
         )
@@ -598,14 +610,19 @@ class Store(postgres.PoolStore):
         """Claim up to `limit` ready tasks named in `names` (those the replica
         has handlers for), of the queues in `queues` (None: every queue):
         first from queues with a max_concurrent limit or a start limit
-        (serialised per queue across replicas, never past a limit), then from
-        the others, in priority order."""
+        (serialised per queue across replicas, never past a limit), then tasks
+        with a concurrency key (serialised per tenant, never more running per
+        key than its limit), then the others, in priority order."""
         names = list(names)
         queues = None if queues is None else list(queues)
         async with postgres.acquired(self.pool) as conn:
             rows: list[asyncpg.Record] = []
             now = time.monotonic()
-            if self.limited or now - self._limited_checked_at >= LIMITED_RECHECK:
+            if (
+                self.limited
+                or self.keyed
+                or now - self._limited_checked_at >= LIMITED_RECHECK
+            ):
                 # Most installations limit no queue: ask again only every
                 # LIMITED_RECHECK seconds then. The plain claim below skips
                 # limited queues by itself, so no limit is ever exceeded; a
@@ -620,6 +637,10 @@ class Store(postgres.PoolStore):
                     )
                     for r in ready
                 }
+                keyed = await postgres.fetch(
+                    conn, "keyed_tenants_ready", queues=queues, names=names
+                )
+                self.keyed = sorted(r["tenant"] for r in keyed)
             for (tenant, queue), limits in sorted(self.limited.items()):
                 if len(rows) >= limit:
                     break
@@ -651,6 +672,22 @@ class Store(postgres.PoolStore):
                         lease_seconds=lease_seconds,
                         names=names,
                     )
+            for tenant in self.keyed:
+                if len(rows) >= limit:
+                    break
+                async with conn.transaction():
+                    await postgres.execute(conn, "lock_queue", key=self._keyed_lock(tenant))
+                    rows += await postgres.fetch(
+                        conn,
+                        "claim_keyed",
+                        tenant=tenant,
+                        limit=limit - len(rows),
+                        owner=owner,
+                        lease_seconds=lease_seconds,
+                        names=names,
+                        queues=queues,
+                        scan=KEYED_SCAN,
+                    )
             if len(rows) < limit and queues is None:
                 rows += await postgres.fetch(
                     conn,
@@ -673,6 +710,10 @@ class Store(postgres.PoolStore):
         # UPDATE ... RETURNING promises no order: start them in claim order.
         rows.sort(key=lambda r: (-r["priority"], postgres.finite_time(r["run_at"]), r["seq"]))
         return [_claimed(r, owner) for r in rows]
+
+    def _keyed_lock(self, tenant: str) -> str:
+        """The advisory lock every claim of a keyed task of `tenant` holds."""
+        return f"treadle-keyed:{self.schema}:{tenant}"
 
     async def _claim_start_limited(
         self,
@@ -719,7 +760,8 @@ class Store(postgres.PoolStore):
     async def complete(self, outcomes: Sequence[Outcome]) -> dict[Lease, Applied]:
         """Record outcomes in one statement, each only while its lease holds;
         returns those that applied, by lease. Finishing tasks of a queue with
-        max_concurrent frees slots: every replica is told."""
+        max_concurrent, or with a concurrency key, frees slots: every replica
+        is told."""
         async with postgres.acquired(self.pool) as conn:
             rows = await postgres.fetch(
                 conn,
@@ -734,7 +776,8 @@ class Store(postgres.PoolStore):
                 run_ats=[o.run_at for o in outcomes],
             )
             if any(
-                (limited := self.limited.get((r["tenant"], r["queue"]))) and limited.concurrent
+                r["keyed"]
+                or ((limited := self.limited.get((r["tenant"], r["queue"]))) and limited.concurrent)
                 for r in rows
             ):
                 await self._notify_ready(conn)

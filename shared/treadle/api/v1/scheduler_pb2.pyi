@@ -227,6 +227,8 @@ class Task(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     PROGRESS_MESSAGE_FIELD_NUMBER: _builtins.int
     PROGRESS_AT_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     queue: _builtins.str
@@ -257,6 +259,11 @@ class Task(_message.Message):
     """
     progress_message: _builtins.str
     """The handler's message with its last progress report; empty: none."""
+    concurrency_key: _builtins.str
+    """At most max_concurrent tasks of the tenant with this key run at once;
+    empty (and max_concurrent unset): no such limit.
+    """
+    max_concurrent: _builtins.int
     @_builtins.property
     def error(self) -> Global___TaskError:
         """Set when the last attempt failed."""
@@ -306,13 +313,20 @@ class Task(_message.Message):
         progress: _builtins.float | None = ...,
         progress_message: _builtins.str = ...,
         progress_at: _timestamp_pb2.Timestamp | None = ...,
+        concurrency_key: _builtins.str = ...,
+        max_concurrent: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_progress", b"_progress", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "progress", b"progress", "progress_at", b"progress_at", "retry", b"retry", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_progress", b"_progress", "created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "max_concurrent", b"max_concurrent", "progress", b"progress", "progress_at", b"progress_at", "retry", b"retry", "run_at", b"run_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_progress", b"_progress", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "claims", b"claims", "created_at", b"created_at", "error", b"error", "errors", b"errors", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "name", b"name", "payload", b"payload", "priority", b"priority", "progress", b"progress", "progress_at", b"progress_at", "progress_message", b"progress_message", "queue", b"queue", "result", b"result", "retry", b"retry", "run_at", b"run_at", "started_at", b"started_at", "state", b"state", "timeout_seconds", b"timeout_seconds", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent", "_progress", b"_progress", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "claims", b"claims", "concurrency_key", b"concurrency_key", "created_at", b"created_at", "error", b"error", "errors", b"errors", "finished_at", b"finished_at", "id", b"id", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "name", b"name", "payload", b"payload", "priority", b"priority", "progress", b"progress", "progress_at", b"progress_at", "progress_message", b"progress_message", "queue", b"queue", "result", b"result", "retry", b"retry", "run_at", b"run_at", "started_at", b"started_at", "state", b"state", "timeout_seconds", b"timeout_seconds", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_concurrent: _TypeAlias = _typing.Literal["max_concurrent"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrent: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent"]  # noqa: Y015
     _WhichOneofReturnType__progress: _TypeAlias = _typing.Literal["progress"]  # noqa: Y015
     _WhichOneofArgType__progress: _TypeAlias = _typing.Literal["_progress", b"_progress"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent) -> _WhichOneofReturnType__max_concurrent | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__progress) -> _WhichOneofReturnType__progress | None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
@@ -333,6 +347,8 @@ class TaskSpec(_message.Message):
     DELAY_SECONDS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     RETRY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The registered handler's name; required."""
     payload: _builtins.str
@@ -351,6 +367,12 @@ class TaskSpec(_message.Message):
     """Run this many seconds from now (not with run_at); must not be negative."""
     timeout_seconds: _builtins.float
     """Time limit per attempt; unset means the queue's (none by default)."""
+    concurrency_key: _builtins.str
+    """At most max_concurrent (1..1000000) tasks of the tenant with the same
+    concurrency_key (printable text, up to 200 characters) run at once,
+    across every replica; the others wait QUEUED. Both or neither.
+    """
+    max_concurrent: _builtins.int
     @_builtins.property
     def run_at(self) -> _timestamp_pb2.Timestamp:
         """Run no earlier than this; unset means now."""
@@ -372,21 +394,27 @@ class TaskSpec(_message.Message):
         delay_seconds: _builtins.float | None = ...,
         timeout_seconds: _builtins.float | None = ...,
         retry: Global___RetryPolicy | None = ...,
+        concurrency_key: _builtins.str = ...,
+        max_concurrent: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_max_attempts", b"_max_attempts", "_timeout_seconds", b"_timeout_seconds", "delay_seconds", b"delay_seconds", "max_attempts", b"max_attempts", "retry", b"retry", "run_at", b"run_at", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_max_attempts", b"_max_attempts", "_max_concurrent", b"_max_concurrent", "_timeout_seconds", b"_timeout_seconds", "delay_seconds", b"delay_seconds", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "retry", b"retry", "run_at", b"run_at", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_max_attempts", b"_max_attempts", "_timeout_seconds", b"_timeout_seconds", "delay_seconds", b"delay_seconds", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "run_at", b"run_at", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_max_attempts", b"_max_attempts", "_max_concurrent", b"_max_concurrent", "_timeout_seconds", b"_timeout_seconds", "concurrency_key", b"concurrency_key", "delay_seconds", b"delay_seconds", "idempotency_key", b"idempotency_key", "max_attempts", b"max_attempts", "max_concurrent", b"max_concurrent", "name", b"name", "payload", b"payload", "priority", b"priority", "queue", b"queue", "retry", b"retry", "run_at", b"run_at", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__delay_seconds: _TypeAlias = _typing.Literal["delay_seconds"]  # noqa: Y015
     _WhichOneofArgType__delay_seconds: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds"]  # noqa: Y015
     _WhichOneofReturnType__max_attempts: _TypeAlias = _typing.Literal["max_attempts"]  # noqa: Y015
     _WhichOneofArgType__max_attempts: _TypeAlias = _typing.Literal["_max_attempts", b"_max_attempts"]  # noqa: Y015
+    _WhichOneofReturnType__max_concurrent: _TypeAlias = _typing.Literal["max_concurrent"]  # noqa: Y015
+    _WhichOneofArgType__max_concurrent: _TypeAlias = _typing.Literal["_max_concurrent", b"_max_concurrent"]  # noqa: Y015
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_seconds) -> _WhichOneofReturnType__delay_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_attempts) -> _WhichOneofReturnType__max_attempts | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_concurrent) -> _WhichOneofReturnType__max_concurrent | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
 

@@ -10,7 +10,7 @@
 -- name: insert_tasks
 -- params: ids, names, queues, payloads, max_attempts, priorities, run_ats, idempotency_keys
 -- params: timeouts, backoff_bases, backoff_factors, backoff_maxes, trace_contexts, tenants
--- params: submitters
+-- params: submitters, concurrency_keys, concurrency_limits
 -- One statement for a whole batch (API submissions, and cron firings inside
 -- their transaction), each row in its own tenant ($14) and with its submitter ($15). Unset max_attempts, timeout and backoff come from the
 -- queue's settings; queues are created on first use, sorted, so two replicas
@@ -23,17 +23,18 @@ WITH s AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
                          $7::timestamptz[], $8::text[], $9::float8[], $10::float8[],
                          $11::float8[], $12::float8[], $13::text[], $14::text[],
-                         $15::text[]) WITH ORDINALITY
+                         $15::text[], $16::text[], $17::int[]) WITH ORDINALITY
         AS s(id, name, queue, payload, max_attempts, priority, run_at, idempotency_key,
              timeout_seconds, backoff_base, backoff_factor, backoff_max, trace_context,
-             tenant, submitted_by, ord)
+             tenant, submitted_by, concurrency_key, concurrency_limit, ord)
 ), new_queues AS (
     INSERT INTO queues (tenant, name) SELECT DISTINCT tenant, queue FROM s ORDER BY tenant, queue
     ON CONFLICT DO NOTHING
 )
 INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at,
                    idempotency_key, timeout_seconds, backoff_base, backoff_factor, backoff_max,
-                   trace_context, queue_paused, tenant, submitted_by)
+                   trace_context, queue_paused, tenant, submitted_by, concurrency_key,
+                   concurrency_limit)
 SELECT s.id, s.name, s.queue,
        CASE WHEN s.run_at > now() THEN 'SCHEDULED' ELSE 'QUEUED' END,
        s.payload::jsonb,
@@ -48,7 +49,9 @@ SELECT s.id, s.name, s.queue,
        s.trace_context::jsonb,
        coalesce(q.paused, false),
        s.tenant,
-       s.submitted_by
+       s.submitted_by,
+       s.concurrency_key,
+       s.concurrency_limit
 FROM s LEFT JOIN queues q ON q.tenant = s.tenant AND q.name = s.queue
 ORDER BY s.ord
 ON CONFLICT (tenant, queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -180,6 +183,7 @@ RETURNING t.id, t.tenant, t.queue, bad.error->>'message' AS reason;
 -- tenant: a replica runs every tenant's tasks
 -- Claim up to $1 ready tasks named in $4 (this replica's handlers) of queues
 -- neither paused nor limited (those: claim_limited, claim_start_limited),
+-- without a concurrency key (those: claim_keyed),
 -- highest priority first, then by run time, then submission order; skip rows
 -- other replicas locked. Two ordered index scans, each stopping after $1 rows:
 -- the unmarked ready tasks (tasks_ready, where a paused queue's are not: see
@@ -194,7 +198,8 @@ FROM (
     SELECT id FROM (
         SELECT id, priority, run_at, seq FROM (
             SELECT id, priority, run_at, seq FROM tasks
-            WHERE state = 'QUEUED' AND NOT queue_paused AND name = ANY($4::text[])
+            WHERE state = 'QUEUED' AND NOT queue_paused AND concurrency_key IS NULL
+              AND name = ANY($4::text[])
               AND (tenant, queue) NOT IN (
                   SELECT tenant, name FROM queues
                   WHERE paused OR max_concurrent IS NOT NULL OR start_limit IS NOT NULL)
@@ -207,7 +212,7 @@ FROM (
         CROSS JOIN LATERAL (
             SELECT id, priority, run_at, seq FROM tasks
             WHERE state = 'QUEUED' AND queue_paused AND tenant = q.tenant AND queue = q.name
-              AND name = ANY($4::text[])
+              AND name = ANY($4::text[]) AND concurrency_key IS NULL
             ORDER BY tenant, queue, priority DESC, run_at, seq
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -228,7 +233,7 @@ RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.ma
 -- claim, for a replica that claims only the queues named in $5 (`--queues`):
 -- per queue of those names in each tenant, neither paused nor limited, one
 -- ordered scan of tasks_ready_by_queue (tasks still marked from a pause too)
--- stopping after $1 rows of the names in $4; then the first $1 of them all in
+-- stopping after $1 rows of the names in $4 without a concurrency key; then the first $1 of them all in
 -- claim order. Other queues' backlogs are never read.
 UPDATE tasks t
 SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
@@ -238,7 +243,7 @@ FROM (
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at, seq FROM tasks
         WHERE state = 'QUEUED' AND tenant = q.tenant AND queue = q.name
-          AND name = ANY($4::text[])
+          AND name = ANY($4::text[]) AND concurrency_key IS NULL
         ORDER BY tenant, queue, priority DESC, run_at, seq
         LIMIT $1
         FOR UPDATE SKIP LOCKED
@@ -289,6 +294,7 @@ WITH q AS (
 ), ready AS (
     SELECT id FROM tasks
     WHERE state = 'QUEUED' AND tenant = $1 AND queue = $2 AND name = ANY($6::text[])
+      AND concurrency_key IS NULL
     ORDER BY tenant, queue, priority DESC, run_at, seq
     LIMIT least($3, coalesce((SELECT free FROM q), 0))
     FOR UPDATE SKIP LOCKED
@@ -346,6 +352,7 @@ WITH q AS (
                 ELSE coalesce(t.payload ->> q.start_limit_key, '') END AS key
     FROM q CROSS JOIN tasks t
     WHERE t.state = 'QUEUED' AND t.tenant = $1 AND t.queue = $2 AND t.name = ANY($7::text[])
+      AND t.concurrency_key IS NULL
     ORDER BY t.tenant, t.queue, t.priority DESC, t.run_at, t.seq
     LIMIT (SELECT CASE WHEN start_limit_key IS NULL THEN least($3::int, start_limit) + 1 ELSE $6 END
            FROM q)
@@ -393,6 +400,65 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
             THEN extract(epoch FROM q.window_end - q.at)::float8 END
 FROM q;
 
+-- name: keyed_tenants_ready
+-- params: queues, names
+-- tenant: a replica runs every tenant's tasks
+-- The tenants with ready tasks that carry a concurrency key, of the names in
+-- $2 (and of the queues in $1 when it is not null: `--queues`). One probe of
+-- tasks_keyed_ready per tenant that has queues.
+SELECT q.tenant FROM (SELECT DISTINCT tenant FROM queues) q
+WHERE (SELECT true FROM tasks t
+       WHERE t.state = 'QUEUED' AND t.concurrency_key IS NOT NULL AND t.tenant = q.tenant
+         AND t.name = ANY($2::text[]) AND ($1::text[] IS NULL OR t.queue = ANY($1::text[]))
+       LIMIT 1);
+
+-- name: claim_keyed
+-- params: tenant, limit, owner, lease_seconds, names, queues, scan
+-- Claim ready tasks of tenant $1 that carry a concurrency key, of the names in
+-- $5 (and the queues in $6 unless null), at most $2, and never more RUNNING
+-- per key than the task's concurrency_limit. Run under lock_queue with the
+-- tenant's keyed lock (treadle:<schema>:<tenant>:keyed, serialising every
+-- claim of a keyed task of the tenant across replicas), so the running tasks
+-- counted here are every claim committed before. The candidates are the first
+-- $7 ready keyed tasks in claim order (tasks further back wait while these
+-- all belong to keys at their limit); queues paused or limited
+-- (max_concurrent, start limit) are left out: their keyed tasks wait.
+-- They are not locked: every claim of a keyed task holds the lock, and the
+-- UPDATE skips a task that changed meanwhile (a cancel).
+WITH candidates AS (
+    SELECT t.id, t.priority, t.run_at, t.seq, t.concurrency_key, t.concurrency_limit
+    FROM tasks t
+    WHERE t.state = 'QUEUED' AND t.concurrency_key IS NOT NULL AND t.tenant = $1
+      AND t.name = ANY($5::text[]) AND ($6::text[] IS NULL OR t.queue = ANY($6::text[]))
+      AND t.queue NOT IN (
+          SELECT name FROM queues
+          WHERE tenant = $1 AND (paused OR max_concurrent IS NOT NULL OR start_limit IS NOT NULL))
+    ORDER BY t.tenant, t.priority DESC, t.run_at, t.seq
+    LIMIT $7
+), running AS (
+    SELECT r.concurrency_key, count(*) AS n FROM tasks r
+    WHERE r.state = 'RUNNING' AND r.tenant = $1 AND r.concurrency_key IS NOT NULL
+      AND r.concurrency_key IN (SELECT concurrency_key FROM candidates)
+    GROUP BY r.concurrency_key
+), ranked AS (
+    SELECT c.id, c.priority, c.run_at, c.seq,
+           row_number() OVER (PARTITION BY c.concurrency_key
+                              ORDER BY c.priority DESC, c.run_at, c.seq)
+               + coalesce(r.n, 0) <= c.concurrency_limit AS may_start
+    FROM candidates c LEFT JOIN running r ON r.concurrency_key = c.concurrency_key
+), allowed AS (
+    SELECT id FROM ranked WHERE may_start
+    ORDER BY priority DESC, run_at, seq
+    LIMIT $2
+)
+UPDATE tasks t
+SET state = 'RUNNING', attempts = t.attempts + 1, claims = t.claims + 1, started_at = now(),
+    lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4), queue_paused = false
+FROM allowed WHERE t.id = allowed.id AND t.tenant = $1 AND t.state = 'QUEUED'
+RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.max_attempts, t.priority,
+          t.run_at, t.seq, t.started_at, t.timeout_seconds, t.backoff_base, t.backoff_factor,
+          t.backoff_max, t.cancel_requested, t.trace_context;
+
 -- name: complete
 -- params: ids, owners, claims, states, results, errors, finished_ats, run_ats
 -- tenant: a lease names its task, whichever tenant's
@@ -415,7 +481,8 @@ FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[
      AS o(id, owner, claim, state, result, error, finished_at, run_at)
 WHERE t.id = o.id AND t.claims = o.claim
   AND t.lease_owner = o.owner
-RETURNING t.id, o.owner AS lease_owner, t.claims, t.tenant, t.queue, t.state, t.started_at;
+RETURNING t.id, o.owner AS lease_owner, t.claims, t.tenant, t.queue, t.state, t.started_at,
+          t.concurrency_key IS NOT NULL AS keyed;
 
 -- name: release
 -- params: ids, owners, claims, delay
