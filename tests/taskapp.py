@@ -138,3 +138,21 @@ async def hostile_result(payload: Any) -> Any:
 async def hostile_error(payload: Any) -> None:
     """Fails with NUL and a lone surrogate in its message (jsonb refuses both)."""
     raise ValueError("bad\x00message\ud800")
+
+
+#: Per concurrency key: "overlap" tasks running now, and the most seen at once
+#: (every replica of a test runs in this process, so these see them all).
+OVERLAP_RUNNING: dict[str, int] = {}
+OVERLAP_PEAK: dict[str, int] = {}
+
+
+@task("overlap")
+async def overlap(payload: Any) -> None:
+    """Records how many tasks of `payload["key"]` run at once, then sleeps."""
+    key = payload["key"]
+    OVERLAP_RUNNING[key] = OVERLAP_RUNNING.get(key, 0) + 1
+    OVERLAP_PEAK[key] = max(OVERLAP_PEAK.get(key, 0), OVERLAP_RUNNING[key])
+    try:
+        await asyncio.sleep(float(payload["seconds"]))
+    finally:
+        OVERLAP_RUNNING[key] -= 1

@@ -213,6 +213,14 @@ class Task:
     progress_at: datetime | None = strawberry.field(
         default=None, description="When the handler last reported its progress."
     )
+    concurrency_key: str | None = strawberry.field(
+        default=None,
+        description="At most maxConcurrent tasks of the tenant with this key run at once; "
+        "null: no such limit.",
+    )
+    max_concurrent: int | None = strawberry.field(
+        default=None, description="The limit of the task's concurrency key; null: none."
+    )
     existing: bool | None = strawberry.field(
         default=None,
         description=(
@@ -248,6 +256,8 @@ class Task:
             progress=task.progress,
             progress_message=task.progress_message,
             progress_at=task.progress_at,
+            concurrency_key=task.concurrency_key,
+            max_concurrent=task.max_concurrent,
             existing=existing,
             source=task,
         )
@@ -378,6 +388,14 @@ class SubmitTaskInput:
     retry: RetryPolicyInput | None = strawberry.field(
         default=None, description="Backoff between attempts; default: the queue's."
     )
+    concurrency_key: str | None = strawberry.field(
+        default=None,
+        description="At most maxConcurrent tasks of the tenant with this key run at once, "
+        "across replicas; the others wait QUEUED. Give both or neither.",
+    )
+    max_concurrent: int | None = strawberry.field(
+        default=None, description="The concurrency key's limit, at least 1."
+    )
 
     def spec(self) -> tasks.TaskSpec:
         return tasks.TaskSpec(
@@ -392,6 +410,8 @@ class SubmitTaskInput:
             delay_seconds=self.delay_seconds,
             timeout_seconds=self.timeout_seconds,
             retry=self.retry.to_policy() if self.retry else None,
+            concurrency_key=self.concurrency_key,
+            max_concurrent=self.max_concurrent,
         )
 
 

@@ -618,11 +618,7 @@ class Store(postgres.PoolStore):
         async with postgres.acquired(self.pool) as conn:
             rows: list[asyncpg.Record] = []
             now = time.monotonic()
-            if (
-                self.limited
-                or self.keyed
-                or now - self._limited_checked_at >= LIMITED_RECHECK
-            ):
+            if self.limited or self.keyed or now - self._limited_checked_at >= LIMITED_RECHECK:
                 # Most installations limit no queue: ask again only every
                 # LIMITED_RECHECK seconds then. The plain claim below skips
                 # limited queues by itself, so no limit is ever exceeded; a
@@ -710,6 +706,11 @@ class Store(postgres.PoolStore):
         # UPDATE ... RETURNING promises no order: start them in claim order.
         rows.sort(key=lambda r: (-r["priority"], postgres.finite_time(r["run_at"]), r["seq"]))
         return [_claimed(r, owner) for r in rows]
+
+    def look_for_limits(self) -> None:
+        """Look for limited queues and keyed tasks at the next claim (not only
+        LIMITED_RECHECK seconds after the last look): keyed tasks were made ready."""
+        self._limited_checked_at = float("-inf")
 
     def _keyed_lock(self, tenant: str) -> str:
         """The advisory lock every claim of a keyed task of `tenant` holds."""

@@ -128,11 +128,14 @@ class Worker(Collaborators):
         self.wake_promoter()
 
     def on_ready(self, payload: str) -> None:
-        """A NOTIFY on the ready channel: 'due' means a task was scheduled, anything else ready."""
+        """A NOTIFY on the ready channel: 'due' means a task was scheduled,
+        'keyed' that tasks with a concurrency key are ready, anything else ready."""
         if payload == "due":
             self._due.set()
-        else:
-            self._wake.set()
+            return
+        if payload == "keyed":
+            self.store.look_for_limits()
+        self._wake.set()
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a task running here; False when it does not run here. Such

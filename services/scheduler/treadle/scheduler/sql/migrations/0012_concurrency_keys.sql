@@ -25,3 +25,21 @@ CREATE INDEX tasks_keyed_ready ON tasks (tenant, priority DESC, run_at, seq)
 -- A key's running tasks, counted by every keyed claim.
 CREATE INDEX tasks_keyed_running ON tasks (tenant, concurrency_key)
     WHERE state = 'RUNNING' AND concurrency_key IS NOT NULL;
+
+-- Keyed tasks made ready say so ('keyed'): a replica then looks for them at
+-- its next claim (it otherwise looks every LIMITED_RECHECK seconds).
+CREATE OR REPLACE FUNCTION tasks_notify_ready() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM ready_rows
+               WHERE state = 'QUEUED' AND NOT queue_paused AND concurrency_key IS NULL) THEN
+        PERFORM pg_notify('treadle_ready_' || TG_TABLE_SCHEMA, 'ready');
+    END IF;
+    IF EXISTS (SELECT 1 FROM ready_rows
+               WHERE state = 'QUEUED' AND NOT queue_paused AND concurrency_key IS NOT NULL) THEN
+        PERFORM pg_notify('treadle_ready_' || TG_TABLE_SCHEMA, 'keyed');
+    END IF;
+    IF EXISTS (SELECT 1 FROM ready_rows WHERE state = 'SCHEDULED') THEN
+        PERFORM pg_notify('treadle_ready_' || TG_TABLE_SCHEMA, 'due');
+    END IF;
+    RETURN NULL;
+END $$;

@@ -1,0 +1,176 @@
+"""Concurrency keys: at most `max_concurrent` RUNNING tasks per (tenant, key)
+across replicas, the others waiting QUEUED without an attempt charged; the
+plain claim leaves keyed tasks alone; submissions are checked."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import asyncpg
+import pytest
+import taskapp
+from support import make_settings, until
+
+from treadle.client import Client, InvalidArgument, TaskSpec, TaskState
+from treadle.scheduler import postgres
+from treadle.scheduler.registry import load_app
+from treadle.scheduler.supervisor import Replica
+
+
+async def _state_is(client: Client, task_id: str, state: TaskState) -> bool:
+    return (await client.get(task_id)).state is state
+
+
+def _overlap(key: str | None, limit: int | None, seconds: float = 0.02) -> TaskSpec:
+    return TaskSpec(
+        name="overlap",
+        payload_json=f'{{"key": "{key or "-"}", "seconds": {seconds}}}',
+        concurrency_key=key,
+        max_concurrent=limit,
+    )
+
+
+async def test_the_limit_per_key_holds_across_three_replicas(
+    database_url: str, schema: str
+) -> None:
+    taskapp.OVERLAP_RUNNING.clear()
+    taskapp.OVERLAP_PEAK.clear()
+    replicas = [
+        Replica(make_settings(schema, poll_interval=0.2), load_app("taskapp"), database_url)
+        for _ in range(3)
+    ]
+    for r in replicas:
+        await r.start()
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with Client(replicas[0].address) as client:
+            specs = (
+                [_overlap("user-a", 2)] * 60
+                + [_overlap("user-b", 1)] * 30
+                + [_overlap(None, None)] * 30
+            )
+            ids = await client.submit_many(specs)
+            samples: list[tuple[int, int]] = []
+            while True:
+                rows = await conn.fetch(
+                    f'SELECT concurrency_key, count(*) AS n FROM "{schema}".tasks '
+                    "WHERE state = 'RUNNING' AND concurrency_key IS NOT NULL "
+                    "GROUP BY concurrency_key"
+                )
+                running = {r["concurrency_key"]: r["n"] for r in rows}
+                samples.append((running.get("user-a", 0), running.get("user-b", 0)))
+                left = await conn.fetchval(
+                    f"SELECT count(*) FROM \"{schema}\".tasks WHERE state <> 'SUCCEEDED'"
+                )
+                if left == 0:
+                    break
+                assert len(samples) < 5000, "the run did not finish"
+                await asyncio.sleep(0.005)
+            done = [await client.get(i) for i in ids]
+    finally:
+        await conn.close()
+        for r in replicas:
+            await r.stop()
+    # What the handlers saw running at once, and what the table showed.
+    assert taskapp.OVERLAP_PEAK["user-a"] == 2, taskapp.OVERLAP_PEAK
+    assert taskapp.OVERLAP_PEAK["user-b"] == 1, taskapp.OVERLAP_PEAK
+    assert taskapp.OVERLAP_PEAK["-"] > 1, "tasks without a key are not limited"
+    assert max(a for a, _ in samples) <= 2 and max(b for _, b in samples) <= 1, samples
+    assert {t.state for t in done} == {TaskState.SUCCEEDED}
+    assert {t.attempts for t in done} == {1}, "waiting charged no attempt"
+    keyed = [t for t in done if t.concurrency_key]
+    assert {(t.concurrency_key, t.max_concurrent) for t in keyed} == {("user-a", 2), ("user-b", 1)}
+
+
+async def test_a_task_waits_queued_while_its_key_is_full_and_starts_when_a_slot_frees(
+    database_url: str, schema: str
+) -> None:
+    replica = Replica(make_settings(schema, poll_interval=5.0), load_app("taskapp"), database_url)
+    await replica.start()
+    try:
+        async with Client(replica.address) as client:
+            first = await client.submit(
+                "sleep", {"seconds": 1.0}, concurrency_key="k", max_concurrent=1
+            )
+            await until(lambda: _state_is(client, first.id, TaskState.RUNNING), timeout=5)
+            second = await client.submit("echo", "after", concurrency_key="k", max_concurrent=1)
+            other = await client.submit("echo", "other key", concurrency_key="j", max_concurrent=1)
+            assert (await client.wait(other.id, 5)).state is TaskState.SUCCEEDED
+            waiting = await client.get(second.id)
+            assert (await client.get(first.id)).state is TaskState.RUNNING
+            assert (waiting.state, waiting.attempts) == (TaskState.QUEUED, 0)
+            # The first finishing wakes the claim (poll_interval is 5 s).
+            done = await client.wait(second.id, 5)
+            assert done.state is TaskState.SUCCEEDED and done.attempts == 1
+            assert done.started_at is not None
+            assert done.started_at >= (await client.get(first.id)).finished_at
+    finally:
+        await replica.stop()
+
+
+@pytest.mark.parametrize(
+    ("key", "limit", "message"),
+    [
+        ("k", None, "concurrency_key needs max_concurrent"),
+        (None, 2, "max_concurrent needs a concurrency_key"),
+        ("k", 0, "max_concurrent must be 1..1000000, got 0"),
+        ("  ", 1, "concurrency_key must not be blank"),
+        ("x" * 201, 1, "concurrency_key is longer than 200 characters"),
+        ("a\x00b", 1, "concurrency_key must be printable text"),
+    ],
+)
+async def test_bad_concurrency_options_are_refused_naming_the_field(
+    client: Client, key: str | None, limit: int | None, message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        await client.submit("echo", concurrency_key=key, max_concurrent=limit)
+
+
+async def test_the_plain_claim_walks_no_keyed_task(db: asyncpg.Connection) -> None:
+    """Structural: tasks without a key are claimed as before, through
+    tasks_ready, which holds no keyed task: a keyed backlog is never read."""
+    await db.execute(
+        "INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at,"
+        " concurrency_key, concurrency_limit)"
+        " SELECT gen_random_uuid(), 'echo', 'default', 'QUEUED', '1', 1, 1, now(), 'k', 1"
+        " FROM generate_series(1, 2000)"
+    )
+    await db.execute(
+        "INSERT INTO tasks (id, name, queue, state, payload, max_attempts, priority, run_at)"
+        " VALUES (gen_random_uuid(), 'echo', 'default', 'QUEUED', '2', 1, 0, now())"
+    )
+    await db.execute("ANALYZE tasks")
+    explained = db.transaction()
+    await explained.start()  # rolled back: EXPLAIN ANALYZE claims what it reads
+    try:
+        plan = "\n".join(
+            r[0]
+            for r in await db.fetch(
+                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) "
+                + postgres.QUERIES["claim"].sql,
+                10,
+                "t",
+                30.0,
+                ["echo"],
+            )
+        )
+    finally:
+        await explained.rollback()
+    async with db.transaction():
+        claimed = await postgres.fetch(
+            db, "claim", limit=10, owner="t", lease_seconds=30.0, names=["echo"]
+        )
+        queues = await postgres.fetch(
+            db,
+            "claim_queues",
+            limit=10,
+            owner="t",
+            lease_seconds=30.0,
+            names=["echo"],
+            queues=["default"],
+        )
+    assert "Index Scan using tasks_ready on tasks" in plan, plan
+    assert all(int(n) < 100 for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)), plan
+    assert [r["payload"] for r in claimed] == ["2"], "only the task without a key"
+    assert queues == []
