@@ -96,3 +96,27 @@ def slow_sync(payload: Job, ctx: TaskContext) -> str:
 nightly = schedule(
     "typed.nightly", cron="0 3 * * *", task=add, payload={"a": 1, "b": 2}, timezone="Europe/Paris"
 )
+
+
+class Upload(msgspec.Struct):
+    user: str
+    seconds: float = 0.02
+
+
+#: Per user: `per_user` tasks running now, and the most seen at once.
+UPLOADS_RUNNING: dict[str, int] = {}
+UPLOADS_PEAK: dict[str, int] = {}
+
+
+@task("typed.per_user", concurrency_key=lambda p: f"user:{p.user}", max_concurrent=1)
+async def per_user(payload: Upload) -> str:
+    """At most one at a time per user: records how many ran at once."""
+    UPLOADS_RUNNING[payload.user] = UPLOADS_RUNNING.get(payload.user, 0) + 1
+    UPLOADS_PEAK[payload.user] = max(
+        UPLOADS_PEAK.get(payload.user, 0), UPLOADS_RUNNING[payload.user]
+    )
+    try:
+        await asyncio.sleep(payload.seconds)
+    finally:
+        UPLOADS_RUNNING[payload.user] -= 1
+    return payload.user

@@ -99,3 +99,49 @@ def test_a_cron_task_is_a_schedule_named_after_it() -> None:
         "Europe/Paris",
     )
     assert (declared.task.payload_json, declared.task.priority) == ("null", 3)
+
+
+def test_a_concurrency_key_is_computed_from_the_payload_on_the_producer_side() -> None:
+    @task("keyed.order", concurrency_key=lambda p: f"customer:{p.id}", max_concurrent=2)
+    def handle(payload: Order) -> None: ...
+
+    spec = handle.spec(Order(id=7))
+    assert (spec.concurrency_key, spec.max_concurrent) == ("customer:7", 2)
+    # The call wins over the task, for the key and for the limit.
+    spec = handle.spec(Order(id=7), concurrency_key="vip", max_concurrent=5)
+    assert (spec.concurrency_key, spec.max_concurrent) == ("vip", 5)
+    assert handle.spec(Order(id=7), max_concurrent=1).max_concurrent == 1
+    # A task declaring none: none, unless the call gives both.
+    ref = task_ref("plain.order", Order, type(None))
+    assert (ref.spec(Order(id=1)).concurrency_key, ref.spec(Order(id=1)).max_concurrent) == (
+        None,
+        None,
+    )
+    given = ref.spec(Order(id=1), concurrency_key="k", max_concurrent=3)
+    assert (given.concurrency_key, given.max_concurrent) == ("k", 3)
+
+    @task("keyed.bad", concurrency_key=lambda p: p.id, max_concurrent=1)  # type: ignore[arg-type,return-value]
+    def bad(payload: Order) -> None: ...
+
+    with pytest.raises(
+        InvalidArgument, match=r"concurrency_key of task 'keyed\.bad' must be a str"
+    ):
+        bad.spec(Order(id=1))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency_key": lambda p: "k"}, "give concurrency_key .* and max_concurrent together"),
+        ({"max_concurrent": 2}, "give concurrency_key .* and max_concurrent together"),
+        (
+            {"concurrency_key": lambda p: "k", "max_concurrent": 0},
+            "max_concurrent must be at least 1",
+        ),
+    ],
+)
+def test_concurrency_options_are_checked_when_declared(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        task("keyed.wrong", **options)

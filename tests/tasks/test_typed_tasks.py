@@ -274,3 +274,24 @@ async def test_the_context_carries_the_trace_id(database_url: str, schema: str) 
         s for s in exporter.get_finished_spans() if s.attributes.get("treadle.task.id") == handle.id
     ]
     assert attempt and {f"{s.context.trace_id:032x}" for s in attempt} == {trace_id}
+
+
+async def test_a_declared_concurrency_key_limits_each_key(replica: Replica, client: Client) -> None:
+    typedapp.UPLOADS_PEAK.clear()
+    handles = [
+        await typedapp.per_user.defer(typedapp.Upload(user=user), client=client)
+        for user in ("ada", "bob") * 6
+    ]
+    assert {(h.task.concurrency_key, h.task.max_concurrent) for h in handles} == {
+        ("user:ada", 1),
+        ("user:bob", 1),
+    }
+    assert sorted([await h.wait(timeout=20) for h in handles]) == ["ada"] * 6 + ["bob"] * 6
+    assert typedapp.UPLOADS_PEAK == {"ada": 1, "bob": 1}
+    # By name, the key is the submitter's to give (the replica computes none).
+    by_name = await client.submit(
+        "typed.per_user", {"user": "cy"}, concurrency_key="user:cy", max_concurrent=1
+    )
+    assert (by_name.concurrency_key, by_name.max_concurrent) == ("user:cy", 1)
+    unkeyed = await client.submit("typed.per_user", {"user": "cy"})
+    assert unkeyed.concurrency_key is None
