@@ -107,6 +107,21 @@ async def test_submit_echo_then_poll_until_succeeded(gql: GraphQL) -> None:
     assert got["data"]["task"]["existing"] is None, "null outside submitTask"
 
 
+async def test_submit_with_a_concurrency_key_shows_it(gql: GraphQL) -> None:
+    body = await gql(
+        SUBMIT.replace("existing", "existing concurrencyKey maxConcurrent"),
+        input={"name": "echo", "payload": 1, "concurrencyKey": "user:7", "maxConcurrent": 2},
+    )
+    assert "errors" not in body, body
+    task = body["data"]["submitTask"]
+    assert (task["concurrencyKey"], task["maxConcurrent"]) == ("user:7", 2)
+    assert (await finished(gql, task["id"]))["state"] == "SUCCEEDED"
+    refused = await gql(SUBMIT, input={"name": "echo", "concurrencyKey": "k", "maxConcurrent": 0})
+    error = only_error(refused)
+    assert error["extensions"]["code"] == "INVALID_ARGUMENT", refused
+    assert "max_concurrent must be 1..1000000, got 0" in error["message"]
+
+
 async def test_sync_handler_through_graphql(gql: GraphQL) -> None:
     task = await submit(gql, name="square", payload={"x": 7})
     assert task["queue"] == "math"
