@@ -59,6 +59,28 @@ async def test_a_committed_task_wakes_a_waiting_replica_which_runs_it(
     assert (finished.name, finished.queue, finished.priority) == ("echo", "default", 5)
 
 
+async def test_a_keyed_task_says_keyed_on_commit_and_runs(
+    conn: asyncpg.Connection, schema: str, client: Client, database_url: str
+) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(f"treadle_ready_{schema}", lambda *args: heard.put_nowait(args[3]))
+    try:
+        async with conn.transaction():
+            done = await enqueue(
+                conn, "echo", 1, concurrency_key="order:1", max_concurrent=1, schema=schema
+            )
+        async with asyncio.timeout(10):
+            assert await heard.get() == "keyed"
+        finished = await client.wait(done.id, timeout=10)  # the replica never polls
+    finally:
+        await listener.close()
+    assert finished.state is TaskState.SUCCEEDED
+    assert (finished.concurrency_key, finished.max_concurrent) == ("order:1", 1)
+    with pytest.raises(InvalidArgument, match="concurrency_key needs max_concurrent"):
+        await enqueue(conn, "echo", 1, concurrency_key="order:1", schema=schema)
+
+
 async def test_a_rolled_back_task_never_exists(
     conn: asyncpg.Connection, db: asyncpg.Connection, schema: str, database_url: str
 ) -> None:
