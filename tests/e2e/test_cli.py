@@ -37,6 +37,20 @@ async def test_submit_says_when_the_idempotency_key_matched(replica: Replica) ->
     assert f"idempotency key 'cli-once' matched task {first['id']}" in err
 
 
+async def test_submit_with_a_concurrency_key(replica: Replica) -> None:
+    args = ["submit", "echo", "--concurrency-key", "user:1", "--address", replica.address]
+    code, out, err = await treadle(*args, "--max-concurrent", "2", "--wait")
+    assert code == 0, err
+    task = json.loads(out)
+    assert (task["concurrency_key"], task["max_concurrent"], task["state"]) == (
+        "user:1",
+        2,
+        "SUCCEEDED",
+    )
+    code, _, err = await treadle(*args)
+    assert code == 1 and "concurrency_key needs max_concurrent" in err
+
+
 async def test_failed_task_exits_nonzero_with_wait(replica: Replica) -> None:
     code, out, _ = await treadle("submit", "boom", "--wait", "--address", replica.address)
     assert code == 1

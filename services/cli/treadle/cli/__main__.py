@@ -140,6 +140,13 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
         "--max-attempts", type=int, help="attempts before DEAD (default: the queue's, 1)"
     )
     submit.add_argument("--idempotency-key", help="submit at most once per key and queue")
+    submit.add_argument(
+        "--concurrency-key",
+        help="at most --max-concurrent tasks with this key run at once (give both)",
+    )
+    submit.add_argument(
+        "--max-concurrent", type=int, help="the --concurrency-key's limit, at least 1"
+    )
     submit.add_argument("--delay", type=float, help="seconds from now to run (not with --run-at)")
     submit.add_argument(
         "--attempt-timeout", type=float, help="seconds each attempt may run (default: the queue's)"

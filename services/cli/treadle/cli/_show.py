@@ -144,6 +144,12 @@ def task_detail(task: Task) -> RenderableType:
         ("started", stamp(task.started_at)),
         ("finished", stamp(task.finished_at)),
         ("idempotency key", task.idempotency_key or "-"),
+        (
+            "concurrency key",
+            f"{task.concurrency_key} (at most {task.max_concurrent} running)"
+            if task.concurrency_key
+            else "-",
+        ),
         ("timeout", f"{task.timeout_seconds:g}s" if task.timeout_seconds else "none"),
         (
             "retry",

@@ -161,6 +161,8 @@ def cmd_submit(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         idempotency_key=args.idempotency_key,
         delay_seconds=args.delay,
         timeout_seconds=args.attempt_timeout,
+        concurrency_key=args.concurrency_key,
+        max_concurrent=args.max_concurrent,
     )
 
     async def submit() -> Task:
