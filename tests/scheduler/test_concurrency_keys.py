@@ -83,6 +83,50 @@ async def test_the_limit_per_key_holds_across_three_replicas(
     assert {(t.concurrency_key, t.max_concurrent) for t in keyed} == {("user-a", 2), ("user-b", 1)}
 
 
+async def test_keys_and_a_queues_max_concurrent_hold_together(
+    database_url: str, schema: str
+) -> None:
+    """Keyed tasks of a queue with max_concurrent count against both limits;
+    the queue's unkeyed tasks (claim_limited) share its slots."""
+    taskapp.OVERLAP_PEAK.clear()
+    replicas = [
+        Replica(make_settings(schema, poll_interval=0.2), load_app("taskapp"), database_url)
+        for _ in range(2)
+    ]
+    for r in replicas:
+        await r.start()
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with Client(replicas[0].address) as client:
+            await client.update_queue("default", max_concurrent=3)
+            specs = [_overlap(f"k{i % 3}", 2) for i in range(45)] + [_overlap(None, None)] * 15
+            ids = await client.submit_many(specs)
+            samples: list[int] = []
+            while True:
+                samples.append(
+                    await conn.fetchval(
+                        f'SELECT count(*) FROM "{schema}".tasks '
+                        "WHERE queue = 'default' AND state = 'RUNNING'"
+                    )
+                )
+                left = await conn.fetchval(
+                    f"SELECT count(*) FROM \"{schema}\".tasks WHERE state <> 'SUCCEEDED'"
+                )
+                if left == 0:
+                    break
+                assert len(samples) < 5000, "the run did not finish"
+                await asyncio.sleep(0.005)
+            done = [await client.get(i) for i in ids]
+    finally:
+        await conn.close()
+        for r in replicas:
+            await r.stop()
+    assert max(samples) == 3, max(samples)
+    assert max(taskapp.OVERLAP_PEAK[f"k{i}"] for i in range(3)) <= 2, taskapp.OVERLAP_PEAK
+    assert {t.state for t in done} == {TaskState.SUCCEEDED}
+    assert {t.attempts for t in done} == {1}
+
+
 async def test_a_task_waits_queued_while_its_key_is_full_and_starts_when_a_slot_frees(
     database_url: str, schema: str
 ) -> None:

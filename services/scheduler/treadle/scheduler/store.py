@@ -643,9 +643,7 @@ class Store(postgres.PoolStore):
                 if limits.start_limited and self.held.get((tenant, queue), 0.0) > now:
                     continue  # its window is full: nothing of it may start before it ends
                 async with conn.transaction():
-                    await postgres.execute(
-                        conn, "lock_queue", key=f"treadle:{self.schema}:{tenant}:{queue}"
-                    )
+                    await postgres.execute(conn, "lock_queue", key=self._queue_lock(tenant, queue))
                     if limits.start_limited:
                         rows += await self._claim_start_limited(
                             conn,
@@ -672,7 +670,18 @@ class Store(postgres.PoolStore):
                 if len(rows) >= limit:
                     break
                 async with conn.transaction():
+                    # The tenant's keyed lock, then those of its max_concurrent
+                    # queues in name order (the order every keyed claim takes).
                     await postgres.execute(conn, "lock_queue", key=self._keyed_lock(tenant))
+                    locked = [
+                        r["name"]
+                        for r in await postgres.fetch(conn, "keyed_limited_queues", tenant=tenant)
+                        if queues is None or r["name"] in queues
+                    ]
+                    for queue in locked:
+                        await postgres.execute(
+                            conn, "lock_queue", key=self._queue_lock(tenant, queue)
+                        )
                     rows += await postgres.fetch(
                         conn,
                         "claim_keyed",
@@ -683,6 +692,7 @@ class Store(postgres.PoolStore):
                         names=names,
                         queues=queues,
                         scan=KEYED_SCAN,
+                        locked=locked,
                     )
             if len(rows) < limit and queues is None:
                 rows += await postgres.fetch(
@@ -711,6 +721,10 @@ class Store(postgres.PoolStore):
         """Look for limited queues and keyed tasks at the next claim (not only
         LIMITED_RECHECK seconds after the last look): keyed tasks were made ready."""
         self._limited_checked_at = float("-inf")
+
+    def _queue_lock(self, tenant: str, queue: str) -> str:
+        """The advisory lock every claim in a limited queue holds."""
+        return f"treadle:{self.schema}:{tenant}:{queue}"
 
     def _keyed_lock(self, tenant: str) -> str:
         """The advisory lock every claim of a keyed task of `tenant` holds."""

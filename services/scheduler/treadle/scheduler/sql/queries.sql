@@ -412,27 +412,41 @@ WHERE (SELECT true FROM tasks t
          AND t.name = ANY($2::text[]) AND ($1::text[] IS NULL OR t.queue = ANY($1::text[]))
        LIMIT 1);
 
+-- name: keyed_limited_queues
+-- params: tenant
+-- The queues of tenant $1 with max_concurrent (and no start limit), not
+-- paused, in name order: a keyed claim takes their locks (lock_queue, after
+-- the tenant's keyed lock) so that it may claim their keyed tasks too.
+SELECT name FROM queues
+WHERE tenant = $1 AND max_concurrent IS NOT NULL AND start_limit IS NULL AND NOT paused
+ORDER BY name;
+
 -- name: claim_keyed
--- params: tenant, limit, owner, lease_seconds, names, queues, scan
+-- params: tenant, limit, owner, lease_seconds, names, queues, scan, locked
 -- Claim ready tasks of tenant $1 that carry a concurrency key, of the names in
--- $5 (and the queues in $6 unless null), at most $2, and never more RUNNING
--- per key than the task's concurrency_limit. Run under lock_queue with the
--- tenant's keyed lock (treadle:<schema>:<tenant>:keyed, serialising every
--- claim of a keyed task of the tenant across replicas), so the running tasks
--- counted here are every claim committed before. The candidates are the first
--- $7 ready keyed tasks in claim order (tasks further back wait while these
--- all belong to keys at their limit); queues paused or limited
--- (max_concurrent, start limit) are left out: their keyed tasks wait.
--- They are not locked: every claim of a keyed task holds the lock, and the
--- UPDATE skips a task that changed meanwhile (a cancel).
+-- $5 (and the queues in $6 unless null), at most $2, never more RUNNING per
+-- key than the task's concurrency_limit, nor more RUNNING in a queue with
+-- max_concurrent than that. Run under lock_queue with the tenant's keyed lock
+-- (serialising every claim of a keyed task of the tenant across replicas)
+-- and the locks of the queues in $8 (keyed_limited_queues: those with
+-- max_concurrent, whose claims claim_limited also makes under them), so the
+-- running tasks counted here are every claim committed before. The
+-- candidates are the first $7 ready keyed tasks in claim order (tasks further
+-- back wait while these all belong to keys at their limit); queues paused,
+-- start-limited, or with a max_concurrent but not locked here are left out:
+-- their keyed tasks wait. Candidates are not locked: every claim of a keyed
+-- task holds the keyed lock, and the UPDATE skips a task that changed
+-- meanwhile (a cancel).
 WITH candidates AS (
-    SELECT t.id, t.priority, t.run_at, t.seq, t.concurrency_key, t.concurrency_limit
+    SELECT t.id, t.queue, t.priority, t.run_at, t.seq, t.concurrency_key, t.concurrency_limit
     FROM tasks t
     WHERE t.state = 'QUEUED' AND t.concurrency_key IS NOT NULL AND t.tenant = $1
       AND t.name = ANY($5::text[]) AND ($6::text[] IS NULL OR t.queue = ANY($6::text[]))
       AND t.queue NOT IN (
           SELECT name FROM queues
-          WHERE tenant = $1 AND (paused OR max_concurrent IS NOT NULL OR start_limit IS NOT NULL))
+          WHERE tenant = $1
+            AND (paused OR start_limit IS NOT NULL
+                 OR (max_concurrent IS NOT NULL AND NOT name = ANY($8::text[]))))
     ORDER BY t.tenant, t.priority DESC, t.run_at, t.seq
     LIMIT $7
 ), running AS (
@@ -440,15 +454,28 @@ WITH candidates AS (
     WHERE r.state = 'RUNNING' AND r.tenant = $1 AND r.concurrency_key IS NOT NULL
       AND r.concurrency_key IN (SELECT concurrency_key FROM candidates)
     GROUP BY r.concurrency_key
-), ranked AS (
-    SELECT c.id, c.priority, c.run_at, c.seq,
-           row_number() OVER (PARTITION BY c.concurrency_key
-                              ORDER BY c.priority DESC, c.run_at, c.seq)
-               + coalesce(r.n, 0) <= c.concurrency_limit AS may_start
-    FROM candidates c LEFT JOIN running r ON r.concurrency_key = c.concurrency_key
+), by_key AS (
+    SELECT c.id, c.queue, c.priority, c.run_at, c.seq
+    FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.concurrency_key
+                                       ORDER BY c.priority DESC, c.run_at, c.seq) AS rank
+        FROM candidates c
+    ) c LEFT JOIN running r ON r.concurrency_key = c.concurrency_key
+    WHERE c.rank + coalesce(r.n, 0) <= c.concurrency_limit
+), free AS (
+    SELECT q.name, greatest(0, q.max_concurrent - (
+        SELECT count(*) FROM tasks WHERE state = 'RUNNING' AND tenant = $1 AND queue = q.name
+    )) AS n
+    FROM queues q
+    WHERE q.tenant = $1 AND q.name = ANY($8::text[]) AND q.max_concurrent IS NOT NULL
 ), allowed AS (
-    SELECT id FROM ranked WHERE may_start
-    ORDER BY priority DESC, run_at, seq
+    SELECT id FROM (
+        SELECT b.*, row_number() OVER (PARTITION BY b.queue
+                                       ORDER BY b.priority DESC, b.run_at, b.seq) AS rank
+        FROM by_key b
+    ) b LEFT JOIN free f ON f.name = b.queue
+    WHERE f.n IS NULL OR b.rank <= f.n
+    ORDER BY b.priority DESC, b.run_at, b.seq
     LIMIT $2
 )
 UPDATE tasks t
