@@ -1,5 +1,5 @@
--- Concurrency per key (`@task(concurrency_key=..., concurrency=N)`, a
--- submission's concurrency_key and concurrency): at most `concurrency_limit`
+-- Concurrency per key (`@task(concurrency_key=..., max_concurrent=N)`, a
+-- submission's concurrency_key and max_concurrent): at most `concurrency_limit`
 -- tasks of a tenant with the same `concurrency_key` RUNNING at once, across
 -- every replica. The key is computed by the producer and stored with the task;
 -- both columns are null together for a task without a key.
