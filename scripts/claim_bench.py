@@ -66,7 +66,7 @@ async def bench(url: str, count: int, rounds: int, before: str | None, keyed: in
             )
             variants["claim_keyed (all keys full)"] = (
                 postgres.QUERIES["claim_keyed"].sql,
-                ["default", 100, "bench", 30.0, NAMES, None, 1000],
+                ["default", 100, "bench", 30.0, NAMES, None, 1000, []],
             )
         await conn.execute("INSERT INTO queues (name) SELECT unnest($1::text[])", QUEUES)
         await conn.execute("ANALYZE tasks")
