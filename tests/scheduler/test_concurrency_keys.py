@@ -218,3 +218,38 @@ async def test_the_plain_claim_walks_no_keyed_task(db: asyncpg.Connection) -> No
     assert all(int(n) < 100 for n in re.findall(r"Rows Removed by Filter: (\d+)", plan)), plan
     assert [r["payload"] for r in claimed] == ["2"], "only the task without a key"
     assert queues == []
+
+
+async def test_tenants_never_share_a_key(db: asyncpg.Connection) -> None:
+    """The same key in two tenants: two limits. Tenant b's running task does
+    not hold back tenant a's, and a claim for a takes none of b's."""
+    await db.execute("INSERT INTO queues (tenant, name) VALUES ('a', 'default'), ('b', 'default')")
+    await db.execute(
+        "INSERT INTO tasks (id, tenant, name, queue, state, payload, max_attempts, priority,"
+        " run_at, concurrency_key, concurrency_limit)"
+        " SELECT gen_random_uuid(), t, 'echo', 'default', s, '1', 1, 0, now(), 'user:1', 1"
+        " FROM (VALUES ('b', 'RUNNING'), ('b', 'QUEUED'), ('a', 'QUEUED'), ('a', 'QUEUED'))"
+        " AS v(t, s)"
+    )
+
+    async def claim(tenant: str) -> list[str]:
+        async with db.transaction():
+            rows = await postgres.fetch(
+                db,
+                "claim_keyed",
+                tenant=tenant,
+                limit=10,
+                owner="t",
+                lease_seconds=30.0,
+                names=["echo"],
+                queues=None,
+                scan=1000,
+                locked=[],
+            )
+        return [r["tenant"] for r in rows]
+
+    assert await claim("a") == ["a"], "one of a's two: a's own limit, not b's running task"
+    assert await claim("a") == [], "a's key is at its limit now"
+    assert await claim("b") == [], "b's key was at its limit all along"
+    ready = await postgres.fetch(db, "keyed_tenants_ready", queues=None, names=["echo"])
+    assert sorted(r["tenant"] for r in ready) == ["a", "b"]
