@@ -3,7 +3,8 @@
 Three channels per schema (the triggers of `sql/migrations` spell the ready
 and changes names too; the store sends on ready and cancel with these):
 
-- `treadle_ready_<schema>`: tasks are ready ('ready') or were scheduled ('due');
+- `treadle_ready_<schema>`: tasks are ready ('ready'; 'keyed' for tasks with a
+  concurrency key) or were scheduled ('due');
 - `treadle_cancel_<schema>`: the id of a running task someone cancelled;
 - `treadle_tasks_<schema>`: the ids, comma-separated, of tasks whose state changed.
 
@@ -32,8 +33,8 @@ CLOSE_TIMEOUT = 2.0
 
 
 def ready_channel(schema: str) -> str:
-    """The LISTEN/NOTIFY channel that says tasks are ready ('ready') or
-    scheduled ('due') in `schema`."""
+    """The LISTEN/NOTIFY channel that says tasks are ready ('ready', or
+    'keyed' for tasks with a concurrency key) or scheduled ('due') in `schema`."""
     return f"treadle_ready_{schema}"
 
 
