@@ -74,6 +74,24 @@ async def test_create_list_pause_resume_delete(gql: GraphQL) -> None:
     assert await gql(LIST) == {"data": {"schedules": []}}
 
 
+async def test_a_schedule_keeps_its_tasks_concurrency_key(gql: GraphQL) -> None:
+    fields = "name task { name concurrencyKey maxConcurrent }"
+    body = await gql(
+        "mutation Create($input: CreateScheduleInput!) "
+        f"{{ createSchedule(input: $input) {{ {fields} }} }}",
+        input={
+            "name": "per-user",
+            "cron": "0 3 * * *",
+            "task": {"name": "echo", "concurrencyKey": "user:1", "maxConcurrent": 1},
+        },
+    )
+    assert "errors" not in body, body
+    task = {"name": "echo", "concurrencyKey": "user:1", "maxConcurrent": 1}
+    assert body["data"]["createSchedule"]["task"] == task
+    listed = await gql(f"query {{ schedules {{ {fields} }} }}")
+    assert listed == {"data": {"schedules": [{"name": "per-user", "task": task}]}}, "stored"
+
+
 async def test_every_second_schedule_submits_tasks(gql: GraphQL) -> None:
     body = await gql(
         CREATE,

@@ -424,6 +424,12 @@ class TaskTemplate:
     max_attempts: int | None = strawberry.field(description="Null: the queue's default.")
     timeout_seconds: float | None = strawberry.field(description="Null: the queue's default.")
     retry: RetryPolicy | None = strawberry.field(description="Null: the queue's default.")
+    concurrency_key: str | None = strawberry.field(
+        default=None, description="The tasks' concurrency key; null: none."
+    )
+    max_concurrent: int | None = strawberry.field(
+        default=None, description="The concurrency key's limit; null: none."
+    )
 
 
 @strawberry.type(description="Submits a task from its template on every tick of a cron expression.")
@@ -456,6 +462,8 @@ class Schedule:
                 max_attempts=spec.max_attempts,
                 timeout_seconds=spec.timeout_seconds,
                 retry=None if spec.retry is None else RetryPolicy.from_policy(spec.retry),
+                concurrency_key=spec.concurrency_key,
+                max_concurrent=spec.max_concurrent,
             ),
             paused=schedule.paused,
             next_fire_at=schedule.next_fire_at,
