@@ -282,6 +282,18 @@ class TaskRef(Generic[P, R]):
         submitted = client.submit_spec(spec)
         return SyncTaskHandle(submitted.task, submitted.existing, self.result_type, client)
 
+    async def attach(self, task_id: str, *, client: Client | None = None) -> TaskHandle[R]:
+        """A handle on a task of this kind submitted another way (by id: one
+        `treadle.client.enqueue` stored in your transaction, say), to `wait`
+        for its typed result. A task of another name is an `InvalidArgument`."""
+        client = client or _client.default_client()
+        found = await client.get(task_id)
+        if found.name != self.name:
+            raise errors.InvalidArgument(
+                f"task {task_id} is a {found.name!r} task, not {self.name!r}"
+            )
+        return TaskHandle(found, False, self.result_type, client)
+
     # -- binding a handler ------------------------------------------------------
 
     @overload
