@@ -231,3 +231,5 @@ async def test_help_shows_the_commands_with_examples() -> None:
     assert "treadle tasks --queue emails --state DEAD --since 1h" in out
     code, out, _ = await treadle("purge", "--help")
     assert code == 0 and "--older-than" in out and "treadle purge --queue emails" in out
+    code, out, _ = await treadle("submit", "--help")
+    assert code == 0 and """treadle submit fib   --payload '{"n": 25}'""" in out, out
