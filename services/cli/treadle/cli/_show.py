@@ -17,15 +17,11 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-import tabulate as _tabulate
 from tabulate import tabulate
 
+from treadle.cli import _table
 from treadle.common.stats import Overview, QueueStats
 from treadle.common.tasks import ReplicaInfo, Task, TaskState
-
-# A header as wide as its name, like any cell: tabulate adds 2 by default, which
-# makes the 13 columns of `treadle stats` 26 characters wider than they need be.
-_tabulate.MIN_PADDING = 0
 
 STATE_STYLES = {
     TaskState.QUEUED: "cyan",
@@ -83,15 +79,14 @@ def echo(text: str, *, stderr: bool = False) -> None:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[str] = ()) -> str:
-    """Columns under bold headers and a rule, two spaces apart; those named in
-    `right` aligned right (numbers, ages). Cells are shown as given."""
+    """Columns under bold headers and a rule; those named in `right` aligned right
+    (numbers, ages)."""
     right = set(right)
-    return tabulate(
-        list(rows),
-        headers=[paint(h, "bold") for h in headers],
-        tablefmt="simple",
-        colalign=["right" if h in right else "left" for h in headers],
-        disable_numparse=True,
+    return _table.table(
+        [paint(h, "bold") for h in headers],
+        rows,
+        right={i for i, h in enumerate(headers) if h in right},
+        rule=True,
     )
 
 

@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from tqdm import tqdm
-
 from treadle.cli import _actions, _show
 from treadle.cli._duration import ago
 from treadle.client import Client
@@ -367,6 +365,8 @@ async def _work(
     quiet: bool,
 ) -> list[str]:
     """Call the action's batch RPC until nothing is left; the ids changed."""
+    from tqdm import tqdm  # only the bulk actions draw a progress bar: not at every start
+
     call: Callable[..., Awaitable[BulkResult]] = {
         "retry": client.retry_tasks,
         "cancel": client.cancel_tasks,
