@@ -23,14 +23,25 @@ import re
 import typing
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
-from treadle.client import Client, SyncClient
 from treadle.common import errors
 from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
 from treadle.tasks import _client, _payload
 from treadle.tasks._context import TaskContext
 from treadle.tasks._failures import InvalidPayload
+
+if TYPE_CHECKING:  # a replica reads task declarations and never submits: no client
+    from treadle.client import Client, SyncClient
 
 P = TypeVar("P")
 R = TypeVar("R")
