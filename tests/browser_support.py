@@ -62,6 +62,8 @@ class Live:
     url: str
     env: dict[str, str]
     output: list[str]
+    #: The replica's gRPC address.
+    address: str
 
     def graphql(self, query: str, key: str | None = None, **variables: Any) -> dict[str, Any]:
         headers = {"authorization": f"Bearer {key}"} if key else {}
@@ -105,7 +107,7 @@ def treadle_up(
     block ends. `while_starting` is called while it starts (to launch the
     browser meanwhile)."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    http_port = free_port()
+    http_port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TREADLE_")}
     env |= {
         "TREADLE_DATABASE_URL": database_url,
@@ -116,7 +118,7 @@ def treadle_up(
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "treadle.cli", "up", "--http-port", str(http_port),
-         "--grpc-port", str(free_port()), "--metrics-port", "0"],
+         "--grpc-port", str(grpc_port), "--metrics-port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -139,7 +141,7 @@ def treadle_up(
         while not up.wait(0.1):
             assert proc.poll() is None, "treadle up exited early:\n" + "".join(output)
             assert time.monotonic() < deadline, "treadle up did not start:\n" + "".join(output)
-        yield Live(f"http://127.0.0.1:{http_port}", env, output)
+        yield Live(f"http://127.0.0.1:{http_port}", env, output, f"127.0.0.1:{grpc_port}")
     finally:
         proc.terminate()
         try:

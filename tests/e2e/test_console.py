@@ -6,6 +6,7 @@ tests/screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import re
 import time
@@ -18,6 +19,8 @@ import httpx
 import pytest
 from browser_support import Live, screenshot, show, tab, treadle_up
 from playwright.sync_api import Page, expect
+
+from treadle.client import SyncClient, TaskSpec
 
 SUBMIT = """mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }"""
 
@@ -267,3 +270,37 @@ def test_tasks_filter_and_page_both_ways(page: Page, live: Live) -> None:
     page.get_by_role("search").get_by_label("Task id").fill(made[0])
     page.get_by_role("search").get_by_role("button", name="Apply").click()
     expect(page.locator(".fields")).to_contain_text(made[0])
+
+
+#: The console's page size (PAGE_SIZE in console/js/tasklist.js).
+PAGE_SIZE = 50
+
+
+def test_ten_thousand_tasks_are_listed_a_page_at_a_time(page: Page, live: Live) -> None:
+    """A queue holding 10,000 tasks: the list shows one page of them, pages on,
+    and the browser never receives (or renders) the rest."""
+    queue = f"big-{uuid.uuid4().hex[:8]}"
+    spec = TaskSpec(name="noop", queue=queue, delay_seconds=3600)  # they wait: SCHEDULED
+
+    def submit() -> None:
+        with SyncClient(live.address) as client:
+            for _ in range(10):
+                client.submit_many([spec] * 1000)
+
+    # On a thread of its own: Playwright's sync API holds this thread's event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(submit).result(timeout=30)
+    received: list[int] = []
+    page.on(
+        "response",
+        lambda r: received.append(len(r.body())) if r.url.endswith("/graphql") else None,
+    )
+    show(page, f"#/tasks?queue={queue}")
+    rows = page.locator("main tbody tr")
+    expect(rows).to_have_count(PAGE_SIZE)
+    first = rows.first.get_attribute("data-id")
+    page.get_by_role("link", name="Older →").click()
+    expect(rows).to_have_count(PAGE_SIZE)
+    expect(rows.first).not_to_have_attribute("data-id", first or "")
+    assert max(received) < 200_000, "a page of tasks, not the queue"
+    screenshot(page, "tasks-10000")

@@ -209,6 +209,48 @@ async def test_bulk_actions_count_confirm_and_work_in_batches(
     assert code == 1 and "at least one filter" in err
 
 
+async def _answering(
+    shared: tuple[Replica, Client], answers: bytes, *args: str
+) -> tuple[int, str, str]:
+    """Run a bulk action with a terminal on stdin that types `answers`."""
+    terminal, child = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *TREADLE,
+            *args,
+            "--address",
+            shared[0].address,
+            stdin=child,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        os.write(terminal, answers)
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    finally:
+        os.close(child)
+        os.close(terminal)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_bulk_action_asks_on_a_terminal(shared: tuple[Replica, Client]) -> None:
+    client = shared[1]
+    await _dead(client, "q-ask", 1)
+    purge = ("purge", "--queue", "q-ask", "--state", "DEAD")
+
+    code, out, err = await _answering(shared, b"maybe\nn\n", *purge)
+    assert code == 1 and out == ""
+    assert "Purge 1 DEAD tasks in queue 'q-ask'? [y/n]" in err
+    assert "please answer y or n" in err and "purge not confirmed: nothing changed" in err
+    assert await client.count_tasks(queue="q-ask") == 1
+
+    code, out, err = await _answering(shared, b"y\n", *purge)
+    assert code == 0, err
+    assert "purged 1 tasks" in out and "1/1" in err
+    assert await client.count_tasks(queue="q-ask") == 0
+
+
 async def test_one_task_retry_and_cancel_still_print_it(shared: tuple[Replica, Client]) -> None:
     client = shared[1]
     (dead,) = await _dead(client, "q-one", 1)
@@ -231,3 +273,5 @@ async def test_help_shows_the_commands_with_examples() -> None:
     assert "treadle tasks --queue emails --state DEAD --since 1h" in out
     code, out, _ = await treadle("purge", "--help")
     assert code == 0 and "--older-than" in out and "treadle purge --queue emails" in out
+    code, out, _ = await treadle("submit", "--help")
+    assert code == 0 and """treadle submit fib   --payload '{"n": 25}'""" in out, out

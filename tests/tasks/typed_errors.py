@@ -4,7 +4,9 @@ marked `# error` must be reported; test_static_types.py checks)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+from treadle.client import enqueue
 from treadle.tasks import task, task_ref
 
 
@@ -26,6 +28,14 @@ async def produce() -> None:
     flag: str = await (await send.defer(Email(to="a"))).wait()  # error
     assert flag
     await send.defer(Email(to="a"), priority="high")  # error
+
+
+async def produce_in_a_transaction(conn: Any) -> None:
+    await enqueue(conn, send, Email(to="a"))
+    await enqueue(conn, "example.send", {"to": "a"})  # by name: any JSON payload
+    await enqueue(conn, send, {"to": "a@example.com"})  # error
+    flag: str = await (await send.attach("some-id")).wait()  # error
+    assert flag
 
 
 @render.handler  # error

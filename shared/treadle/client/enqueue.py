@@ -46,7 +46,7 @@ import sys
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from treadle.common import errors, telemetry, wire
 from treadle.common.queries import Query, parse_queries
@@ -71,6 +71,10 @@ DEFAULT_SCHEMA = "treadle"
 #: SQLSTATE undefined_table: the schema holds no Treadle tables.
 _UNDEFINED_TABLE = "42P01"
 
+#: A reference's payload type: `enqueue(conn, ref, payload)` checks `payload` against it.
+P = TypeVar("P")
+P_contra = TypeVar("P_contra", contravariant=True)
+
 #: A statement and its arguments, in $1..$n order.
 Statement: TypeAlias = tuple[str, Sequence[Any]]
 #: What a driver returns for a statement: its rows, each readable by column name.
@@ -79,14 +83,28 @@ Rows: TypeAlias = Sequence[Mapping[str, Any]]
 Steps: TypeAlias = Generator[Statement, Rows, "Enqueued"]
 
 
-class SupportsSpec(Protocol):
-    """A task reference: makes the `TaskSpec` of one submission of its task,
-    with its own defaults (queue, priority, retries...) under the `overrides`
-    given to `enqueue` (only those given: `delay`, `run_at`, `priority`,
-    `queue`, `idempotency_key`, `max_attempts`, `timeout`, `retry`,
-    `concurrency_key`, `max_concurrent`)."""
+class SupportsSpec(Protocol[P_contra]):
+    """A task reference (`treadle.tasks.TaskRef` is one): makes the `TaskSpec`
+    of one submission of its task with a payload of its type, with its own
+    defaults (queue, priority, retries...) under the overrides given to
+    `enqueue` (only those given)."""
 
-    def spec(self, payload: Any, /, **overrides: Any) -> TaskSpec: ...
+    def spec(
+        self,
+        payload: P_contra,
+        /,
+        *,
+        delay: float | timedelta | None = ...,
+        run_at: datetime | None = ...,
+        priority: int | None = ...,
+        idempotency_key: str | None = ...,
+        queue: str | None = ...,
+        max_attempts: int | None = ...,
+        timeout: float | None = ...,
+        retry: RetryPolicy | None = ...,
+        concurrency_key: str | None = ...,
+        max_concurrent: int | None = ...,
+    ) -> TaskSpec: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +133,7 @@ _SET_PATH = "SELECT current_setting('search_path') AS old, set_config('search_pa
 _PUT_BACK_PATH = "SELECT set_config('search_path', $1, true)"
 
 
-def _spec(task: str | SupportsSpec, payload: Any, overrides: Mapping[str, Any]) -> TaskSpec:
+def _spec(task: str | SupportsSpec[Any], payload: Any, overrides: Mapping[str, Any]) -> TaskSpec:
     given = {name: value for name, value in overrides.items() if value is not None}
     if isinstance(task, str):
         delay = given.get("delay")
@@ -148,7 +166,7 @@ def _spec(task: str | SupportsSpec, payload: Any, overrides: Mapping[str, Any]) 
 
 
 def _prepare(
-    task: str | SupportsSpec,
+    task: str | SupportsSpec[Any],
     payload: Any,
     tenant: str,
     schema: str | None,
@@ -260,8 +278,8 @@ def _is(conn: Any, module: str, *classes: str) -> bool:
 
 async def enqueue(
     conn: asyncpg.Connection | psycopg.AsyncConnection[Any],
-    task: str | SupportsSpec,
-    payload: Any = None,
+    task: str | SupportsSpec[P],
+    payload: P = None,  # type: ignore[assignment]
     *,
     delay: float | timedelta | None = None,
     run_at: datetime | None = None,
@@ -318,8 +336,8 @@ async def enqueue(
 
 def enqueue_sync(
     conn: psycopg.Connection[Any],
-    task: str | SupportsSpec,
-    payload: Any = None,
+    task: str | SupportsSpec[P],
+    payload: P = None,  # type: ignore[assignment]
     *,
     delay: float | timedelta | None = None,
     run_at: datetime | None = None,

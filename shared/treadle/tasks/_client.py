@@ -15,10 +15,14 @@ import os
 import threading
 import weakref
 from asyncio import AbstractEventLoop, get_running_loop
+from typing import TYPE_CHECKING
 
-from treadle.client import Client, SyncClient
-from treadle.client._async import DEFAULT_ADDRESS
 from treadle.common.tls import TLSConfig
+
+# The client is imported when a default client is first made, not with this
+# module: a replica imports `treadle.tasks` to read its app, and submits nothing.
+if TYPE_CHECKING:
+    from treadle.client import Client, SyncClient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,8 @@ def configure(
 
 
 def _env_address() -> str:
+    from treadle.client._async import DEFAULT_ADDRESS
+
     return os.environ.get("TREADLE_SCHEDULER_ADDRESS") or DEFAULT_ADDRESS
 
 
@@ -60,6 +66,8 @@ def _current_target() -> _Target:
 
 def default_client() -> Client:
     """The default async client of the running event loop."""
+    from treadle.client import Client
+
     loop = get_running_loop()
     with _lock:
         client = _clients.get(loop)
@@ -72,6 +80,8 @@ def default_client() -> Client:
 
 def default_sync_client() -> SyncClient:
     """The default blocking client (for `defer_sync`)."""
+    from treadle.client import SyncClient
+
     global _sync_client
     with _lock:
         if _sync_client is None:

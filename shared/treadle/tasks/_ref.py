@@ -23,14 +23,25 @@ import re
 import typing
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
-from treadle.client import Client, SyncClient
 from treadle.common import errors
 from treadle.common.tasks import RetryPolicy, Task, TaskSpec, TaskState
 from treadle.tasks import _client, _payload
 from treadle.tasks._context import TaskContext
 from treadle.tasks._failures import InvalidPayload
+
+if TYPE_CHECKING:  # a replica reads task declarations and never submits: no client
+    from treadle.client import Client, SyncClient
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -315,6 +326,18 @@ class TaskRef(Generic[P, R]):
         client = client or _client.default_sync_client()
         submitted = client.submit_spec(spec)
         return SyncTaskHandle(submitted.task, submitted.existing, self.result_type, client)
+
+    async def attach(self, task_id: str, *, client: Client | None = None) -> TaskHandle[R]:
+        """A handle on a task of this kind submitted another way (by id: one
+        `treadle.client.enqueue` stored in your transaction, say), to `wait`
+        for its typed result. A task of another name is an `InvalidArgument`."""
+        client = client or _client.default_client()
+        found = await client.get(task_id)
+        if found.name != self.name:
+            raise errors.InvalidArgument(
+                f"task {task_id} is a {found.name!r} task, not {self.name!r}"
+            )
+        return TaskHandle(found, False, self.result_type, client)
 
     # -- binding a handler ------------------------------------------------------
 

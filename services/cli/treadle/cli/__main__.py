@@ -129,7 +129,22 @@ def build_parser(only_scheduler: bool = False) -> argparse.ArgumentParser:
     _add_database(mig)
 
     submit = sub.add_parser(
-        "submit", help="submit a task", description="Submit a task and print it as JSON."
+        "submit",
+        help="submit a task",
+        description="Submit a task and print it as JSON.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""payloads (--payload is one JSON value; the handler gets it decoded, or
+as its declared type: a dataclass, TypedDict, Struct or Pydantic model, whose
+fields are the JSON object's keys). The example app's tasks:
+  treadle submit echo  --payload '{"hello": "world"}' --wait   # any JSON, returned as is
+  treadle submit sleep --payload '{"seconds": 0.5}'            # number of seconds (default 1)
+  treadle submit fib   --payload '{"n": 25}' --wait            # 0..32, runs in the thread pool
+  treadle submit fail  --payload '{"message": "boom"}'         # always raises: retries, then DEAD
+  treadle submit noop                                          # payload null
+and with options:
+  treadle submit echo --payload '[1, 2]' --delay 60 --priority 10 --max-attempts 5
+  treadle submit echo --payload '"x"' --idempotency-key order-42  # again: the same task
+""",
     )
     submit.add_argument("name", help="registered task name, e.g. echo")
     submit.add_argument("--payload", default="null", help="payload as JSON (default null)")

@@ -1,25 +1,27 @@
-"""How the `treadle` command shows tasks, queues and replicas to people (rich
-tables and panels) and to scripts (`--json`: plain JSON values)."""
+"""How the `treadle` command shows tasks, queues and replicas to people
+(tables by tabulate, in colour on a terminal) and to scripts (`--json`: plain
+JSON values).
+
+Everything for people is built as text with ANSI colour codes (tabulate sizes
+columns by what shows); `echo` drops the codes where colour does not belong: a
+pipe, a file, `NO_COLOR`, `TERM=dumb`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from tabulate import tabulate
 
+from treadle.cli import _table
 from treadle.common.stats import Overview, QueueStats
 from treadle.common.tasks import ReplicaInfo, Task, TaskState
-
-#: Columns a table gets when the output is not a terminal (a pipe, a file):
-#: wide enough that ids and errors are not folded.
-PIPE_WIDTH = 200
 
 STATE_STYLES = {
     TaskState.QUEUED: "cyan",
@@ -30,12 +32,62 @@ STATE_STYLES = {
     TaskState.DEAD: "bold red",
     TaskState.CANCELLED: "dim",
 }
+#: SGR parameters of the styles used here.
+_SGR = {
+    "bold": "1",
+    "dim": "2",
+    "red": "31",
+    "green": "32",
+    "yellow": "33",
+    "blue": "34",
+    "magenta": "35",
+    "cyan": "36",
+}
+_CODES = re.compile(r"\x1b\[[0-9;]*m")
+#: Control characters in what tasks report (error messages, tracebacks) are
+#: shown escaped (\x1b), never sent to the terminal; newlines and tabs stay.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09, 0x0A)}
 
 
-def console(stderr: bool = False) -> Console:
-    """A console on stdout (or stderr), `PIPE_WIDTH` wide when not a terminal."""
-    made = Console(stderr=stderr, highlight=False)
-    return made if made.is_terminal else Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+def paint(text: str, style: str) -> str:
+    """`text` in `style` (words of `_SGR`, e.g. "bold red"); "" leaves it plain."""
+    codes = ";".join(_SGR[word] for word in style.split())
+    return f"\x1b[{codes}m{text}\x1b[0m" if codes and text else text
+
+
+def safe(text: str) -> str:
+    """Text from a task, its control characters escaped."""
+    return text.translate(_CONTROLS)
+
+
+def colours(stream: TextIO) -> bool:
+    """Whether `stream` shows colour: a terminal, without NO_COLOR or TERM=dumb."""
+    return (
+        stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM", "") != "dumb"
+    )
+
+
+def plain_text(text: str) -> str:
+    """`text` without its colour codes."""
+    return _CODES.sub("", text)
+
+
+def echo(text: str, *, stderr: bool = False) -> None:
+    """Print `text` on stdout (or stderr), in colour only where it shows."""
+    stream = sys.stderr if stderr else sys.stdout
+    print(text if colours(stream) else plain_text(text), file=stream, flush=True)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[str] = ()) -> str:
+    """Columns under bold headers and a rule; those named in `right` aligned right
+    (numbers, ages)."""
+    right = set(right)
+    return _table.table(
+        [paint(h, "bold") for h in headers],
+        rows,
+        right={i for i, h in enumerate(headers) if h in right},
+        rule=True,
+    )
 
 
 # -- JSON -----------------------------------------------------------------------------
@@ -91,8 +143,8 @@ def stamp(when: datetime | None) -> str:
     return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z ({ago(when)})"
 
 
-def state(value: TaskState) -> Text:
-    return Text(value.value, style=STATE_STYLES.get(value, ""))
+def state(value: TaskState) -> str:
+    return paint(value.value, STATE_STYLES.get(value, ""))
 
 
 # -- tasks --------------------------------------------------------------------------------
@@ -101,41 +153,33 @@ def state(value: TaskState) -> Text:
 def _last_error(task: Task) -> str:
     if task.error is None:
         return ""
-    return f"{task.error.type}: {task.error.message}".splitlines()[0][:80]
+    return safe(f"{task.error.type}: {task.error.message}".splitlines()[0][:80])
 
 
-def tasks_table(found: Sequence[Task]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    table.add_column("ID", no_wrap=True)
-    table.add_column("NAME")
-    table.add_column("QUEUE")
-    table.add_column("STATE")
-    table.add_column("ATTEMPTS", justify="right")
-    table.add_column("CREATED", justify="right")
-    table.add_column("LAST ERROR", overflow="ellipsis")
-    now = datetime.now(UTC)
-    for task in found:
-        table.add_row(
+def tasks_table(found: Sequence[Task], now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    headers = ("ID", "NAME", "QUEUE", "STATE", "ATTEMPTS", "CREATED", "LAST ERROR")
+    rows = (
+        (
             task.id,
-            task.name,
-            task.queue,
+            safe(task.name),
+            safe(task.queue),
             state(task.state),
             f"{task.attempts}/{task.max_attempts}",
             ago(task.created_at, now),
             _last_error(task),
         )
-    return table
+        for task in found
+    )
+    return table(headers, rows, right=("ATTEMPTS", "CREATED"))
 
 
-def task_detail(task: Task) -> RenderableType:
+def task_detail(task: Task) -> str:
     """Every field of a task, then each failed attempt with its traceback."""
-    fields = Table.grid(padding=(0, 2))
-    fields.add_column(style="bold")
-    fields.add_column()
-    rows: list[tuple[str, str | Text]] = [
+    rows: list[tuple[str, str]] = [
         ("id", task.id),
-        ("name", task.name),
-        ("queue", task.queue),
+        ("name", safe(task.name)),
+        ("queue", safe(task.queue)),
         ("state", state(task.state)),
         ("attempts", f"{task.attempts} of {task.max_attempts}"),
         ("priority", str(task.priority)),
@@ -157,24 +201,28 @@ def task_detail(task: Task) -> RenderableType:
             f"{task.retry.max_seconds:g}s",
         ),
         ("trace id", task.trace_id or "-"),
-        ("payload", _json_text(task, "payload")),
-        ("result", _json_text(task, "result") if task.result_json is not None else "-"),
+        ("payload", safe(_json_text(task, "payload"))),
+        ("result", safe(_json_text(task, "result")) if task.result_json is not None else "-"),
     ]
     if task.cancel_requested:
         rows.append(("cancel", "requested"))
-    for name, value in rows:
-        fields.add_row(name, value)
-    parts: list[RenderableType] = [fields]
+    parts = [
+        tabulate(
+            [(paint(name, "bold"), value) for name, value in rows],
+            tablefmt="plain",
+            disable_numparse=True,
+        )
+    ]
     for error in task.errors or ((task.error,) if task.error else ()):
-        heading = Text(
-            f"\nattempt {error.attempt}: {error.type}: {error.message}", style="bold red"
+        heading = paint(
+            f"\nattempt {error.attempt}: {safe(error.type)}: {safe(error.message)}", "bold red"
         )
         if error.failed_at is not None:
-            heading.append(f"  ({stamp(error.failed_at)})", style="dim")
+            heading += paint(f"  ({stamp(error.failed_at)})", "dim")
         parts.append(heading)
         if error.traceback:
-            parts.append(Text(error.traceback.rstrip(), style="dim"))
-    return Group(*parts)
+            parts.append(paint(safe(error.traceback.rstrip()), "dim"))
+    return "\n".join(parts)
 
 
 def _json_text(task: Task, field: str) -> str:
@@ -187,71 +235,72 @@ def _json_text(task: Task, field: str) -> str:
 # -- queues, replicas, overview -------------------------------------------------------------
 
 
-def stats_table(found: Iterable[QueueStats], now: datetime | None = None) -> Table:
+def stats_table(found: Iterable[QueueStats], now: datetime | None = None) -> str:
     """Per queue: what waits, runs and retries now, its limit, and lifetime totals."""
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, title=None)
-    for name in ("QUEUE", "READY", "SCHEDULED", "RUNNING", "RETRYING", "MAX", "PAUSED"):
-        table.add_column(name, justify="left" if name == "QUEUE" else "right")
-    table.add_column("OLDEST WAIT", justify="right")
-    for name in ("ENQUEUED", "COMPLETED", "FAILED", "DEAD", "CANCELLED"):
-        table.add_column(name, justify="right")
     now = now or datetime.now(UTC)
+    headers = (
+        *("QUEUE", "READY", "SCHEDULED", "RUNNING", "RETRYING", "MAX", "PAUSED"),
+        *("OLDEST WAIT", "ENQUEUED", "COMPLETED", "FAILED", "DEAD", "CANCELLED"),
+    )
+    rows = []
     for q in found:
         oldest = age((now - q.oldest_enqueued_at).total_seconds()) if q.oldest_enqueued_at else "-"
-        table.add_row(
-            q.queue,
-            f"{q.length:,}",
-            f"{q.scheduled:,}",
-            f"{q.running:,}",
-            f"{q.retrying:,}",
-            str(q.max_concurrent) if q.max_concurrent else "-",
-            Text("paused", style="bold yellow") if q.paused else Text("no", style="dim"),
-            oldest,
-            f"{q.total_enqueued:,}",
-            f"{q.total_completed:,}",
-            f"{q.total_failed:,}",
-            Text(f"{q.total_dead:,}", style="red" if q.total_dead else ""),
-            f"{q.total_cancelled:,}",
+        rows.append(
+            (
+                q.queue,
+                f"{q.length:,}",
+                f"{q.scheduled:,}",
+                f"{q.running:,}",
+                f"{q.retrying:,}",
+                str(q.max_concurrent) if q.max_concurrent else "-",
+                paint("paused", "bold yellow") if q.paused else paint("no", "dim"),
+                oldest,
+                f"{q.total_enqueued:,}",
+                f"{q.total_completed:,}",
+                f"{q.total_failed:,}",
+                paint(f"{q.total_dead:,}", "red" if q.total_dead else ""),
+                f"{q.total_cancelled:,}",
+            )
         )
-    return table
+    return table(headers, rows, right=headers[1:])
 
 
-def replicas_table(found: Iterable[ReplicaInfo], now: datetime | None = None) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for name in ("REPLICA", "HOST", "PID", "VERSION", "ALIVE", "RUNNING", "HEARTBEAT", "UP"):
-        table.add_column(name, justify="right" if name in ("PID", "RUNNING") else "left")
+def replicas_table(found: Iterable[ReplicaInfo], now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
-    for r in found:
-        table.add_row(
+    headers = ("REPLICA", "HOST", "PID", "VERSION", "ALIVE", "RUNNING", "HEARTBEAT", "UP")
+    rows = (
+        (
             r.id,
             r.host,
             str(r.pid),
             r.version,
-            Text("yes", style="green") if r.alive else Text("no", style="red"),
+            paint("yes", "green") if r.alive else paint("no", "red"),
             str(r.running),
             ago(r.last_heartbeat_at, now),
             age((now - r.started_at).total_seconds()) if r.alive else "-",
         )
-    return table
+        for r in found
+    )
+    return table(headers, rows, right=("PID", "RUNNING"))
 
 
-def overview_line(overview: Overview) -> Text:
-    """The installation in one line: tasks by state, throughput, errors, latency."""
-    text = Text()
-    for value, count in overview.tasks_by_state.items():
-        text.append(f"{value.value.lower()} ", style="dim")
-        text.append(f"{count:,}", style=STATE_STYLES.get(value, ""))
-        text.append("  ")
-    text.append("\n")
-    text.append(f"throughput {overview.throughput_last_minute:,.1f}/s (1m) ")
-    text.append(f"{overview.throughput_last_hour:,.2f}/s (1h)  ")
+def overview_line(overview: Overview) -> str:
+    """The installation in two lines: tasks by state; throughput, errors, latency."""
+    states = "  ".join(
+        f"{paint(value.value.lower(), 'dim')} {paint(f'{count:,}', STATE_STYLES.get(value, ''))}"
+        for value, count in overview.tasks_by_state.items()
+    )
     rate = overview.error_rate * 100
-    text.append(f"errors {rate:.1f}%", style="red" if rate >= 5 else "")
+    line = (
+        f"throughput {overview.throughput_last_minute:,.1f}/s (1m) "
+        f"{overview.throughput_last_hour:,.2f}/s (1h)  "
+        + paint(f"errors {rate:.1f}%", "red" if rate >= 5 else "")
+    )
     if overview.p95_processing_seconds is not None:
         avg = overview.avg_processing_seconds or 0.0
-        text.append(f"  processing avg {avg:.3f}s p95 {overview.p95_processing_seconds:.3f}s")
-    text.append(
+        line += f"  processing avg {avg:.3f}s p95 {overview.p95_processing_seconds:.3f}s"
+    line += (
         f"  replicas {overview.active_replicas}  queues {overview.total_queues}"
         f"  up {age(overview.uptime_seconds)}"
     )
-    return text
+    return f"{states}\n{line}"

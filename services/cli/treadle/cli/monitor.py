@@ -1,21 +1,31 @@
 """`treadle stats` (a per-queue table) and `treadle top` (a live view of the
-installation, its queues and its replicas, refreshed like htop)."""
+installation, its queues and its replicas, refreshed like htop).
+
+`top` redraws with plain ANSI codes rather than curses: it only writes (no
+keys to read but Ctrl-C), and curses would add a terminfo lookup that fails
+where TERM is unset or unknown, and an error at the bottom-right cell to guard.
+On the alternate screen, with line wrap off (long lines are cut at the edge),
+each frame goes home, writes its lines, clears the rest of each line and
+everything below, so nothing flickers; lines past the window's height are left
+out, and the window's size is read at every frame."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import shutil
+import sys
 from datetime import UTC, datetime
 from typing import Any
-
-from rich.console import Group, RenderableType
-from rich.live import Live
-from rich.text import Text
 
 from treadle.cli import _actions, _show
 from treadle.client import Client
 from treadle.common.errors import InvalidArgument
+
+#: Alternate screen on, cursor hidden, line wrap off; and back.
+ENTER = "\x1b[?1049h\x1b[?25l\x1b[?7l"
+LEAVE = "\x1b[?7h\x1b[?25h\x1b[?1049l"
 
 EPILOG = """\
 examples:
@@ -61,41 +71,54 @@ async def run_stats(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(_show.dumps([_show.plain(q) for q in found]))
     elif not found:
-        _show.console().print("no queues yet")
+        _show.echo("no queues yet")
     else:
-        _show.console().print(_show.stats_table(found))
+        _show.echo(_show.stats_table(found))
     return 0
 
 
-async def snapshot(client: Client, address: str) -> RenderableType:
+async def snapshot(client: Client, address: str) -> str:
     """Everything `top` shows, read now (three calls at once)."""
     overview, queues, replicas = await asyncio.gather(
         client.overview(), client.list_queue_stats(), client.list_replicas()
     )
     now = datetime.now(UTC)
-    title = Text(f"treadle top — {address} — {now:%H:%M:%S} UTC", style="bold")
-    return Group(
-        title,
-        _show.overview_line(overview),
-        Text("\nqueues", style="bold"),
-        _show.stats_table(queues, now) if queues else Text("no queues yet", style="dim"),
-        Text("replicas", style="bold"),
-        _show.replicas_table(replicas, now),
+    return "\n".join(
+        (
+            _show.paint(f"treadle top — {address} — {now:%H:%M:%S} UTC", "bold"),
+            _show.overview_line(overview),
+            "\n" + _show.paint("queues", "bold"),
+            _show.stats_table(queues, now) if queues else _show.paint("no queues yet", "dim"),
+            "\n" + _show.paint("replicas", "bold"),
+            _show.replicas_table(replicas, now),
+        )
     )
+
+
+def frame(text: str, lines: int) -> str:
+    """`text` drawn over the previous frame, from the top-left corner, in at most
+    `lines` lines."""
+    return "\x1b[H" + "\x1b[K\n".join(text.splitlines()[:lines]) + "\x1b[K\x1b[J"
 
 
 async def run_top(client: Client, args: argparse.Namespace) -> int:
     if not args.interval > 0:
         raise InvalidArgument(f"--interval must be more than 0 seconds, got {args.interval}")
-    out = _show.console()
-    if args.once or not out.is_terminal:
-        out.print(await snapshot(client, client.address))
+    out = sys.stdout
+    if args.once or not out.isatty():
+        _show.echo(await snapshot(client, client.address))
         return 0
-    with (
-        contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError),
-        Live(console=out, screen=True, auto_refresh=False) as live,
-    ):
-        while True:
-            live.update(await snapshot(client, client.address), refresh=True)
-            await asyncio.sleep(args.interval)
+    colour = _show.colours(out)
+    out.write(ENTER)
+    try:
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            while True:
+                text = await snapshot(client, client.address)
+                lines = shutil.get_terminal_size().lines
+                out.write(frame(text if colour else _show.plain_text(text), lines))
+                out.flush()
+                await asyncio.sleep(args.interval)
+    finally:
+        out.write(LEAVE)
+        out.flush()
     return 0

@@ -16,9 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.prompt import Confirm
-
 from treadle.cli import _actions, _show
 from treadle.cli._duration import ago
 from treadle.client import Client
@@ -214,14 +211,14 @@ async def run_tasks(client: Client, args: argparse.Namespace) -> int:
         found = [_show.task_dict(t) for t in page.tasks]
         print(_show.dumps({"tasks": found, "next_cursor": page.next_cursor}))
         return 0
-    out = _show.console()
     if not page.tasks:
-        out.print("no tasks match")
+        _show.echo("no tasks match")
         return 0
-    out.print(_show.tasks_table(page.tasks))
+    _show.echo(_show.tasks_table(page.tasks))
     if page.next_cursor:
-        _show.console(stderr=True).print(
-            f"more: add --after {page.next_cursor} for the next {args.limit}", style="dim"
+        _show.echo(
+            _show.paint(f"more: add --after {page.next_cursor} for the next {args.limit}", "dim"),
+            stderr=True,
         )
     return 0
 
@@ -231,23 +228,23 @@ async def run_task(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(_show.dumps(_show.task_dict(task)))
     else:
-        _show.console().print(_show.task_detail(task))
+        _show.echo(_show.task_detail(task))
     return 0
 
 
 async def run_watch(client: Client, args: argparse.Namespace) -> int:
-    out = _show.console()
     last = None
     async for task in client.watch(args.id):
         last = task
         if args.json:
             print(_show.dumps(_show.task_dict(task), indent=None), flush=True)
             continue
-        line = _show.state(task.state)
-        line.append(f"  attempt {task.attempts}/{task.max_attempts}", style="dim")
+        line = f"{datetime.now():%H:%M:%S} {_show.state(task.state)}"
+        line += _show.paint(f"  attempt {task.attempts}/{task.max_attempts}", "dim")
         if task.error is not None and task.state in (TaskState.RETRYING, TaskState.DEAD):
-            line.append(f"  {task.error.type}: {task.error.message}", style="red")
-        out.print(f"{datetime.now():%H:%M:%S} ", line, sep="")
+            error = _show.safe(f"{task.error.type}: {task.error.message}")
+            line += _show.paint(f"  {error}", "red")
+        _show.echo(line)
     if last is None or not last.state.terminal:
         raise Unavailable(f"the watch of task {args.id} ended before the task did: watch again")
     return 0 if last.state is TaskState.SUCCEEDED else 1
@@ -335,14 +332,28 @@ def _described(action: str, matched: int, selection: dict[str, Any]) -> str:
 
 
 def _confirm(action: str, described: str) -> None:
-    """Ask on the terminal; refuse at once when stdin is not one (never hang)."""
+    """Ask on the terminal (the question on stderr, stdout stays the outcome's);
+    refuse at once when stdin is not one (never hang). Until y or n is answered
+    it asks again; an end of input (Ctrl-D) is a no."""
     if not sys.stdin.isatty():
         raise InvalidArgument(
             f"not confirmed: would {described}, but stdin is not a terminal to ask on; "
             "pass --yes to go ahead"
         )
-    if not Confirm.ask(f"{described[0].upper()}{described[1:]}?", console=_show.console(True)):
-        raise InvalidArgument(f"{action} not confirmed: nothing changed")
+    while True:
+        print(
+            f"{described[0].upper()}{described[1:]}? [y/n]: ", end="", file=sys.stderr, flush=True
+        )
+        try:
+            answer = input().strip().lower()
+        except EOFError:
+            print(file=sys.stderr)
+            answer = "n"
+        if answer in ("y", "yes"):
+            return
+        if answer in ("n", "no"):
+            raise InvalidArgument(f"{action} not confirmed: nothing changed")
+        print("please answer y or n", file=sys.stderr)
 
 
 async def _work(
@@ -354,6 +365,8 @@ async def _work(
     quiet: bool,
 ) -> list[str]:
     """Call the action's batch RPC until nothing is left; the ids changed."""
+    from tqdm import tqdm  # only the bulk actions draw a progress bar: not at every start
+
     call: Callable[..., Awaitable[BulkResult]] = {
         "retry": client.retry_tasks,
         "cancel": client.cancel_tasks,
@@ -361,21 +374,15 @@ async def _work(
     }[action]
     done: list[str] = []
     idle = 0
-    with Progress(
-        TextColumn(f"{PAST[action]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=_show.console(stderr=True),
-        disable=quiet,
-        transient=False,
-    ) as progress:
-        bar = progress.add_task(action, total=expected)
+    with tqdm(
+        desc=PAST[action], total=expected, unit=" tasks", file=sys.stderr, disable=quiet
+    ) as bar:
         while True:
             result = await call(**selection, limit=batch)
             done += result.ids
             # More may match than were counted (tasks keep coming).
-            progress.update(bar, completed=len(done), total=max(expected, len(done)))
+            bar.total = max(expected, len(done))
+            bar.update(len(result.ids))
             if not result.more:
                 break
             idle = 0 if result.affected else idle + 1
@@ -393,5 +400,5 @@ def _report(args: argparse.Namespace, action: str, matched: int, ids: list[str],
     if args.json:
         print(_show.dumps({"action": action, "matched": matched, "affected": len(ids), "ids": ids}))
     else:
-        _show.console().print(text)
+        _show.echo(text)
     return 0
