@@ -489,23 +489,66 @@ class Store(postgres.PoolStore):
         tasks `selection` matches in `states`, in one transaction: the tasks
         changed, and whether matching tasks in those states remain that
         another batch would change."""
-        matching = {
-            "tenant": tenant,
-            "ids": _ids(selection),
-            "queue": selection.queue,
-            "states": [s.value for s in states],
-            "name": selection.name,
-            "created_after": selection.created_after,
-            "created_before": selection.created_before,
-            "finished_before": selection.finished_before,
-        }
-        # Cancelling tells the replicas running the tasks (their channel).
-        extra = {"channel": self.cancel_channel} if action == "cancel" else {}
+        ids = _ids(selection)
+        acting_on = [s.value for s in states]
         async with postgres.acquired(self.pool) as conn, conn.transaction():
-            rows = await postgres.fetch(conn, f"{action}_tasks", **matching, **extra, limit=limit)
-            if rows and action == "retry":
-                await self._notify_ready(conn)
-            more = await postgres.fetchval(conn, "bulk_remaining", **matching)
+            if action == "retry":
+                rows = await postgres.fetch(
+                    conn,
+                    "retry_tasks",
+                    tenant=tenant,
+                    ids=ids,
+                    queue=selection.queue,
+                    states=acting_on,
+                    name=selection.name,
+                    created_after=selection.created_after,
+                    created_before=selection.created_before,
+                    finished_before=selection.finished_before,
+                    limit=limit,
+                )
+                if rows:
+                    await self._notify_ready(conn)
+            elif action == "cancel":
+                rows = await postgres.fetch(
+                    conn,
+                    "cancel_tasks",
+                    tenant=tenant,
+                    ids=ids,
+                    queue=selection.queue,
+                    states=acting_on,
+                    name=selection.name,
+                    created_after=selection.created_after,
+                    created_before=selection.created_before,
+                    finished_before=selection.finished_before,
+                    limit=limit,
+                    channel=self.cancel_channel,
+                )
+            else:
+                rows = await postgres.fetch(
+                    conn,
+                    "purge_tasks",
+                    tenant=tenant,
+                    ids=ids,
+                    queue=selection.queue,
+                    states=acting_on,
+                    name=selection.name,
+                    created_after=selection.created_after,
+                    created_before=selection.created_before,
+                    finished_before=selection.finished_before,
+                    limit=limit,
+                )
+            more = await postgres.fetchval(
+                conn,
+                "bulk_remaining",
+                tenant=tenant,
+                ids=ids,
+                queue=selection.queue,
+                states=acting_on,
+                name=selection.name,
+                created_after=selection.created_after,
+                created_before=selection.created_before,
+                finished_before=selection.finished_before,
+            )
         changed = [Changed(str(r["id"]), r["queue"], TaskState(r["state"])) for r in rows]
         return changed, bool(more)
 
