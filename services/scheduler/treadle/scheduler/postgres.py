@@ -289,11 +289,32 @@ async def connect(url: str, schema: str, app: str = "treadle") -> asyncpg.Connec
     return conn
 
 
-async def migrate(conn: asyncpg.Connection, schema: str) -> list[int]:
+#: The line of baseline.sql that says which migrations it holds.
+_BASELINE = re.compile(r"^-- baseline: (\d+)$", re.MULTILINE)
+
+
+def load_baseline() -> tuple[int, str] | None:
+    """The baseline (sql/baseline.sql): the newest migration it holds, and its
+    script; None when there is none."""
+    path = resources.files("treadle.scheduler").joinpath("sql/baseline.sql")
+    if not path.is_file():
+        return None
+    sql = path.read_text()
+    found = _BASELINE.search(sql)
+    if found is None:
+        raise ValueError("sql/baseline.sql lacks its '-- baseline: N' line")
+    return int(found[1]), sql
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, *, baseline: bool = True) -> list[int]:
     """Apply the migrations `schema` lacks; safe when several replicas start at once.
 
     Returns the versions applied. A transaction-scoped advisory lock serialises
-    concurrent callers; the second one finds everything applied.
+    concurrent callers; the second one finds everything applied. A schema with
+    none applied gets the baseline (`baseline.sql`: what the migrations it
+    holds make, in one script, generated from them by scripts/baseline.py),
+    recorded as those migrations, then the newer ones; `baseline=False` runs
+    every migration instead (the baseline's own check and generator do).
     """
     applied_now: list[int] = []
     with translated():
@@ -307,7 +328,19 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[int]:
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-            for migration in load_migrations():
+            migrations = load_migrations()
+            held = load_baseline() if baseline and not done else None
+            if held is not None:
+                covered, sql = held
+                await conn.execute(sql)
+                done = {m.version for m in migrations if m.version <= covered}
+                await conn.executemany(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    [(m.version, m.name) for m in migrations if m.version in done],
+                )
+                applied_now.extend(sorted(done))
+                log.info("applied migrations 0001 to %04d (the baseline)", covered)
+            for migration in migrations:
                 if migration.version in done:
                     continue
                 await conn.execute(migration.sql)
