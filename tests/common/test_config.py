@@ -26,6 +26,14 @@ def test_a_variable_of_an_installed_class_is_known_to_every_process() -> None:
         config.check_unknown({"TREADLE_HTTP_PROT": "8000"}, [SchedulerSettings, LogSettings])
 
 
+def test_the_test_suites_variables_are_known() -> None:
+    # CI exports TREADLE_TEST_REQUIRE_*; every command a test runs inherits them.
+    config.check_unknown(
+        {"TREADLE_TEST_REQUIRE_BROWSER": "1", "TREADLE_TEST_DATABASE_URL": "x"},
+        [SchedulerSettings, LogSettings],
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

@@ -33,10 +33,10 @@ from typing import Any, TypeVar
 from treadle.common.errors import InvalidArgument
 
 PREFIX = "TREADLE_"
-#: Variables read by other parts (tests, tooling), never by a settings class.
-_ALSO_KNOWN = frozenset(
-    {"TREADLE_TEST_DATABASE_URL", "TREADLE_TEST_REQUIRE_PROMTOOL", "TREADLE_TEST_REQUIRE_WRK"}
-)
+#: Variables of the test suite and CI (TREADLE_TEST_DATABASE_URL,
+#: TREADLE_TEST_REQUIRE_BROWSER, ...): read by tests, never by a settings class,
+#: and inherited by the commands the tests run.
+_TEST_PREFIX = "TREADLE_TEST_"
 
 T = TypeVar("T")
 #: A check on one setting: (variable name, value); raises `InvalidArgument`.
@@ -160,12 +160,16 @@ def check_unknown(env: Mapping[str, str], classes: Iterable[type[Any]]) -> None:
     only when `classes` do not know a variable: that reads every installed
     distribution's entry points and imports each class's module (in a
     replica, the gateway's settings), which a start need not pay for."""
-    known = set(_ALSO_KNOWN)
+    known: set[str] = set()
 
     def learn(found: Iterable[type[Any]]) -> list[str]:
         for cls in found:
             known.update(env_name(f.name) for f in dataclasses.fields(cls))
-        return sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+        return sorted(
+            k
+            for k in env
+            if k.startswith(PREFIX) and not k.startswith(_TEST_PREFIX) and k not in known
+        )
 
     unknown = learn(classes)
     if unknown:
