@@ -58,6 +58,11 @@ async def test_submit_mode_compares_with_a_baseline_in_the_same_run(database_url
     assert report["ratio_to_baseline"] == pytest.approx(
         report["submit_rate"] / report["baseline_rate"], rel=0.01, abs=0.001
     )
+    # CPU time per call: the bench client's (its own clock), and the
+    # replica's (/proc, in clock ticks of 10 ms: 40 calls may take none).
+    rates_positive(report, "client_cpu_us_per_submit", "client_cpu_us_per_floor_call")
+    assert report["replica_cpu_us_per_submit"] >= 0
+    assert report["replica_cpu_us_per_floor_call"] >= 0
     assert len(report["all"]["submit"]) == report["rounds"] == 3
     assert report["peak_rss_mb"]["replica-0"] > 0
     assert await bench_schemas(database_url) == before  # its schema is dropped
@@ -134,10 +139,20 @@ async def test_graphql_mode_loads_a_gateway_of_its_own(database_url: str, query:
         "4",
         "--seconds",
         "0.5",
+        "--rounds",
+        "1",
     )
     rates_positive(report, "health_rate", "graphql_rate")
     assert report["generator"] in ("wrk", "python")
     assert report["ratio_to_health"] == pytest.approx(
         report["graphql_rate"] / report["health_rate"], rel=0.01, abs=0.001
     )
+    rates_positive(report, "typename_rate")
+    assert report["typename_ratio_to_health"] == pytest.approx(
+        report["typename_rate"] / report["health_rate"], rel=0.01, abs=0.001
+    )
+    # The gateway's CPU per request of each load, read from /proc.
+    cpu = report["gateway_cpu_us_per_request"]
+    assert set(cpu) == {"health", "graphql", "typename"}
+    assert all(value > 0 for value in cpu.values()), cpu
     assert set(report["peak_rss_mb"]) == {"replica-0", "gateway-1"}

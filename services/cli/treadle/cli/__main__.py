@@ -246,7 +246,8 @@ and with options:
         "--rounds",
         type=int,
         default=3,
-        help="submit: alternations of the measured and the compared, medians reported (default 3)",
+        help="submit, graphql: alternations of the measured and the compared, medians reported "
+        "(default 3)",
     )
     bench.add_argument(
         "--max-queued",

@@ -16,9 +16,14 @@ with come from the same run, the same database and the same machine load.
   with their start-up included, and steady (first start to last finish).
 - `startup`: exec of a replica to gRPC SERVING and to its first claim.
 - `graphql`: one gateway process under 64 connections (a load generator in
-  other processes): `GET /health`, `task(id)` and `submitTask`.
+  other processes): `GET /health`, `task(id)` or `submitTask`, and
+  `query { __typename }` (the least a GraphQL request can cost this gateway:
+  its floor, as the no-op gRPC call is the submit's).
 
-Each report carries the peak memory of every process the bench started.
+Each report carries the peak memory of every process the bench started; the
+submit and graphql modes also the CPU time each operation cost the server
+process and the client (µs), which varies far less from run to run than the
+rates on a shared machine.
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from treadle.cli.bench import percentiles
-from treadle.cli.benchsys import System, system, wait_for
+from treadle.cli.benchsys import Proc, System, system, wait_for
 from treadle.client import Client
 from treadle.common.errors import Internal
 from treadle.common.tasks import TaskSpec
@@ -79,6 +84,29 @@ async def _timed(n: int, in_flight: int, call: Any) -> tuple[float, list[float]]
     began = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(in_flight)))
     return n / (time.perf_counter() - began), sorted(latencies)
+
+
+class _Cpu:
+    """CPU time spent by a process of the system (`proc`) and by this one
+    (the client side), per call, over several measured stretches."""
+
+    def __init__(self, proc: Proc) -> None:
+        self.proc = proc
+        self.server: list[float] = []
+        self.client: list[float] = []
+
+    @contextlib.contextmanager
+    def over(self, calls: int) -> Iterator[None]:
+        server, client = self.proc.cpu_seconds(), time.process_time()
+        yield
+        self.server.append((self.proc.cpu_seconds() - server) / calls * 1e6)
+        self.client.append((time.process_time() - client) / calls * 1e6)
+
+    def median_us(self) -> dict[str, float]:
+        return {
+            "server": round(statistics.median(self.server), 1),
+            "client": round(statistics.median(self.client), 1),
+        }
 
 
 async def baseline_rate(running: System, n: int) -> float:
@@ -164,9 +192,11 @@ async def submit(
             if limits:
                 figures["limited"] = []
                 switch = _LimitSwitch(running, limits)
+            submit_cpu, floor_cpu = _Cpu(replica), _Cpu(replica)
             for round_ in range(rounds):
                 figures["baseline"].append(await baseline_rate(running, n))
-                figures["floor"].append(await grpc_floor(replica.address, n, in_flight))
+                with floor_cpu.over(n):
+                    figures["floor"].append(await grpc_floor(replica.address, n, in_flight))
                 # With limits, the order alternates: P L | L P | P L ..., so
                 # each round switches them once.
                 order = ("limited", "submit") if round_ % 2 else ("submit", "limited")
@@ -178,7 +208,8 @@ async def submit(
                     else:
                         if limits:
                             await switch.off()
-                        rate, latencies = await _timed(n, in_flight, one)
+                        with submit_cpu.over(n):
+                            rate, latencies = await _timed(n, in_flight, one)
                     figures[kind].append(rate)
                     if authed is not None and (kind == "limited" or not limits):
                         rate, auth_latencies = await _timed(n, in_flight, one_authed)
@@ -194,6 +225,13 @@ async def submit(
             "grpc_floor_rate": round(medians["floor"], 1),
             "ratio_to_baseline": round(medians["submit"] / medians["baseline"], 3),
             "ratio_to_grpc_floor": round(medians["submit"] / medians["floor"], 3),
+            # CPU time per call (µs, medians of the rounds): the replica's
+            # (for a submit: storing it, and running the no-op tasks it drains
+            # meanwhile) and this process's (the client's side).
+            "replica_cpu_us_per_submit": submit_cpu.median_us()["server"],
+            "client_cpu_us_per_submit": submit_cpu.median_us()["client"],
+            "replica_cpu_us_per_floor_call": floor_cpu.median_us()["server"],
+            "client_cpu_us_per_floor_call": floor_cpu.median_us()["client"],
         }
         if limits:
             report["limits"] = dict(limits)
@@ -452,12 +490,15 @@ def format_report(r: dict[str, Any]) -> str:
 
 TASK_QUERY = "query Q($id: ID!) { task(id: $id) { id state result } }"
 SUBMIT_MUTATION = 'mutation { submitTask(input: {name: "noop"}) { id state } }'
+#: The cheapest GraphQL request: what the gateway's stack costs before any field.
+FLOOR_QUERY = "query { __typename }"
 
 
 async def graphql(connections: int, query: str, seconds: float, rounds: int = 3) -> dict[str, Any]:
     """One gateway process under `connections` connections from a load
-    generator in other processes: `GET /health`, then the GraphQL `query`,
-    alternated `rounds` times; medians reported."""
+    generator in other processes: `GET /health`, the GraphQL `query`, and
+    `query { __typename }` (the GraphQL floor), alternated `rounds` times;
+    medians reported, with the gateway's CPU time per request of each."""
     import json
 
     from treadle.cli import httpload
@@ -472,40 +513,41 @@ async def graphql(connections: int, query: str, seconds: float, rounds: int = 3)
             body = {"query": TASK_QUERY, "variables": {"id": task.id}}
         else:
             body = {"query": SUBMIT_MUTATION}
-        payload = json.dumps(body).encode()
         headers = {"content-type": "application/json"}
-        health: list[httpload.LoadResult] = []
-        graph: list[httpload.LoadResult] = []
+        posts = {
+            "graphql": json.dumps(body).encode(),
+            "typename": json.dumps({"query": FLOOR_QUERY}).encode(),
+        }
+        loads: dict[str, list[httpload.LoadResult]] = {"health": [], "graphql": [], "typename": []}
+        cpu: dict[str, list[float]] = {kind: [] for kind in loads}
         for _ in range(rounds):
-            health.append(
-                await asyncio.to_thread(
+            for kind in loads:
+                post = kind != "health"
+                before = gateway.cpu_seconds()
+                result = await asyncio.to_thread(
                     httpload.run_load,
-                    gateway.address + "/health",
+                    gateway.address + ("/graphql" if post else "/health"),
                     connections=connections,
                     seconds=seconds,
+                    method="POST" if post else "GET",
+                    body=posts[kind] if post else None,
+                    headers=headers if post else None,
                 )
-            )
-            graph.append(
-                await asyncio.to_thread(
-                    httpload.run_load,
-                    gateway.address + "/graphql",
-                    connections=connections,
-                    seconds=seconds,
-                    method="POST",
-                    body=payload,
-                    headers=headers,
-                )
-            )
+                cpu[kind].append((gateway.cpu_seconds() - before) / max(result.requests, 1) * 1e6)
+                loads[kind].append(result)
             running.sample()
-        failed = sum(r.errors for r in graph) + sum(r.errors for r in health)
+        health, graph, floor = loads["health"], loads["graphql"], loads["typename"]
+        failed = sum(r.errors for r in graph + health + floor)
         if failed:
             raise Internal(
-                f"{failed} of {sum(r.requests for r in graph + health)} requests failed "
+                f"{failed} of {sum(r.requests for r in graph + health + floor)} requests failed "
                 f"(non-2xx or GraphQL errors): the rates would measure failures; "
                 f"the gateway's log: {gateway.log}"
             )
         health_rate = statistics.median(r.rate for r in health)
         graph_rate = statistics.median(r.rate for r in graph)
+        floor_rate = statistics.median(r.rate for r in floor)
+        cpu_us = {kind: round(statistics.median(v), 1) for kind, v in cpu.items()}
         return {
             "mode": "graphql",
             "query": query,
@@ -516,12 +558,17 @@ async def graphql(connections: int, query: str, seconds: float, rounds: int = 3)
             "health_rate": round(health_rate, 1),
             "graphql_rate": round(graph_rate, 1),
             "ratio_to_health": round(graph_rate / health_rate, 3),
+            "typename_rate": round(floor_rate, 1),
+            "typename_ratio_to_health": round(floor_rate / health_rate, 3),
+            # The gateway's CPU per request (µs): user + system, all threads.
+            "gateway_cpu_us_per_request": cpu_us,
             "graphql_p50_ms": round(statistics.median(r.p50_ms for r in graph), 2),
             "graphql_p99_ms": round(statistics.median(r.p99_ms for r in graph), 2),
             "health_p99_ms": round(statistics.median(r.p99_ms for r in health), 2),
             "all": {
                 "health": [round(r.rate) for r in health],
                 "graphql": [round(r.rate) for r in graph],
+                "typename": [round(r.rate) for r in floor],
             },
             "peak_rss_mb": running.peaks(),
         }

@@ -9,7 +9,10 @@ an operator would) and the schema dropped.
 
 Each process's peak resident memory is read from `/proc/<pid>/status`
 (`VmHWM`) while it still runs, so a report can say what a replica or a gateway
-needed at most.
+needed at most; its CPU time (user + system, every thread) from
+`/proc/<pid>/stat`, so a report can say what one operation cost it. On a
+shared, noisy machine CPU time per operation moves far less between runs than
+a rate does.
 """
 
 from __future__ import annotations
@@ -107,6 +110,20 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The process's CPU time so far (user + system, all threads; Linux), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; fields after it are plain.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 @dataclasses.dataclass
 class Proc:
     """One process the system started."""
@@ -123,6 +140,10 @@ class Proc:
         rss = peak_rss_mb(self.popen.pid)
         if rss is not None:
             self.peak_rss_mb = rss
+
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used so far (0 once it is gone)."""
+        return cpu_seconds(self.popen.pid) or 0.0
 
     def failed(self, why: str) -> Unavailable:
         tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""

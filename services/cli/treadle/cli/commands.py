@@ -256,7 +256,7 @@ def cmd_bench(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     elif args.mode == "startup":
         run = benchmodes.startup(args.runs)
     else:
-        run = benchmodes.graphql(args.connections, args.query, args.seconds)
+        run = benchmodes.graphql(args.connections, args.query, args.seconds, args.rounds)
     report = process.run_async(run)
     if args.json:
         print(json.dumps(report, indent=2))
