@@ -5,7 +5,10 @@ plain claim leaves keyed tasks alone; submissions are checked."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import re
+from collections import Counter
 
 import asyncpg
 import pytest
@@ -151,6 +154,66 @@ async def test_a_task_waits_queued_while_its_key_is_full_and_starts_when_a_slot_
             assert done.started_at >= (await client.get(first.id)).finished_at
     finally:
         await replica.stop()
+
+
+async def test_keyed_tasks_of_a_start_limited_queue_keep_both_limits(
+    database_url: str, schema: str
+) -> None:
+    """A start-limited queue's keyed tasks are claimed (by claim_start_limited,
+    under the tenant's keyed lock): at most `limit` starts per window, at most
+    each key's max_concurrent running, across two replicas."""
+    taskapp.OVERLAP_PEAK.clear()
+    limit, window = 10, 1.0
+    replicas = [
+        Replica(make_settings(schema, poll_interval=0.2), load_app("taskapp"), database_url)
+        for _ in range(2)
+    ]
+    for r in replicas:
+        await r.start()
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with Client(replicas[0].address) as client:
+            made = await client.submit("noop", queue="paced", delay_seconds=3600)
+            await client.cancel(made.id)  # the queue exists: give it its start limit
+            await client.update_queue("paced", start_limit=limit, start_window_seconds=window)
+            specs = (
+                [_overlap("a", 1, 0.05)] * 10
+                + [_overlap("b", 2, 0.05)] * 10
+                + [_overlap(None, None)] * 10
+            )
+            ids = await client.submit_many([dataclasses.replace(s, queue="paced") for s in specs])
+            samples: list[tuple[int, int]] = []
+            while True:
+                rows = await conn.fetch(
+                    f'SELECT concurrency_key, count(*) AS n FROM "{schema}".tasks '
+                    "WHERE state = 'RUNNING' AND concurrency_key IS NOT NULL "
+                    "GROUP BY concurrency_key"
+                )
+                running = {r["concurrency_key"]: r["n"] for r in rows}
+                samples.append((running.get("a", 0), running.get("b", 0)))
+                left = await conn.fetchval(
+                    f'SELECT count(*) FROM "{schema}".tasks '
+                    "WHERE queue = 'paced' AND state NOT IN ('SUCCEEDED', 'CANCELLED')"
+                )
+                if left == 0:
+                    break
+                assert len(samples) < 3000, "keyed tasks of a start-limited queue were not claimed"
+                await asyncio.sleep(0.005)
+            done = [await client.get(i) for i in ids]
+            started = await conn.fetch(
+                f'SELECT extract(epoch FROM started_at)::float8 AS at FROM "{schema}".tasks '
+                "WHERE queue = 'paced' AND started_at IS NOT NULL"
+            )
+    finally:
+        await conn.close()
+        for r in replicas:
+            await r.stop()
+    assert {t.state for t in done} == {TaskState.SUCCEEDED}
+    assert {t.attempts for t in done} == {1}
+    per_window = Counter(math.floor(r["at"] / window) for r in started)
+    assert sum(per_window.values()) == 30 and max(per_window.values()) <= limit, per_window
+    assert taskapp.OVERLAP_PEAK["a"] == 1 and taskapp.OVERLAP_PEAK["b"] <= 2, taskapp.OVERLAP_PEAK
+    assert max(a for a, _ in samples) <= 1 and max(b for _, b in samples) <= 2, samples
 
 
 @pytest.mark.parametrize(

@@ -642,7 +642,13 @@ class Store(postgres.PoolStore):
                     break
                 if limits.start_limited and self.held.get((tenant, queue), 0.0) > now:
                     continue  # its window is full: nothing of it may start before it ends
+                # A start-limited queue's keyed tasks are claimed with its
+                # others, under the tenant's keyed lock (taken first, as
+                # claim_keyed does), when the tenant has keyed tasks ready.
+                with_keys = limits.start_limited and tenant in self.keyed
                 async with conn.transaction():
+                    if with_keys:
+                        await postgres.execute(conn, "lock_queue", key=self._keyed_lock(tenant))
                     await postgres.execute(conn, "lock_queue", key=self._queue_lock(tenant, queue))
                     if limits.start_limited:
                         rows += await self._claim_start_limited(
@@ -654,6 +660,7 @@ class Store(postgres.PoolStore):
                             owner,
                             lease_seconds,
                             names,
+                            with_keys,
                         )
                         continue
                     rows += await postgres.fetch(
@@ -740,11 +747,13 @@ class Store(postgres.PoolStore):
         owner: str,
         lease_seconds: float,
         names: list[str],
+        keyed: bool,
     ) -> list[asyncpg.Record]:
-        """Claim from a start-limited queue (under its lock); when its window is
-        what holds back the rest, hold the queue until the window ends, for at
-        most MAX_HOLD seconds (a keyed limit: LIMITED_RECHECK, so that a new
-        key's tasks wait no longer)."""
+        """Claim from a start-limited queue (under its lock; with `keyed`, its
+        tasks with a concurrency key too, under the tenant's keyed lock); when
+        its window is what holds back the rest, hold the queue until the window
+        ends, for at most MAX_HOLD seconds (a keyed limit: LIMITED_RECHECK, so
+        that a new key's tasks wait no longer)."""
         found = await postgres.fetch(
             conn,
             "claim_start_limited",
@@ -755,6 +764,7 @@ class Store(postgres.PoolStore):
             lease_seconds=lease_seconds,
             scan=START_LIMIT_SCAN,
             names=names,
+            keyed=keyed,
         )
         claimed = [r for r in found if r["id"] is not None]
         held = next((r["held_seconds"] for r in found if r["id"] is None), None)

@@ -308,11 +308,15 @@ RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.ma
           t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: claim_start_limited
--- params: tenant, queue, limit, owner, lease_seconds, scan, names
+-- params: tenant, queue, limit, owner, lease_seconds, scan, names, keyed
 -- Claim from one start-limited queue of tenant $1 (run under lock_queue), of
 -- the tasks named in $7 (the others are not candidates), at
 -- most $3 tasks, no more than its free slots when it also has max_concurrent,
--- and no more starts in the current window than start_limit: per distinct
+-- never more RUNNING per concurrency key than a task's concurrency_limit
+-- (with $8, when the tenant has ready keyed tasks: run under the tenant's
+-- keyed lock too, taken first, so the running tasks counted per key are every
+-- claim committed before, as in claim_keyed; without $8 keyed tasks are not
+-- candidates), and no more starts in the current window than start_limit: per distinct
 -- value of the payload's top-level field start_limit_key when it has one
 -- (tasks without that field share the key ''; a value longer than 200
 -- characters counts by its md5). Windows are fixed: [k*W, (k+1)*W) seconds
@@ -321,8 +325,10 @@ RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.ma
 -- window a start is counted in is the one its started_at falls in. The
 -- starts are counted in queue_starts in the same statement. The candidates
 -- are the first ready tasks in claim order: one more than may start, for a
--- static limit; the first $6 for a keyed one (so keys further back wait
--- while the first $6 belong to keys whose window is full). They are not
+-- static limit; the first $6 for a keyed one, or with $8 (so keys further
+-- back wait while the first $6 belong to keys whose window, or concurrency
+-- keys whose limit, is full); a task whose concurrency key is at its limit
+-- takes no start of the window. They are not
 -- locked: every claim of this queue holds its lock, and the UPDATE skips a
 -- task that changed meanwhile (a cancel).
 -- Returns the claimed tasks, then one row whose id is null: `held_seconds`,
@@ -346,21 +352,35 @@ WITH q AS (
     SELECT s.key, s.count FROM queue_starts s CROSS JOIN q
     WHERE s.tenant = $1 AND s.queue = $2 AND s.window_start = q.window_start
 ), candidates AS (
-    SELECT t.id, t.priority, t.run_at, t.seq,
+    SELECT t.id, t.priority, t.run_at, t.seq, t.concurrency_key, t.concurrency_limit,
            CASE WHEN length(t.payload ->> q.start_limit_key) > 200
                 THEN md5(t.payload ->> q.start_limit_key)
                 ELSE coalesce(t.payload ->> q.start_limit_key, '') END AS key
     FROM q CROSS JOIN tasks t
     WHERE t.state = 'QUEUED' AND t.tenant = $1 AND t.queue = $2 AND t.name = ANY($7::text[])
-      AND t.concurrency_key IS NULL
+      AND ($8::boolean OR t.concurrency_key IS NULL)
     ORDER BY t.tenant, t.queue, t.priority DESC, t.run_at, t.seq
-    LIMIT (SELECT CASE WHEN start_limit_key IS NULL THEN least($3::int, start_limit) + 1 ELSE $6 END
+    LIMIT (SELECT CASE WHEN start_limit_key IS NULL AND NOT $8::boolean
+                       THEN least($3::int, start_limit) + 1 ELSE $6 END
            FROM q)
+), key_running AS (
+    SELECT r.concurrency_key, count(*) AS n FROM tasks r
+    WHERE r.state = 'RUNNING' AND r.tenant = $1 AND r.concurrency_key IS NOT NULL
+      AND r.concurrency_key IN (SELECT concurrency_key FROM candidates)
+    GROUP BY r.concurrency_key
+), startable AS (
+    SELECT c.id, c.priority, c.run_at, c.seq, c.key
+    FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.concurrency_key
+                                       ORDER BY c.priority DESC, c.run_at, c.seq) AS key_rank
+        FROM candidates c
+    ) c LEFT JOIN key_running r ON r.concurrency_key = c.concurrency_key
+    WHERE c.concurrency_key IS NULL OR c.key_rank + coalesce(r.n, 0) <= c.concurrency_limit
 ), ranked AS (
     SELECT c.id, c.priority, c.run_at, c.seq, c.key,
            row_number() OVER (PARTITION BY c.key ORDER BY c.priority DESC, c.run_at, c.seq)
                <= (SELECT start_limit FROM q) - coalesce(u.count, 0) AS may_start
-    FROM candidates c LEFT JOIN used u ON u.key = c.key
+    FROM startable c LEFT JOIN used u ON u.key = c.key
 ), allowed AS (
     SELECT id, key FROM ranked WHERE may_start
     ORDER BY priority DESC, run_at, seq
@@ -433,8 +453,8 @@ ORDER BY name;
 -- running tasks counted here are every claim committed before. The
 -- candidates are the first $7 ready keyed tasks in claim order (tasks further
 -- back wait while these all belong to keys at their limit); queues paused,
--- start-limited, or with a max_concurrent but not locked here are left out:
--- their keyed tasks wait. Candidates are not locked: every claim of a keyed
+-- start-limited (claim_start_limited claims their keyed tasks), or with a
+-- max_concurrent but not locked here are left out: their keyed tasks wait. Candidates are not locked: every claim of a keyed
 -- task holds the keyed lock, and the UPDATE skips a task that changed
 -- meanwhile (a cancel).
 WITH candidates AS (
