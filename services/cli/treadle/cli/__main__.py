@@ -274,7 +274,8 @@ and with options:
         "--query",
         choices=["task", "submit"],
         default="task",
-        help="graphql: task(id) query or submitTask mutation (default task)",
+        help="graphql: task(id) query or submitTask mutation (default task); each round "
+        "also loads GET /health and query { __typename }, the gateway's floor",
     )
     bench.add_argument(
         "--auth",
