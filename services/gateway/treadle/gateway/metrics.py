@@ -58,6 +58,9 @@ class GatewayMetrics:
         self.grpc = grpc_metrics.ClientMetrics(r)
         self._operation_names: set[str] = set()
         self._routes: dict[tuple[str, str], _RouteSeries] = {}
+        #: Label children of the GraphQL families, bounded as their labels are.
+        self._operation_series: dict[tuple[str, str, str], Any] = {}
+        self._duration_series: dict[tuple[str, str], Any] = {}
         mr = ("method", "route")
         # -- HTTP ------------------------------------------------------------------
         self.http_requests = Counter(
@@ -178,6 +181,23 @@ class GatewayMetrics:
         if series is None:
             series = self._routes[method, route] = _RouteSeries(self, method, route)
         return series
+
+    def operation_series(self, kind: str, name: str, outcome: str) -> Any:
+        """The operations counter's child for these labels, looked up once
+        (prometheus_client's `labels()` costs several µs a call)."""
+        key = (kind, name, outcome)
+        child = self._operation_series.get(key)
+        if child is None:
+            child = self._operation_series[key] = self.operations.labels(kind, name, outcome)
+        return child
+
+    def duration_series(self, kind: str, name: str) -> Any:
+        """The operation duration histogram's child for these labels, looked up once."""
+        key = (kind, name)
+        child = self._duration_series.get(key)
+        if child is None:
+            child = self._duration_series[key] = self.operation_duration.labels(kind, name)
+        return child
 
     def operation_label(self, name: str | None) -> str:
         if not name:
@@ -346,11 +366,11 @@ class GraphQLMetrics(SchemaExtension):
             found = list(context.pre_execution_errors or ())
         invalid = not self._executed or isinstance(result, PreExecutionError)
         outcome = "invalid" if invalid else "error" if found else "ok"
-        m.operations.labels(kind, name, outcome).inc()
+        m.operation_series(kind, name, outcome).inc()
         for error in found:
             m.graphql_errors.labels(name, error_code(error)).inc()
         if self._subscription:
             m.subscriptions_open.dec()
             m.subscription_duration.observe(seconds)
         else:
-            m.operation_duration.labels(kind, name).observe(seconds)
+            m.duration_series(kind, name).observe(seconds)
