@@ -34,6 +34,29 @@ def _overlap(key: str | None, limit: int | None, seconds: float = 0.02) -> TaskS
     )
 
 
+async def _running_per_key_until_done(
+    conn: asyncpg.Connection, schema: str, keys: tuple[str, str], max_samples: int = 5000
+) -> list[tuple[int, int]]:
+    """Sample how many tasks of each of `keys` are RUNNING (every 5 ms) until
+    no task is left unfinished (none but SUCCEEDED or CANCELLED)."""
+    samples: list[tuple[int, int]] = []
+    while True:
+        rows = await conn.fetch(
+            f'SELECT concurrency_key, count(*) AS n FROM "{schema}".tasks '
+            "WHERE state = 'RUNNING' AND concurrency_key IS NOT NULL "
+            "GROUP BY concurrency_key"
+        )
+        running = {r["concurrency_key"]: r["n"] for r in rows}
+        samples.append((running.get(keys[0], 0), running.get(keys[1], 0)))
+        left = await conn.fetchval(
+            f"SELECT count(*) FROM \"{schema}\".tasks WHERE state NOT IN ('SUCCEEDED', 'CANCELLED')"
+        )
+        if left == 0:
+            return samples
+        assert len(samples) < max_samples, "the tasks did not all finish"
+        await asyncio.sleep(0.005)
+
+
 async def test_the_limit_per_key_holds_across_three_replicas(
     database_url: str, schema: str
 ) -> None:
@@ -54,22 +77,7 @@ async def test_the_limit_per_key_holds_across_three_replicas(
                 + [_overlap(None, None)] * 30
             )
             ids = await client.submit_many(specs)
-            samples: list[tuple[int, int]] = []
-            while True:
-                rows = await conn.fetch(
-                    f'SELECT concurrency_key, count(*) AS n FROM "{schema}".tasks '
-                    "WHERE state = 'RUNNING' AND concurrency_key IS NOT NULL "
-                    "GROUP BY concurrency_key"
-                )
-                running = {r["concurrency_key"]: r["n"] for r in rows}
-                samples.append((running.get("user-a", 0), running.get("user-b", 0)))
-                left = await conn.fetchval(
-                    f"SELECT count(*) FROM \"{schema}\".tasks WHERE state <> 'SUCCEEDED'"
-                )
-                if left == 0:
-                    break
-                assert len(samples) < 5000, "the run did not finish"
-                await asyncio.sleep(0.005)
+            samples = await _running_per_key_until_done(conn, schema, ("user-a", "user-b"))
             done = [await client.get(i) for i in ids]
     finally:
         await conn.close()
@@ -182,23 +190,8 @@ async def test_keyed_tasks_of_a_start_limited_queue_keep_both_limits(
                 + [_overlap(None, None)] * 10
             )
             ids = await client.submit_many([dataclasses.replace(s, queue="paced") for s in specs])
-            samples: list[tuple[int, int]] = []
-            while True:
-                rows = await conn.fetch(
-                    f'SELECT concurrency_key, count(*) AS n FROM "{schema}".tasks '
-                    "WHERE state = 'RUNNING' AND concurrency_key IS NOT NULL "
-                    "GROUP BY concurrency_key"
-                )
-                running = {r["concurrency_key"]: r["n"] for r in rows}
-                samples.append((running.get("a", 0), running.get("b", 0)))
-                left = await conn.fetchval(
-                    f'SELECT count(*) FROM "{schema}".tasks '
-                    "WHERE queue = 'paced' AND state NOT IN ('SUCCEEDED', 'CANCELLED')"
-                )
-                if left == 0:
-                    break
-                assert len(samples) < 3000, "keyed tasks of a start-limited queue were not claimed"
-                await asyncio.sleep(0.005)
+            # Before, they were never claimed: this gave up after 3000 samples.
+            samples = await _running_per_key_until_done(conn, schema, ("a", "b"), 3000)
             done = [await client.get(i) for i in ids]
             started = await conn.fetch(
                 f'SELECT extract(epoch FROM started_at)::float8 AS at FROM "{schema}".tasks '
