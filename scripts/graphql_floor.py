@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from treadle.cli import httpload
+from treadle.cli.benchsys import free_port
 
 APP = """
 import strawberry
@@ -61,13 +61,6 @@ LOADS = {
     "typename": {"query": "query { __typename }"},
     "hello": {"query": "query { hello }"},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def main() -> None:

@@ -123,37 +123,26 @@ async def list_tasks(
     return TaskConnection.from_page(page)
 
 
+def _filters(chosen: tasks.TaskSelection) -> dict[str, Any]:
+    """A selection as the client's filter keywords (its `limit` apart)."""
+    return {
+        f.name: getattr(chosen, f.name) for f in dataclasses.fields(chosen) if f.name != "limit"
+    }
+
+
 async def task_count(info: Info, selection: TaskSelectionInput) -> int:
-    chosen = selection.selection()
-    return await info.context.client.count_tasks(
-        ids=chosen.ids,
-        queue=chosen.queue,
-        states=chosen.states,
-        name=chosen.name,
-        created_after=chosen.created_after,
-        created_before=chosen.created_before,
-        finished_before=chosen.finished_before,
-    )
+    return await info.context.client.count_tasks(**_filters(selection.selection()))
 
 
 async def _bulk(info: Info, action: str, selection: TaskSelectionInput) -> BulkResult:
-    chosen = selection.selection()
     client = info.context.client
     call = {
         "retry": client.retry_tasks,
         "cancel": client.cancel_tasks,
         "purge": client.purge_tasks,
     }[action]
-    done = await call(
-        ids=chosen.ids,
-        queue=chosen.queue,
-        states=chosen.states,
-        name=chosen.name,
-        created_after=chosen.created_after,
-        created_before=chosen.created_before,
-        finished_before=chosen.finished_before,
-        limit=chosen.limit,
-    )
+    chosen = selection.selection()
+    done = await call(**_filters(chosen), limit=chosen.limit)
     return BulkResult.from_result(done)
 
 
