@@ -747,9 +747,9 @@ class Store(postgres.PoolStore):
         owner: str,
         lease_seconds: float,
         names: list[str],
-        keyed: bool,
+        with_keys: bool,
     ) -> list[asyncpg.Record]:
-        """Claim from a start-limited queue (under its lock; with `keyed`, its
+        """Claim from a start-limited queue (under its lock; with `with_keys`, its
         tasks with a concurrency key too, under the tenant's keyed lock); when
         its window is what holds back the rest, hold the queue until the window
         ends, for at most MAX_HOLD seconds (a keyed limit: LIMITED_RECHECK, so
@@ -764,7 +764,7 @@ class Store(postgres.PoolStore):
             lease_seconds=lease_seconds,
             scan=START_LIMIT_SCAN,
             names=names,
-            keyed=keyed,
+            with_keys=with_keys,
         )
         claimed = [r for r in found if r["id"] is not None]
         held = next((r["held_seconds"] for r in found if r["id"] is None), None)

@@ -308,7 +308,7 @@ RETURNING t.id, t.claims, t.tenant, t.name, t.queue, t.payload, t.attempts, t.ma
           t.backoff_max, t.cancel_requested, t.trace_context;
 
 -- name: claim_start_limited
--- params: tenant, queue, limit, owner, lease_seconds, scan, names, keyed
+-- params: tenant, queue, limit, owner, lease_seconds, scan, names, with_keys
 -- Claim from one start-limited queue of tenant $1 (run under lock_queue), of
 -- the tasks named in $7 (the others are not candidates), at
 -- most $3 tasks, no more than its free slots when it also has max_concurrent,
